@@ -1,0 +1,1 @@
+//! Procedural macros of the `snapshot` crate. Use them through `snapshot`.

@@ -1,0 +1,229 @@
+//! The one error type of the crate.
+//!
+//! Every fallible public function returns [`Result`]. Variants are semantic (what went wrong, in
+//! the terms of a backup library) and carry the operation and the path or snapshot they concern,
+//! so a message read in a log is enough to act on.
+
+use std::io;
+use std::path::PathBuf;
+
+/// `Result` with [`Error`] as the default error type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong while taking, listing, verifying, pruning or restoring snapshots.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// An I/O operation failed for a reason with no more specific variant.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done ("open", "copy", "rename", …).
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The disk (or quota) ran out of space while writing. Nothing was published.
+    #[error("no space left on device: {op} {}", path.display())]
+    StorageFull {
+        /// What was being done.
+        op: &'static str,
+        /// The file being written.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// Writing was refused: a read-only file system or missing permission.
+    #[error("permission denied or read-only file system: {op} {}", path.display())]
+    PermissionDenied {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The data source to snapshot does not exist.
+    #[error("{kind} source not found: {}", path.display())]
+    SourceMissing {
+        /// The source kind ("sqlite", "duckdb", "file").
+        kind: &'static str,
+        /// The path that was expected to exist.
+        path: PathBuf,
+    },
+
+    /// A file that should be a database of the given engine is not one (or is damaged).
+    #[error("{} is not a valid {engine} database: {detail}", path.display())]
+    NotADatabase {
+        /// The engine expected ("sqlite", "duckdb").
+        engine: &'static str,
+        /// The file checked.
+        path: PathBuf,
+        /// What the engine or the header check said.
+        detail: String,
+    },
+
+    /// The database stayed busy or locked by other connections for the whole retry budget.
+    #[error("{} stayed busy for {attempts} attempts over {waited_ms} ms: {detail}", path.display())]
+    Busy {
+        /// The database file.
+        path: PathBuf,
+        /// How many attempts were made.
+        attempts: u32,
+        /// How long was waited in total, in milliseconds.
+        waited_ms: u64,
+        /// The last message of the engine.
+        detail: String,
+    },
+
+    /// The restore target is held open (locked) by another process; nothing was changed.
+    #[error("{} is locked by another process; close it before restoring: {detail}", path.display())]
+    TargetLocked {
+        /// The live database file.
+        path: PathBuf,
+        /// What revealed the lock.
+        detail: String,
+    },
+
+    /// No snapshot with this id is in the catalog.
+    #[error("no snapshot with id {id:?} in the catalog")]
+    NotFound {
+        /// The id that was asked for.
+        id: String,
+    },
+
+    /// The snapshot was taken from a different kind of source than the restore target.
+    #[error("snapshot {id} holds a {snapshot_kind} image but the target is a {target_kind} source")]
+    WrongEngine {
+        /// The snapshot id.
+        id: String,
+        /// The source kind recorded in the snapshot.
+        snapshot_kind: String,
+        /// The source kind of the target.
+        target_kind: String,
+    },
+
+    /// A blob's content does not match the checksum recorded for it (truncated or bit-flipped).
+    #[error("checksum mismatch for {key}: expected {expected}, found {actual}")]
+    ChecksumMismatch {
+        /// The blob key in the store.
+        key: String,
+        /// The recorded checksum.
+        expected: String,
+        /// The checksum of the bytes found.
+        actual: String,
+    },
+
+    /// A blob is missing from the store although the catalog lists it.
+    #[error("blob {key} is missing from the store")]
+    BlobMissing {
+        /// The blob key.
+        key: String,
+    },
+
+    /// An object already exists under a key written with [`PutMode::Create`](crate::PutMode::Create).
+    #[error("{key} already exists in the store")]
+    AlreadyExists {
+        /// The key.
+        key: String,
+    },
+
+    /// The catalog index (`snapshot_metadata.json`) cannot be parsed.
+    #[error("catalog {} is corrupt at line {line}, column {column}: {detail} (run `doctor` to rebuild it from the sidecars)", path.display())]
+    CatalogCorrupt {
+        /// The catalog file.
+        path: PathBuf,
+        /// 1-based line of the first error (0 when unknown).
+        line: usize,
+        /// 1-based column of the first error (0 when unknown).
+        column: usize,
+        /// What the parser said.
+        detail: String,
+    },
+
+    /// A request or option is invalid; names the field and why.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The field or argument.
+        field: &'static str,
+        /// Why it is rejected.
+        reason: String,
+    },
+
+    /// The retention policy would keep no snapshot at all.
+    #[error("retention policy keeps nothing: {reason}")]
+    RetentionKeepsNothing {
+        /// Which rule made it so.
+        reason: String,
+    },
+
+    /// A database engine reported an error.
+    #[error("{engine} {op} on {}: {detail}", path.display())]
+    Engine {
+        /// The engine ("sqlite", "duckdb").
+        engine: &'static str,
+        /// What was being done.
+        op: &'static str,
+        /// The database file.
+        path: PathBuf,
+        /// The engine's message.
+        detail: String,
+    },
+
+    /// A restore failed; the live data was put back from the safety snapshot when `rolled_back`.
+    #[error("restore of {id} failed ({reason}); {}", if *rolled_back { "the live data was rolled back to its state before the restore" } else { "the live data was not changed" })]
+    RestoreFailed {
+        /// The snapshot that was being restored.
+        id: String,
+        /// What failed.
+        reason: String,
+        /// Whether the target had been replaced and was put back.
+        rolled_back: bool,
+    },
+
+    /// No default manager was installed with [`install`](crate::install) and none was named.
+    #[error(
+        "no snapshot manager installed: call snapshot::install(manager) at start-up or pass `manager = …`"
+    )]
+    NotInstalled,
+
+    /// Another process holds the store lock longer than the wait budget.
+    #[error("store lock {} is held by another process (waited {waited_ms} ms)", path.display())]
+    StoreLocked {
+        /// The lock file.
+        path: PathBuf,
+        /// How long was waited, in milliseconds.
+        waited_ms: u64,
+    },
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and path, choosing the most specific variant.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        let path = path.into();
+        match source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                Error::StorageFull { op, path, source }
+            }
+            io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
+                Error::PermissionDenied { op, path, source }
+            }
+            _ => Error::Io { op, path, source },
+        }
+    }
+
+    /// Shorthand for [`Error::InvalidInput`].
+    pub(crate) fn invalid(field: &'static str, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field,
+            reason: reason.into(),
+        }
+    }
+}

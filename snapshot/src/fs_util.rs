@@ -1,0 +1,374 @@
+//! The one place that makes user data durable: staging, fsync, rename, directory fsync, locks and
+//! owner-only permissions.
+//!
+//! Every snapshot, sidecar, catalog index and restored database is written the same way:
+//! write a uniquely named staging file (`create_new`, mode 0600) in the destination directory,
+//! fsync it, close it, rename (or hard-link, to refuse overwriting) it into place, then fsync the
+//! directory so the new name itself survives a crash. Any failure removes the staging file. No
+//! other module calls `sync_all` or `rename` on user data.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+/// Prefix of every staging file this library creates; anything with it is a crash leftover once
+/// no process is writing it.
+pub const STAGING_PREFIX: &str = ".snapshot-staging-";
+
+/// Mode of files holding user data: owner read/write only (they hold the same data as the DB).
+pub const FILE_MODE: u32 = 0o600;
+/// Mode of directories holding snapshots: owner only.
+pub const DIR_MODE: u32 = 0o700;
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh staging path in `dir`, unique across threads and processes.
+pub fn staging_path(dir: &Path, hint: &str) -> PathBuf {
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let hint: String = hint
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    dir.join(format!(
+        "{STAGING_PREFIX}{}-{n}-{nanos:09}-{hint}",
+        std::process::id()
+    ))
+}
+
+/// Creates `dir` and missing parents with mode 0700 (existing directories keep their mode,
+/// except `dir` itself when this call created it).
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|e| Error::io("create directory", dir, e))
+}
+
+/// Creates a new file (failing if it exists) with mode 0600, for writing.
+pub fn create_new_private(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create_new(true)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| Error::io("create", path, e))
+}
+
+/// Flushes a directory entry table to disk so renames and new names in it survive a crash.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    d.sync_all()
+        .map_err(|e| Error::io("fsync directory", dir, e))
+}
+
+/// Removes a file if it exists, ignoring "not found".
+pub fn remove_if_exists(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io("remove", path, e)),
+    }
+}
+
+/// Removes `path` when dropped unless disarmed: staging files never outlive a failure.
+#[derive(Debug)]
+pub struct StagingGuard {
+    path: Option<PathBuf>,
+}
+
+impl StagingGuard {
+    /// Guards `path`.
+    pub fn new(path: PathBuf) -> Self {
+        StagingGuard { path: Some(path) }
+    }
+    /// The guarded path.
+    pub fn path(&self) -> &Path {
+        self.path.as_deref().unwrap_or(Path::new(""))
+    }
+    /// Keeps the file (it was published or handed over).
+    pub fn disarm(mut self) -> PathBuf {
+        self.path.take().unwrap_or_default()
+    }
+}
+
+impl Drop for StagingGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = fs::remove_file(&p);
+        }
+    }
+}
+
+/// Size and checksum of a sealed file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    /// Size in bytes.
+    pub size: u64,
+    /// `blake3:<hex>`.
+    pub checksum: String,
+}
+
+/// Makes a finished staging file durable and computes its checksum. The fsync (I/O bound) and
+/// the hash (CPU bound, read from the page cache) run in parallel, so sealing costs about the
+/// larger of the two rather than their sum.
+pub fn seal(path: &Path) -> Result<Sealed> {
+    std::thread::scope(|s| {
+        let sync = s.spawn(|| -> Result<()> {
+            let f = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(|e| Error::io("open for fsync", path, e))?;
+            f.sync_all().map_err(|e| Error::io("fsync", path, e))
+        });
+        let hashed = hash_file(path);
+        let synced = sync.join().unwrap_or_else(|_| {
+            Err(Error::io(
+                "fsync",
+                path,
+                io::Error::other("fsync thread panicked"),
+            ))
+        });
+        synced?;
+        hashed
+    })
+}
+
+/// Size and `blake3:` checksum of a file, read sequentially (memory-mapped when large).
+pub fn hash_file(path: &Path) -> Result<Sealed> {
+    let mut hasher = blake3::Hasher::new();
+    let mut f = File::open(path).map_err(|e| Error::io("open for checksum", path, e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read for checksum", path, e)),
+        };
+        hasher.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok(Sealed {
+        size,
+        checksum: format!("blake3:{}", hasher.finalize().to_hex()),
+    })
+}
+
+/// `blake3:` checksum of bytes in memory.
+#[cfg(test)]
+pub fn hash_bytes(data: &[u8]) -> String {
+    format!("blake3:{}", blake3::hash(data).to_hex())
+}
+
+/// Copies `src` into a new private file `dst` (kernel copy where the file system offers it).
+/// Not durable by itself: follow with [`seal`] or [`sync_file`].
+pub fn copy_to_new(src: &Path, dst: &Path) -> Result<u64> {
+    let mut from = File::open(src).map_err(|e| Error::io("open", src, e))?;
+    let mut to = create_new_private(dst)?;
+    // std::io::copy between two files uses copy_file_range on Linux.
+    let n = io::copy(&mut from, &mut to).map_err(|e| Error::io("copy", dst, e))?;
+    Ok(n)
+}
+
+/// fsyncs one file.
+pub fn sync_file(path: &Path) -> Result<()> {
+    let f = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(|e| Error::io("open for fsync", path, e))?;
+    f.sync_all().map_err(|e| Error::io("fsync", path, e))
+}
+
+/// Writes `data` to `path` atomically and durably, replacing any existing file.
+pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = parent(path);
+    let staged = StagingGuard::new(staging_path(dir, file_name(path)));
+    {
+        let mut f = create_new_private(staged.path())?;
+        f.write_all(data)
+            .map_err(|e| Error::io("write", staged.path(), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("fsync", staged.path(), e))?;
+    }
+    fs::rename(staged.path(), path).map_err(|e| Error::io("rename", path, e))?;
+    staged.disarm();
+    fsync_dir(dir)
+}
+
+/// Writes `data` to a new file at `path`, durably; fails with [`Error::AlreadyExists`] if a file
+/// is there (the check and the publish are one atomic step).
+pub fn write_new(path: &Path, data: &[u8]) -> Result<()> {
+    let dir = parent(path);
+    let staged = StagingGuard::new(staging_path(dir, file_name(path)));
+    {
+        let mut f = create_new_private(staged.path())?;
+        f.write_all(data)
+            .map_err(|e| Error::io("write", staged.path(), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("fsync", staged.path(), e))?;
+    }
+    publish_new(staged.path(), path)?;
+    staged.disarm();
+    Ok(())
+}
+
+/// Moves an already fsynced staging file to `dst`, refusing to overwrite: a hard link is created
+/// (fails if `dst` exists) and the staging name removed, then the directory is fsynced.
+pub fn publish_new(staged: &Path, dst: &Path) -> Result<()> {
+    match fs::hard_link(staged, dst) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            return Err(Error::AlreadyExists {
+                key: file_name(dst).to_string(),
+            });
+        }
+        Err(e) => return Err(Error::io("link", dst, e)),
+    }
+    fs::remove_file(staged).map_err(|e| Error::io("remove staging", staged, e))?;
+    fsync_dir(parent(dst))
+}
+
+/// Moves an already fsynced staging file over `dst` (atomic replace), then fsyncs the directory.
+pub fn publish_replace(staged: &Path, dst: &Path) -> Result<()> {
+    fs::rename(staged, dst).map_err(|e| Error::io("rename", dst, e))?;
+    fsync_dir(parent(dst))
+}
+
+/// Removes a published file durably (the directory is fsynced).
+pub fn remove_durable(path: &Path) -> Result<()> {
+    remove_if_exists(path)?;
+    fsync_dir(parent(path))
+}
+
+/// Sets owner-only permissions on an existing file.
+pub fn make_private(path: &Path) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(FILE_MODE))
+        .map_err(|e| Error::io("chmod", path, e))
+}
+
+/// An exclusive advisory lock on a file, released on drop.
+#[derive(Debug)]
+pub struct FileLock {
+    _file: File,
+}
+
+/// Takes an exclusive lock on `path` (created 0600 if missing), waiting up to `budget`.
+pub fn lock_exclusive(path: &Path, budget: Duration) -> Result<FileLock> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
+        .map_err(|e| Error::io("open lock", path, e))?;
+    let start = Instant::now();
+    let mut pause = Duration::from_micros(200);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(FileLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => {
+                if start.elapsed() >= budget {
+                    return Err(Error::StoreLocked {
+                        path: path.to_path_buf(),
+                        waited_ms: start.elapsed().as_millis() as u64,
+                    });
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(Error::io("lock", path, e)),
+        }
+    }
+}
+
+fn parent(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+fn file_name(path: &Path) -> &str {
+    path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_refuses_to_overwrite_and_leaves_no_staging() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let p = dir.path().join("a.json");
+        write_new(&p, b"one")?;
+        assert!(matches!(
+            write_new(&p, b"two"),
+            Err(Error::AlreadyExists { .. })
+        ));
+        assert_eq!(fs::read(&p).map_err(|e| Error::io("read", &p, e))?, b"one");
+        write_atomic(&p, b"three")?;
+        assert_eq!(
+            fs::read(&p).map_err(|e| Error::io("read", &p, e))?,
+            b"three"
+        );
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .map_err(|e| Error::io("read_dir", dir.path(), e))?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, vec!["a.json".to_string()]);
+        let mode = fs::metadata(&p)
+            .map_err(|e| Error::io("stat", &p, e))?
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, FILE_MODE);
+        Ok(())
+    }
+
+    #[test]
+    fn seal_matches_hash_of_content() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let p = dir.path().join("x");
+        fs::write(&p, vec![7u8; 3_000_000]).map_err(|e| Error::io("write", &p, e))?;
+        let s = seal(&p)?;
+        assert_eq!(s.size, 3_000_000);
+        assert_eq!(s.checksum, hash_bytes(&vec![7u8; 3_000_000]));
+        Ok(())
+    }
+
+    #[test]
+    fn lock_is_exclusive_with_a_budget() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let p = dir.path().join(".lock");
+        let held = lock_exclusive(&p, Duration::from_secs(1))?;
+        let second = lock_exclusive(&p, Duration::from_millis(30));
+        assert!(matches!(second, Err(Error::StoreLocked { .. })));
+        drop(held);
+        lock_exclusive(&p, Duration::from_millis(30))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! # snapshot
+//!
+//! Consistent, verified snapshots of an application's data, taken right before it is destroyed,
+//! and put back — whole — after a safety copy of the present.
+//!
+//! An application builds one [`SnapshotManager`] from a [`Source`] (what to copy: a live SQLite
+//! database, a DuckDB file, any file) and a [`Store`] (where snapshots live: a local directory,
+//! memory, …). Each [`snapshot`](SnapshotManager::snapshot) writes a self-contained,
+//! checksummed image into the store and a [`SnapshotRecord`] into the catalog
+//! (`snapshot_metadata.json`), then applies the [`RetentionPolicy`] (keep the last 10 by default).
+//! [`restore`](SnapshotManager::restore) verifies the image, takes a `pre_restore` safety
+//! snapshot, swaps the file atomically and rolls back if the result fails its check.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use snapshot::{Environment, ListFilter, LocalStore, SnapshotManager, SnapshotRequest, SqliteSource};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let db = dir.path().join("app.db");
+//! # std::fs::write(&db, b"")?;
+//! let manager = SnapshotManager::builder()
+//!     .source(SqliteSource::new(&db))
+//!     .store(LocalStore::open(dir.path().join("backups"))?)
+//!     .environment(Environment::persistent())
+//!     .build()?;
+//!
+//! let taken = manager.snapshot(SnapshotRequest::new("delete").entity("measure", 42))?;
+//! let id = taken.record().map(|r| r.snapshot_id.clone()).unwrap_or_default();
+//! // … the measure is deleted, and the user wants it back:
+//! let listed = manager.list(&ListFilter::new().entity_type("measure").limit(5))?;
+//! assert_eq!(listed[0].snapshot_id, id);
+//! let report = manager.restore(&id)?;
+//! assert!(report.safety_snapshot.is_some());
+//! # Ok(()) }
+//! # #[cfg(not(feature = "sqlite"))] fn main() {}
+//! ```
+//!
+//! ## Features
+//!
+//! | feature   | default | what it adds |
+//! |-----------|---------|--------------|
+//! | `macros`  | yes     | `#[with_snapshot]` (re-exported from `snapshot-macros`) |
+//! | `sqlite`  | no      | [`SqliteSource`]: live SQLite databases (rusqlite) |
+//! | `duckdb`  | no      | [`DuckDbSource`]: DuckDB files (duckdb) |
+//! | `bundled` | no      | compile SQLite/DuckDB from source instead of linking the system's |
+//!
+//! A library should not force C-library bundling on its users, so `bundled` is opt-in; the
+//! workspace's examples and tests turn it on.
+//!
+//! ## On disk
+//!
+//! A [`LocalStore`] directory holds, side by side: the blobs (each a self-contained database
+//! file), one JSON sidecar per blob (its record, from which the index can be rebuilt), the index
+//! `snapshot_metadata.json`, and a `.lock` file. Files are 0600 and the directory 0700: snapshots
+//! hold the same data as the database.
+
+pub mod catalog;
+pub mod environment;
+mod error;
+mod fs_util;
+pub mod id;
+mod manager;
+pub mod record;
+mod restore;
+pub mod retention;
+pub mod source;
+pub mod store;
+mod verify;
+
+pub use environment::{Environment, Indicator};
+pub use error::{Error, Result};
+pub use manager::{
+    ListFilter, OperationStats, PruneReport, SnapshotManager, SnapshotManagerBuilder,
+    SnapshotOutcome, SnapshotRequest, Status, install, installed,
+};
+pub use record::{Outcome, SnapshotRecord};
+pub use restore::{RestoreOptions, RestoreReport};
+pub use retention::{Decision, Reason, RetentionPlan, RetentionPolicy};
+#[cfg(feature = "duckdb")]
+pub use source::DuckDbSource;
+#[cfg(feature = "sqlite")]
+pub use source::SqliteSource;
+pub use source::{BusyBudget, CheckLevel, FileSource, Source};
+pub use store::{LocalStore, MemoryStore, ObjectMeta, PutMode, Store, StoreLock};
+pub use verify::{DoctorOptions, DoctorReport, VerifyAllReport, VerifyReport};
+
+/// Staging-file prefix: any file named so is a leftover of an interrupted write.
+pub use fs_util::STAGING_PREFIX;

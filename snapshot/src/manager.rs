@@ -1,0 +1,726 @@
+//! [`SnapshotManager`]: the one public entry for every workflow — snapshot, list, get, verify,
+//! prune, restore, status.
+//!
+//! A manager ties a [`Source`] (what to copy) to a [`Store`] (where snapshots live), a
+//! [`RetentionPolicy`] and the [`Environment`] it runs in. It is cheap to clone (an `Arc`
+//! inside) and safe to share between threads; processes sharing one store coordinate through
+//! the store's lock.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use chrono::{DateTime, Utc};
+
+use crate::catalog::Catalog;
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::fs_util::{self, StagingGuard};
+use crate::id;
+use crate::record::{self, FORMAT_VERSION, Outcome, SnapshotRecord};
+use crate::retention::{RetentionPlan, RetentionPolicy};
+use crate::source::{CheckLevel, Source};
+use crate::store::{PutMode, Store};
+
+/// Takes, lists, verifies, prunes and restores snapshots of one source into one store.
+///
+/// ```no_run
+/// # #[cfg(feature = "sqlite")]
+/// # fn main() -> snapshot::Result<()> {
+/// use snapshot::{LocalStore, SnapshotManager, SnapshotRequest, SqliteSource};
+///
+/// let manager = SnapshotManager::builder()
+///     .source(SqliteSource::new("app.db"))
+///     .store(LocalStore::open("backups")?)
+///     .build()?;
+/// let taken = manager.snapshot(SnapshotRequest::new("delete").entity("measure", 42))?;
+/// if let Some(record) = taken.record() {
+///     println!("took {}", record.snapshot_id);
+/// }
+/// # Ok(()) }
+/// # #[cfg(not(feature = "sqlite"))] fn main() {}
+/// ```
+#[derive(Debug, Clone)]
+pub struct SnapshotManager {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) source: Arc<dyn Source>,
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) catalog: Catalog,
+    pub(crate) retention: RetentionPolicy,
+    pub(crate) environment: Environment,
+    pub(crate) disabled: Option<String>,
+    pub(crate) disabled_logged: AtomicBool,
+    pub(crate) check_on_create: CheckLevel,
+    pub(crate) host: String,
+}
+
+/// Builds a [`SnapshotManager`]; see [`SnapshotManager::builder`].
+#[derive(Debug, Default)]
+pub struct SnapshotManagerBuilder {
+    source: Option<Arc<dyn Source>>,
+    store: Option<Arc<dyn Store>>,
+    retention: Option<RetentionPolicy>,
+    environment: Option<Environment>,
+    check_on_create: Option<CheckLevel>,
+}
+
+impl SnapshotManagerBuilder {
+    /// What to snapshot (required).
+    pub fn source(mut self, source: impl Source + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
+    }
+
+    /// What to snapshot, already shared.
+    pub fn source_arc(mut self, source: Arc<dyn Source>) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// Where snapshots live (required).
+    pub fn store(mut self, store: impl Store + 'static) -> Self {
+        self.store = Some(Arc::new(store));
+        self
+    }
+
+    /// Where snapshots live, already shared.
+    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Retention applied after each snapshot and by [`SnapshotManager::prune`]
+    /// (default: keep the last 10).
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = Some(policy);
+        self
+    }
+
+    /// The host environment (default: [`Environment::detect`] for the store's directory).
+    pub fn environment(mut self, environment: Environment) -> Self {
+        self.environment = Some(environment);
+        self
+    }
+
+    /// The engine check every new image passes before it is published (default
+    /// [`CheckLevel::Header`]: the checksum is always computed; `Quick` adds SQLite's
+    /// `quick_check` at about the cost of reading the file once more).
+    pub fn check_on_create(mut self, level: CheckLevel) -> Self {
+        self.check_on_create = Some(level);
+        self
+    }
+
+    /// Builds the manager. On an ephemeral host with a host-local store the manager is built
+    /// *disabled*: snapshots return [`SnapshotOutcome::Disabled`] and say why, once, in the log.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the source or store is missing;
+    /// [`Error::RetentionKeepsNothing`] for a policy that would keep no snapshot.
+    pub fn build(self) -> Result<SnapshotManager> {
+        let source = self
+            .source
+            .ok_or_else(|| Error::invalid("source", "a manager needs a source"))?;
+        let store = self
+            .store
+            .ok_or_else(|| Error::invalid("store", "a manager needs a store"))?;
+        let retention = self.retention.unwrap_or_default();
+        retention.validate()?;
+        let environment = self
+            .environment
+            .unwrap_or_else(|| Environment::detect(store.local_dir()));
+        let disabled = (environment.is_ephemeral() && store.is_host_local()).then(|| {
+            format!(
+                "{environment}; snapshots into the host-local store {} would not survive it",
+                store.location()
+            )
+        });
+        Ok(SnapshotManager {
+            inner: Arc::new(Inner {
+                catalog: Catalog::new(store.clone()),
+                source,
+                store,
+                retention,
+                environment,
+                disabled,
+                disabled_logged: AtomicBool::new(false),
+                check_on_create: self.check_on_create.unwrap_or(CheckLevel::Header),
+                host: gethostname::gethostname().to_string_lossy().into_owned(),
+            }),
+        })
+    }
+}
+
+/// What a snapshot is for: the fields recorded with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRequest {
+    pub(crate) operation_type: String,
+    pub(crate) description: Option<String>,
+    pub(crate) entity_type: Option<String>,
+    pub(crate) entity_id: Option<String>,
+    pub(crate) pinned: bool,
+    pub(crate) outcome: Outcome,
+    pub(crate) restore_of: Option<String>,
+}
+
+impl SnapshotRequest {
+    /// A request for a snapshot before `operation_type` ("delete", "update", "manual", …).
+    pub fn new(operation_type: impl Into<String>) -> Self {
+        SnapshotRequest {
+            operation_type: operation_type.into(),
+            description: None,
+            entity_type: None,
+            entity_id: None,
+            pinned: false,
+            outcome: Outcome::Standalone,
+            restore_of: None,
+        }
+    }
+
+    /// Free text; defaults to `Before <operation> <entity> <id>` as the original wrote it.
+    pub fn description(mut self, text: impl Into<String>) -> Self {
+        self.description = Some(text.into());
+        self
+    }
+
+    /// The entity concerned and its id.
+    pub fn entity(
+        mut self,
+        entity_type: impl Into<String>,
+        entity_id: impl std::fmt::Display,
+    ) -> Self {
+        self.entity_type = Some(entity_type.into());
+        self.entity_id = Some(entity_id.to_string());
+        self
+    }
+
+    /// The entity type alone (no id).
+    pub fn entity_type(mut self, entity_type: impl Into<String>) -> Self {
+        self.entity_type = Some(entity_type.into());
+        self
+    }
+
+    /// Pins the snapshot: retention never removes it.
+    pub fn pinned(mut self, pinned: bool) -> Self {
+        self.pinned = pinned;
+        self
+    }
+
+    /// Marks the snapshot as taken around a call whose outcome is not known yet
+    /// ([`Outcome::Pending`]); settle it with [`SnapshotManager::set_outcome`].
+    pub fn around_call(mut self) -> Self {
+        self.outcome = Outcome::Pending;
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.operation_type.trim().is_empty() {
+            return Err(Error::invalid("operation_type", "must not be empty"));
+        }
+        if id::sanitize(&self.operation_type).is_empty() {
+            return Err(Error::invalid(
+                "operation_type",
+                format!("{:?} has no letter or digit", self.operation_type),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What [`SnapshotManager::snapshot`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SnapshotOutcome {
+    /// A snapshot was taken and is in the catalog.
+    Taken(SnapshotRecord),
+    /// The manager is disabled (ephemeral host); no snapshot was taken, and this says why.
+    Disabled {
+        /// Why the manager is disabled.
+        reason: String,
+    },
+}
+
+impl SnapshotOutcome {
+    /// The new record, when one was taken.
+    pub fn record(&self) -> Option<&SnapshotRecord> {
+        match self {
+            SnapshotOutcome::Taken(r) => Some(r),
+            SnapshotOutcome::Disabled { .. } => None,
+        }
+    }
+
+    /// The new record, when one was taken.
+    pub fn into_record(self) -> Option<SnapshotRecord> {
+        match self {
+            SnapshotOutcome::Taken(r) => Some(r),
+            SnapshotOutcome::Disabled { .. } => None,
+        }
+    }
+}
+
+/// Which records [`SnapshotManager::list`] returns (all filters combine; newest first).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    operation_type: Option<String>,
+    entity_type: Option<String>,
+    entity_id: Option<String>,
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: Option<usize>,
+}
+
+impl ListFilter {
+    /// Every record.
+    pub fn new() -> Self {
+        Self::default()
+    }
+    /// Only this operation type.
+    pub fn operation_type(mut self, op: impl Into<String>) -> Self {
+        self.operation_type = Some(op.into());
+        self
+    }
+    /// Only this entity type.
+    pub fn entity_type(mut self, entity: impl Into<String>) -> Self {
+        self.entity_type = Some(entity.into());
+        self
+    }
+    /// Only this entity id.
+    pub fn entity_id(mut self, id: impl std::fmt::Display) -> Self {
+        self.entity_id = Some(id.to_string());
+        self
+    }
+    /// Only snapshots taken at or after `t`.
+    pub fn since(mut self, t: DateTime<Utc>) -> Self {
+        self.since = Some(t);
+        self
+    }
+    /// Only snapshots taken before `t`.
+    pub fn until(mut self, t: DateTime<Utc>) -> Self {
+        self.until = Some(t);
+        self
+    }
+    /// At most `n` records (the newest).
+    pub fn limit(mut self, n: usize) -> Self {
+        self.limit = Some(n);
+        self
+    }
+
+    fn matches(&self, r: &SnapshotRecord) -> bool {
+        self.operation_type
+            .as_ref()
+            .is_none_or(|o| *o == r.operation_type)
+            && self
+                .entity_type
+                .as_ref()
+                .is_none_or(|e| Some(e) == r.entity_type.as_ref())
+            && self
+                .entity_id
+                .as_ref()
+                .is_none_or(|i| Some(i) == r.entity_id.as_ref())
+            && self.since.is_none_or(|t| r.datetime >= t)
+            && self.until.is_none_or(|t| r.datetime < t)
+    }
+}
+
+/// Counts and sizes for one operation type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OperationStats {
+    /// Number of snapshots.
+    pub count: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// What [`SnapshotManager::status`] reports.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Status {
+    /// Whether snapshots are taken.
+    pub enabled: bool,
+    /// Why not, when disabled.
+    pub disabled_reason: Option<String>,
+    /// The detected (or given) environment, as text.
+    pub environment: String,
+    /// The store's location.
+    pub store: String,
+    /// The source kind.
+    pub source_kind: String,
+    /// The live path.
+    pub source_path: PathBuf,
+    /// Number of snapshots.
+    pub count: usize,
+    /// Their total size in bytes.
+    pub total_bytes: u64,
+    /// Per operation type.
+    pub by_operation: BTreeMap<String, OperationStats>,
+    /// Number of pinned snapshots.
+    pub pinned: usize,
+    /// The oldest snapshot's time.
+    pub oldest: Option<DateTime<Utc>>,
+    /// The newest snapshot's time.
+    pub newest: Option<DateTime<Utc>>,
+    /// When a snapshot last passed a full verification.
+    pub last_verified: Option<DateTime<Utc>>,
+    /// The retention policy in force.
+    pub retention: RetentionPolicy,
+}
+
+/// What [`SnapshotManager::prune`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PruneReport {
+    /// The plan that was carried out (a reason for every keep and drop).
+    pub plan: RetentionPlan,
+    /// Ids removed from the catalog and the store.
+    pub deleted: Vec<String>,
+    /// Bytes freed.
+    pub freed_bytes: u64,
+}
+
+static INSTALLED: OnceLock<SnapshotManager> = OnceLock::new();
+
+/// Installs the process-wide default manager used by `#[with_snapshot]` when no
+/// `manager = …` is given. Only the first call wins.
+///
+/// # Errors
+/// [`Error::InvalidInput`] when a manager is already installed.
+pub fn install(manager: SnapshotManager) -> Result<()> {
+    INSTALLED
+        .set(manager)
+        .map_err(|_| Error::invalid("manager", "a default manager is already installed"))
+}
+
+/// The installed default manager.
+///
+/// # Errors
+/// [`Error::NotInstalled`] when [`install`] was never called.
+pub fn installed() -> Result<&'static SnapshotManager> {
+    INSTALLED.get().ok_or(Error::NotInstalled)
+}
+
+fn newest_first(records: &mut [SnapshotRecord]) {
+    records.sort_by(|a, b| {
+        b.datetime
+            .cmp(&a.datetime)
+            .then_with(|| b.snapshot_id.cmp(&a.snapshot_id))
+    });
+}
+
+impl SnapshotManager {
+    /// Starts building a manager.
+    pub fn builder() -> SnapshotManagerBuilder {
+        SnapshotManagerBuilder::default()
+    }
+
+    /// Whether snapshots are taken (false on an ephemeral host with a host-local store).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.disabled.is_none()
+    }
+
+    /// The environment the manager was built for.
+    pub fn environment(&self) -> &Environment {
+        &self.inner.environment
+    }
+
+    /// The source.
+    pub fn source(&self) -> &Arc<dyn Source> {
+        &self.inner.source
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    /// Takes a snapshot: a consistent image of the source, checksummed and durable in the store,
+    /// then recorded in the catalog; retention is applied afterwards. On a disabled manager
+    /// nothing is taken and [`SnapshotOutcome::Disabled`] says why.
+    ///
+    /// Nothing of a failed snapshot stays behind (staging files and partly published objects
+    /// are removed) and the live data is never modified.
+    ///
+    /// # Errors
+    /// Source errors ([`Error::SourceMissing`], [`Error::NotADatabase`], [`Error::Busy`]), store
+    /// errors ([`Error::StorageFull`], [`Error::PermissionDenied`]), [`Error::CatalogCorrupt`],
+    /// [`Error::InvalidInput`] for an empty operation type.
+    pub fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotOutcome> {
+        if let Some(reason) = &self.inner.disabled {
+            if !self.inner.disabled_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%reason, "snapshots are disabled");
+            }
+            return Ok(SnapshotOutcome::Disabled {
+                reason: reason.clone(),
+            });
+        }
+        self.take(request).map(SnapshotOutcome::Taken)
+    }
+
+    pub(crate) fn take(&self, request: SnapshotRequest) -> Result<SnapshotRecord> {
+        request.validate()?;
+        let inner = &self.inner;
+        let now = Utc::now();
+        let staging_dir = inner.store.staging_dir()?;
+        let staged = StagingGuard::new(fs_util::staging_path(
+            &staging_dir,
+            inner.source.extension(),
+        ));
+        inner.source.capture(staged.path())?;
+        inner
+            .source
+            .check_image(staged.path(), inner.check_on_create)?;
+        let sealed = fs_util::seal(staged.path())?;
+
+        let description = request.description.clone().unwrap_or_else(|| {
+            let mut d = format!("Before {}", request.operation_type);
+            for part in [&request.entity_type, &request.entity_id]
+                .into_iter()
+                .flatten()
+            {
+                d.push(' ');
+                d.push_str(part);
+            }
+            d
+        });
+        let mut record = None;
+        for attempt in 0..10_000u32 {
+            let snapshot_id = id::snapshot_id(
+                now,
+                &request.operation_type,
+                request.entity_type.as_deref(),
+                request.entity_id.as_deref(),
+                attempt,
+            );
+            let blob_key = format!("{snapshot_id}.{}", inner.source.extension());
+            let r = SnapshotRecord {
+                timestamp: id::timestamp(now),
+                datetime: now,
+                description: description.clone(),
+                operation_type: request.operation_type.clone(),
+                entity_type: request.entity_type.clone(),
+                entity_id: request.entity_id.clone(),
+                file_path: inner.store.object_location(&blob_key),
+                size_mb: record::size_mb(sealed.size),
+                blob_key,
+                size_bytes: sealed.size,
+                checksum: sealed.checksum.clone(),
+                source_kind: inner.source.kind().to_string(),
+                source_path: inner.source.path().display().to_string(),
+                outcome: request.outcome,
+                pinned: request.pinned,
+                verified_at: (inner.check_on_create != CheckLevel::Header).then_some(now),
+                restore_of: request.restore_of.clone(),
+                format_version: FORMAT_VERSION,
+                library_version: env!("CARGO_PKG_VERSION").to_string(),
+                host: inner.host.clone(),
+                extra: Default::default(),
+                snapshot_id,
+            };
+            // The sidecar name reserves the id across processes (create refuses an existing key).
+            let sidecar = serde_json::to_vec_pretty(&r)
+                .map_err(|e| Error::invalid("record", format!("cannot serialise: {e}")))?;
+            match inner
+                .store
+                .put_bytes(&r.sidecar_key(), &sidecar, PutMode::Create)
+            {
+                Ok(()) => {}
+                Err(Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            match inner
+                .store
+                .put_file(&r.blob_key, staged.path(), PutMode::Create)
+            {
+                Ok(()) => {
+                    record = Some(r);
+                    break;
+                }
+                Err(Error::AlreadyExists { .. }) => {
+                    inner.store.delete(&r.sidecar_key())?;
+                    continue;
+                }
+                Err(e) => {
+                    let _ = inner.store.delete(&r.sidecar_key());
+                    return Err(e);
+                }
+            }
+        }
+        staged.disarm();
+        let record = record
+            .ok_or_else(|| Error::invalid("snapshot_id", "no free id after 10000 attempts"))?;
+
+        let dropped = inner.catalog.update(|records| {
+            if inner.store.head(&record.blob_key)?.is_none() {
+                return Err(Error::BlobMissing {
+                    key: record.blob_key.clone(),
+                });
+            }
+            records.push(record.clone());
+            let plan = inner.retention.apply(records, now)?;
+            Ok(take_dropped(records, &plan))
+        });
+        let dropped = match dropped {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = inner.store.delete(&record.blob_key);
+                let _ = inner.store.delete(&record.sidecar_key());
+                return Err(e);
+            }
+        };
+        self.delete_objects(&dropped);
+        tracing::info!(id = %record.snapshot_id, bytes = record.size_bytes, "snapshot taken");
+        Ok(record)
+    }
+
+    fn delete_objects(&self, dropped: &[SnapshotRecord]) {
+        for r in dropped {
+            for key in [&r.blob_key, &r.sidecar_key()] {
+                if let Err(e) = self.inner.store.delete(key) {
+                    tracing::warn!(key = %key, error = %e, "could not delete a pruned object; doctor will find it");
+                }
+            }
+        }
+    }
+
+    /// Records, newest first, that match `filter`.
+    ///
+    /// # Errors
+    /// [`Error::CatalogCorrupt`] and store errors.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<SnapshotRecord>> {
+        let mut records: Vec<_> = self
+            .inner
+            .catalog
+            .load()?
+            .into_iter()
+            .filter(|r| filter.matches(r))
+            .collect();
+        newest_first(&mut records);
+        if let Some(n) = filter.limit {
+            records.truncate(n);
+        }
+        Ok(records)
+    }
+
+    /// One record by id.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`] for an unknown (or malformed) id; catalog errors.
+    pub fn get(&self, id: &str) -> Result<SnapshotRecord> {
+        if !id::is_valid(id) {
+            return Err(Error::NotFound { id: id.to_string() });
+        }
+        self.inner
+            .catalog
+            .load()?
+            .into_iter()
+            .find(|r| r.snapshot_id == id)
+            .ok_or_else(|| Error::NotFound { id: id.to_string() })
+    }
+
+    /// Settles the outcome of the call a snapshot was taken for.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; catalog errors.
+    pub fn set_outcome(&self, id: &str, outcome: Outcome) -> Result<()> {
+        self.modify(id, |r| r.outcome = outcome)
+    }
+
+    /// Pins or unpins a snapshot (a pinned snapshot is never pruned).
+    ///
+    /// # Errors
+    /// [`Error::NotFound`]; catalog errors.
+    pub fn pin(&self, id: &str, pinned: bool) -> Result<()> {
+        self.modify(id, |r| r.pinned = pinned)
+    }
+
+    pub(crate) fn modify(&self, id: &str, f: impl FnOnce(&mut SnapshotRecord)) -> Result<()> {
+        self.inner.catalog.update(|records| {
+            let r = records
+                .iter_mut()
+                .find(|r| r.snapshot_id == id)
+                .ok_or_else(|| Error::NotFound { id: id.to_string() })?;
+            f(r);
+            Ok(())
+        })
+    }
+
+    /// What [`prune`](Self::prune) would do now, with a reason for every keep and drop.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub fn prune_plan(&self) -> Result<RetentionPlan> {
+        self.inner
+            .retention
+            .apply(&self.inner.catalog.load()?, Utc::now())
+    }
+
+    /// Applies the retention policy: drops records from the catalog, then deletes their objects.
+    ///
+    /// # Errors
+    /// Catalog and store errors.
+    pub fn prune(&self) -> Result<PruneReport> {
+        self.prune_with(&self.inner.retention.clone())
+    }
+
+    /// Applies another retention policy once (the CLI's `prune --keep-…` flags).
+    ///
+    /// # Errors
+    /// [`Error::RetentionKeepsNothing`]; catalog and store errors.
+    pub fn prune_with(&self, policy: &RetentionPolicy) -> Result<PruneReport> {
+        policy.validate()?;
+        let now = Utc::now();
+        let (plan, dropped) = self.inner.catalog.update(|records| {
+            let plan = policy.apply(records, now)?;
+            let dropped = take_dropped(records, &plan);
+            Ok((plan, dropped))
+        })?;
+        self.delete_objects(&dropped);
+        Ok(PruneReport {
+            plan,
+            freed_bytes: dropped.iter().map(|r| r.size_bytes).sum(),
+            deleted: dropped.into_iter().map(|r| r.snapshot_id).collect(),
+        })
+    }
+
+    /// Counts, sizes, times and the state of the manager.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub fn status(&self) -> Result<Status> {
+        let records = self.inner.catalog.load()?;
+        let mut by_operation: BTreeMap<String, OperationStats> = BTreeMap::new();
+        for r in &records {
+            let s = by_operation.entry(r.operation_type.clone()).or_default();
+            s.count += 1;
+            s.bytes += r.size_bytes;
+        }
+        Ok(Status {
+            enabled: self.is_enabled(),
+            disabled_reason: self.inner.disabled.clone(),
+            environment: self.inner.environment.to_string(),
+            store: self.inner.store.location(),
+            source_kind: self.inner.source.kind().to_string(),
+            source_path: self.inner.source.path().to_path_buf(),
+            count: records.len(),
+            total_bytes: records.iter().map(|r| r.size_bytes).sum(),
+            by_operation,
+            pinned: records.iter().filter(|r| r.pinned).count(),
+            oldest: records.iter().map(|r| r.datetime).min(),
+            newest: records.iter().map(|r| r.datetime).max(),
+            last_verified: records.iter().filter_map(|r| r.verified_at).max(),
+            retention: self.inner.retention.clone(),
+        })
+    }
+}
+
+/// Removes the records the plan drops and returns them.
+fn take_dropped(records: &mut Vec<SnapshotRecord>, plan: &RetentionPlan) -> Vec<SnapshotRecord> {
+    let drop: std::collections::HashSet<&str> =
+        plan.dropped().map(|d| d.snapshot_id.as_str()).collect();
+    let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(records)
+        .into_iter()
+        .partition(|r| drop.contains(r.snapshot_id.as_str()));
+    *records = kept;
+    gone
+}

@@ -1,0 +1,274 @@
+//! Restore as a transaction: verify the snapshot, take a safety snapshot of the present, stage
+//! the image beside the target, swap atomically, verify the result, and put the present back if
+//! anything fails.
+//!
+//! ```text
+//! verify blob (checksum + engine check, on the staged copy)
+//!   → live target held by another process?  → Error::TargetLocked, nothing changed
+//!   → safety snapshot of the present (pinned, operation "pre_restore")
+//!   → keep the present file under a staging name (hard link: free, same inode)
+//!   → rename the staged image over the target, remove stale -wal/-shm/.wal, fsync the directory
+//!   → engine check of the live result; on failure rename the present back (rolled back)
+//! ```
+//! A crash at any point leaves the target either as it was or fully restored, with at most a
+//! staging file beside it (found by [`doctor`](crate::SnapshotManager::doctor)).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::fs_util::{self, StagingGuard};
+use crate::manager::{SnapshotManager, SnapshotRequest};
+use crate::record::{PRE_RESTORE, SnapshotRecord};
+use crate::source::CheckLevel;
+
+/// How to restore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RestoreOptions {
+    dry_run: bool,
+    target: Option<PathBuf>,
+    check: CheckLevel,
+}
+
+impl RestoreOptions {
+    /// Restore over the live source, with a `quick` engine check.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Verify the snapshot and report the plan without changing anything.
+    pub fn dry_run(mut self, dry_run: bool) -> Self {
+        self.dry_run = dry_run;
+        self
+    }
+
+    /// Materialise the snapshot at `path` (which must not exist) instead of over the live data.
+    pub fn target(mut self, path: impl Into<PathBuf>) -> Self {
+        self.target = Some(path.into());
+        self
+    }
+
+    /// The engine check of the image before the swap and of the result after it.
+    pub fn check(mut self, level: CheckLevel) -> Self {
+        self.check = level;
+        self
+    }
+}
+
+/// What a restore did (or, for a dry run, would do).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestoreReport {
+    /// The restored snapshot.
+    pub snapshot_id: String,
+    /// Where it was restored.
+    pub target: PathBuf,
+    /// Whether this was a dry run (nothing changed).
+    pub dry_run: bool,
+    /// The safety snapshot of the state before the restore, when one was taken.
+    pub safety_snapshot: Option<String>,
+    /// Bytes restored.
+    pub bytes: u64,
+    /// The steps, in order, as done or planned.
+    pub steps: Vec<String>,
+}
+
+impl SnapshotManager {
+    /// Restores a snapshot over the live source (see the module docs for the steps).
+    ///
+    /// # Errors
+    /// As [`restore_with`](Self::restore_with).
+    pub fn restore(&self, id: &str) -> Result<RestoreReport> {
+        self.restore_with(id, &RestoreOptions::new())
+    }
+
+    /// Materialises a snapshot at `path` without touching the live data.
+    ///
+    /// # Errors
+    /// As [`restore_with`](Self::restore_with); [`Error::InvalidInput`] when `path` exists.
+    pub fn restore_to(&self, id: &str, path: impl AsRef<Path>) -> Result<RestoreReport> {
+        self.restore_with(id, &RestoreOptions::new().target(path.as_ref()))
+    }
+
+    /// Restores a snapshot with options.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::WrongEngine`] (snapshot of another kind than the live
+    /// source), [`Error::ChecksumMismatch`] / [`Error::BlobMissing`] / [`Error::NotADatabase`]
+    /// (a damaged snapshot: nothing changed), [`Error::TargetLocked`] (nothing changed),
+    /// [`Error::RestoreFailed`] when the result failed its check and the present was put back.
+    pub fn restore_with(&self, id: &str, options: &RestoreOptions) -> Result<RestoreReport> {
+        let record = self.get(id)?;
+        let source = &self.inner.source;
+        let live = options.target.is_none();
+        let target = options
+            .target
+            .clone()
+            .unwrap_or_else(|| source.path().to_path_buf());
+        let same_kind = record.source_kind == source.kind();
+        if live && !same_kind {
+            return Err(Error::WrongEngine {
+                id: record.snapshot_id,
+                snapshot_kind: record.source_kind,
+                target_kind: source.kind().to_string(),
+            });
+        }
+        if !live && target.exists() {
+            return Err(Error::invalid(
+                "target",
+                format!("{} already exists", target.display()),
+            ));
+        }
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let mut steps = Vec::new();
+
+        // 1. Stage and verify the image beside the target.
+        let staged = self.stage_verified(&record, &dir, options.check, same_kind)?;
+        steps.push(format!(
+            "verified {} ({} bytes, {})",
+            record.snapshot_id, record.size_bytes, record.checksum
+        ));
+
+        if options.dry_run {
+            steps.push(if live {
+                format!(
+                    "would take a safety snapshot of {} and replace it",
+                    target.display()
+                )
+            } else {
+                format!("would write {}", target.display())
+            });
+            return Ok(RestoreReport {
+                snapshot_id: record.snapshot_id,
+                target,
+                dry_run: true,
+                safety_snapshot: None,
+                bytes: record.size_bytes,
+                steps,
+            });
+        }
+
+        if !live {
+            fs_util::publish_new(staged.path(), &target).map_err(|e| match e {
+                Error::AlreadyExists { .. } => {
+                    Error::invalid("target", format!("{} already exists", target.display()))
+                }
+                e => e,
+            })?;
+            staged.disarm();
+            steps.push(format!("wrote {}", target.display()));
+            return Ok(RestoreReport {
+                snapshot_id: record.snapshot_id,
+                target,
+                dry_run: false,
+                safety_snapshot: None,
+                bytes: record.size_bytes,
+                steps,
+            });
+        }
+
+        // 2. The live target must be free; fold its journal so the present is all in one file.
+        source.prepare_replace()?;
+        let present = target.exists();
+
+        // 3. Safety snapshot of the present.
+        let mut safety = None;
+        if present && self.is_enabled() {
+            let request = SnapshotRequest {
+                restore_of: Some(record.snapshot_id.clone()),
+                ..SnapshotRequest::new(PRE_RESTORE)
+                    .description(format!(
+                        "Safety copy before restoring {}",
+                        record.snapshot_id
+                    ))
+                    .pinned(true)
+            };
+            let taken = self.take(request)?;
+            steps.push(format!("safety snapshot {}", taken.snapshot_id));
+            safety = Some(taken.snapshot_id);
+        } else if present {
+            steps.push("no safety snapshot: the manager is disabled on this host".into());
+        }
+
+        // 4. Keep the present under a staging name for rollback, then swap.
+        let previous = present.then(|| StagingGuard::new(fs_util::staging_path(&dir, "previous")));
+        if let Some(prev) = &previous {
+            std::fs::hard_link(&target, prev.path())
+                .map_err(|e| Error::io("link", prev.path(), e))?;
+        }
+        fs_util::publish_replace(staged.path(), &target)?;
+        staged.disarm();
+        for c in source.companions() {
+            fs_util::remove_if_exists(&c)?;
+        }
+        fs_util::fsync_dir(&dir)?;
+        steps.push(format!("replaced {}", target.display()));
+
+        // 5. Check the live result; put the present back if it fails.
+        if let Err(e) = source.check_image(&target, options.check) {
+            let rolled_back = match &previous {
+                Some(prev) => fs_util::publish_replace(prev.path(), &target).is_ok(),
+                None => fs_util::remove_durable(&target).is_ok(),
+            };
+            if let Some(prev) = previous {
+                prev.disarm();
+            }
+            return Err(Error::RestoreFailed {
+                id: record.snapshot_id,
+                reason: format!("the restored database failed its check: {e}"),
+                rolled_back,
+            });
+        }
+        if let Some(prev) = previous {
+            fs_util::remove_durable(prev.path())?;
+            prev.disarm();
+        }
+        steps.push("checked the restored database".into());
+        tracing::info!(id = %record.snapshot_id, target = %target.display(), "restored");
+        Ok(RestoreReport {
+            snapshot_id: record.snapshot_id,
+            target,
+            dry_run: false,
+            safety_snapshot: safety,
+            bytes: record.size_bytes,
+            steps,
+        })
+    }
+
+    /// Copies a snapshot's blob into a staging file in `dir`, makes it durable, and checks its
+    /// checksum (and engine, when the kinds match).
+    pub(crate) fn stage_verified(
+        &self,
+        record: &SnapshotRecord,
+        dir: &Path,
+        check: CheckLevel,
+        engine_check: bool,
+    ) -> Result<StagingGuard> {
+        let store = &self.inner.store;
+        let staged = StagingGuard::new(fs_util::staging_path(dir, &record.blob_key));
+        match store.local_path(&record.blob_key) {
+            Some(p) if p.exists() => {
+                fs_util::copy_to_new(&p, staged.path())?;
+            }
+            Some(_) => {
+                return Err(Error::BlobMissing {
+                    key: record.blob_key.clone(),
+                });
+            }
+            None => store.get_to_file(&record.blob_key, staged.path())?,
+        }
+        let sealed = fs_util::seal(staged.path())?;
+        if sealed.checksum != record.checksum || sealed.size != record.size_bytes {
+            return Err(Error::ChecksumMismatch {
+                key: record.blob_key.clone(),
+                expected: record.checksum.clone(),
+                actual: format!("{} ({} bytes)", sealed.checksum, sealed.size),
+            });
+        }
+        if engine_check {
+            self.inner.source.check_image(staged.path(), check)?;
+        }
+        Ok(staged)
+    }
+}

@@ -1,0 +1,255 @@
+//! [`DuckDbSource`]: snapshots of a DuckDB database file.
+//!
+//! DuckDB lets one process own a database file. The source therefore works through a
+//! connection: its own (opened for the duration of a snapshot when the file is closed) or one
+//! cloned from the application's connection ([`DuckDbSource::with_connection`]), which shares
+//! the application's database instance. A snapshot runs `CHECKPOINT` (folding the `.wal` into the
+//! file: a leftover log is never dropped), opens a transaction so that no checkpoint can start,
+//! and copies the file. The file's headers are read before and after the copy; if a checkpoint
+//! slipped in anyway the copy is retried. This costs about 1.13× a durable copy, where
+//! `EXPORT DATABASE` costs about 10× and `COPY FROM DATABASE` 16×.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use duckdb::{AccessMode, Config, Connection};
+
+use crate::error::{Error, Result};
+use crate::fs_util;
+use crate::source::{BusyBudget, CheckLevel, Source, processes_holding};
+
+/// Bytes at the start of a DuckDB file that change whenever a checkpoint rewrites it (the main
+/// header and the two alternating database headers).
+const HEADERS: usize = 3 * 4096;
+
+/// A DuckDB database file.
+#[derive(Debug)]
+pub struct DuckDbSource {
+    path: PathBuf,
+    conn: Option<Mutex<Connection>>,
+    busy: BusyBudget,
+}
+
+impl DuckDbSource {
+    /// A source for a database file that no connection of this process holds; each snapshot
+    /// opens it briefly (which also takes DuckDB's file lock, keeping other processes out).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        DuckDbSource {
+            path: path.into(),
+            conn: None,
+            busy: BusyBudget::default(),
+        }
+    }
+
+    /// A source working through the application's open database: `conn` is cloned
+    /// (`try_clone`), so the source shares the application's database instance.
+    ///
+    /// # Errors
+    /// [`Error::Engine`] when the connection cannot be cloned.
+    pub fn with_connection(path: impl Into<PathBuf>, conn: &Connection) -> Result<Self> {
+        let path = path.into();
+        let own = conn.try_clone().map_err(|e| Error::Engine {
+            engine: "duckdb",
+            op: "clone connection",
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+        Ok(DuckDbSource {
+            path,
+            conn: Some(Mutex::new(own)),
+            busy: BusyBudget::default(),
+        })
+    }
+
+    fn wal(&self) -> PathBuf {
+        let mut s = self.path.as_os_str().to_owned();
+        s.push(".wal");
+        PathBuf::from(s)
+    }
+
+    fn err(&self, op: &'static str, e: duckdb::Error) -> Error {
+        duck_error(&self.path, op, e)
+    }
+
+    fn check_magic(path: &Path) -> Result<()> {
+        let mut f = std::fs::File::open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::SourceMissing {
+                    kind: "duckdb",
+                    path: path.to_path_buf(),
+                }
+            } else {
+                Error::io("open", path, e)
+            }
+        })?;
+        let mut head = [0u8; 12];
+        let ok = f.read_exact(&mut head).is_ok() && &head[8..12] == b"DUCK";
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::NotADatabase {
+                engine: "duckdb",
+                path: path.to_path_buf(),
+                detail: "the file does not carry the DuckDB magic bytes".into(),
+            })
+        }
+    }
+
+    fn copy_consistent(&self, conn: &Connection, dest: &Path) -> Result<()> {
+        conn.execute_batch("CHECKPOINT")
+            .map_err(|e| self.err("checkpoint", e))?;
+        for attempt in 0..self.busy.attempts.max(1) {
+            conn.execute_batch("BEGIN TRANSACTION; SELECT 1 FROM duckdb_tables() LIMIT 1")
+                .map_err(|e| self.err("begin transaction", e))?;
+            let before = read_headers(&self.path)?;
+            let copied = fs_util::copy_to_new(&self.path, dest);
+            let after = read_headers(&self.path);
+            let _ = conn.execute_batch("COMMIT");
+            copied?;
+            if after? == before {
+                return Ok(());
+            }
+            fs_util::remove_if_exists(dest)?;
+            std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(7)));
+        }
+        Err(Error::Busy {
+            path: self.path.clone(),
+            attempts: self.busy.attempts,
+            waited_ms: 0,
+            detail: "checkpoints kept rewriting the file during the copy".into(),
+        })
+    }
+}
+
+fn read_headers(path: &Path) -> Result<Vec<u8>> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut buf = Vec::with_capacity(HEADERS);
+    f.by_ref()
+        .take(HEADERS as u64)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io("read", path, e))?;
+    Ok(buf)
+}
+
+fn duck_error(path: &Path, op: &'static str, e: duckdb::Error) -> Error {
+    let detail = e.to_string();
+    if detail.contains("Could not set lock") || detail.contains("Conflicting lock") {
+        return Error::TargetLocked {
+            path: path.to_path_buf(),
+            detail,
+        };
+    }
+    if detail.contains("not a valid DuckDB database")
+        || detail.contains("Invalid Input Error")
+        || detail.contains("Corrupt")
+        || detail.contains("checksum")
+    {
+        return Error::NotADatabase {
+            engine: "duckdb",
+            path: path.to_path_buf(),
+            detail,
+        };
+    }
+    Error::Engine {
+        engine: "duckdb",
+        op,
+        path: path.to_path_buf(),
+        detail,
+    }
+}
+
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let config = Config::default()
+        .access_mode(AccessMode::ReadOnly)
+        .map_err(|e| duck_error(path, "configure", e))?;
+    Connection::open_with_flags(path, config).map_err(|e| duck_error(path, "open read-only", e))
+}
+
+impl Source for DuckDbSource {
+    fn kind(&self) -> &'static str {
+        "duckdb"
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn extension(&self) -> &str {
+        "duckdb"
+    }
+
+    fn capture(&self, dest: &Path) -> Result<()> {
+        match &self.conn {
+            Some(conn) => {
+                let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+                self.copy_consistent(&conn, dest)
+            }
+            None => {
+                Self::check_magic(&self.path)?;
+                // Opening replays a leftover .wal; CHECKPOINT then folds it into the file.
+                let conn = Connection::open(&self.path).map_err(|e| self.err("open", e))?;
+                self.copy_consistent(&conn, dest)
+            }
+        }
+    }
+
+    fn check_image(&self, image: &Path, level: CheckLevel) -> Result<()> {
+        Self::check_magic(image)?;
+        if level == CheckLevel::Header {
+            return Ok(());
+        }
+        let conn = open_read_only(image)?;
+        let tables: Vec<(String, String)> = (|| {
+            let mut stmt =
+                conn.prepare("SELECT schema_name, table_name FROM duckdb_tables() ORDER BY 1, 2")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<duckdb::Result<Vec<_>>>()
+        })()
+        .map_err(|e| duck_error(image, "read catalog", e))?;
+        if level == CheckLevel::Full {
+            for (schema, table) in tables {
+                let q = format!(
+                    "SELECT count(*) FROM \"{}\".\"{}\"",
+                    schema.replace('"', "\"\""),
+                    table.replace('"', "\"\"")
+                );
+                conn.query_row(&q, [], |r| r.get::<_, i64>(0))
+                    .map_err(|e| duck_error(image, "read table", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn prepare_replace(&self) -> Result<()> {
+        if self.conn.is_some() {
+            return Err(Error::TargetLocked {
+                path: self.path.clone(),
+                detail: "the application's connection holds the database: close it and restore \
+                         through a DuckDbSource::new manager, then reopen"
+                    .into(),
+            });
+        }
+        if !self.path.exists() {
+            return Ok(());
+        }
+        let holders = processes_holding(&self.path);
+        if !holders.is_empty() {
+            return Err(Error::TargetLocked {
+                path: self.path.clone(),
+                detail: format!("open in process(es) {holders:?}"),
+            });
+        }
+        if Self::check_magic(&self.path).is_ok() {
+            // Fold any log so that nothing of the present state lives only in the .wal.
+            let conn = Connection::open(&self.path).map_err(|e| self.err("open", e))?;
+            conn.execute_batch("CHECKPOINT")
+                .map_err(|e| self.err("checkpoint", e))?;
+        }
+        Ok(())
+    }
+
+    fn companions(&self) -> Vec<PathBuf> {
+        vec![self.wal()]
+    }
+}

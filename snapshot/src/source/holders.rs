@@ -1,0 +1,50 @@
+//! Which processes hold a file open (Linux `/proc/<pid>/fd`). Used to refuse a restore over a
+//! database another process is using, rather than swapping the file under it.
+
+use std::fs;
+use std::path::Path;
+
+/// Process ids that have `path` open (any of its open descriptors resolves to it). Processes
+/// this user may not inspect are skipped. Includes the calling process when it holds the file.
+pub fn processes_holding(path: &Path) -> Vec<u32> {
+    let Ok(target) = fs::canonicalize(path) else {
+        return Vec::new();
+    };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids = Vec::new();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        if fds
+            .flatten()
+            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l == target))
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_this_process_while_it_holds_the_file() -> std::io::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("held");
+        fs::write(&p, b"x")?;
+        assert!(!processes_holding(&p).contains(&std::process::id()));
+        let f = fs::File::open(&p)?;
+        assert!(processes_holding(&p).contains(&std::process::id()));
+        drop(f);
+        assert!(!processes_holding(&p).contains(&std::process::id()));
+        Ok(())
+    }
+}

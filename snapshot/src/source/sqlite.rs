@@ -1,0 +1,339 @@
+//! [`SqliteSource`]: consistent snapshots of a live SQLite database, at the speed of a file copy.
+//!
+//! The image is taken under a read transaction of our own connection, which is what makes a raw
+//! copy safe while other connections and processes keep writing:
+//! - rollback-journal modes: the read transaction's SHARED lock keeps writers from committing
+//!   (they wait on their busy handler), so the main file is stable for the whole copy;
+//! - WAL mode: the main file is copied raw while the read transaction pins the log — no
+//!   checkpoint can write frames past our read mark into the main file and the log cannot be
+//!   restarted — then every committed frame of the log is written over the copy
+//!   ([`sqlite_wal`](super::sqlite_wal)). The result is the database as of the log's last commit,
+//!   in one self-contained file that needs no `-wal` or `-shm`.
+//!
+//! This is about the cost of a `cp` of the file (the kernel's `copy_file_range`), where SQLite's
+//! online backup API runs at about 2.3× that and `VACUUM INTO` at 2.6× (see the benchmark).
+//! Busy and locked states are retried within a [`BusyBudget`], then reported as [`Error::Busy`].
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use crate::error::{Error, Result};
+use crate::fs_util;
+use crate::source::{BusyBudget, CheckLevel, Source, processes_holding, sqlite_wal};
+
+const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// A SQLite database file, live or not.
+#[derive(Debug, Clone)]
+pub struct SqliteSource {
+    path: PathBuf,
+    busy: BusyBudget,
+}
+
+impl SqliteSource {
+    /// A source for the database at `path`.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        SqliteSource {
+            path: path.into(),
+            busy: BusyBudget::default(),
+        }
+    }
+
+    /// Sets the retry budget used while other connections hold the database busy or locked.
+    pub fn busy_budget(mut self, budget: BusyBudget) -> Self {
+        self.busy = budget;
+        self
+    }
+
+    fn companion(&self, suffix: &str) -> PathBuf {
+        let mut s = self.path.as_os_str().to_owned();
+        s.push(suffix);
+        PathBuf::from(s)
+    }
+
+    fn engine_err(&self, path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
+        sqlite_error(path, op, e)
+    }
+
+    fn open_live(&self) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match Connection::open_with_flags(&self.path, flags) {
+            Ok(c) => c,
+            Err(_) => Connection::open_with_flags(
+                &self.path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| self.engine_err(&self.path, "open", e))?,
+        };
+        conn.busy_timeout(self.busy.max_pause)
+            .map_err(|e| self.engine_err(&self.path, "open", e))?;
+        Ok(conn)
+    }
+
+    /// Runs `f` until it stops reporting busy/locked, within the budget.
+    fn retry<T>(&self, op: &'static str, mut f: impl FnMut() -> rusqlite::Result<T>) -> Result<T> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match f() {
+                Ok(v) => return Ok(v),
+                Err(e) if is_busy(&e) && attempts < self.busy.attempts => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(self.busy.max_pause);
+                }
+                Err(e) if is_busy(&e) => {
+                    return Err(Error::Busy {
+                        path: self.path.clone(),
+                        attempts,
+                        waited_ms: start.elapsed().as_millis() as u64,
+                        detail: format!("{op}: {e}"),
+                    });
+                }
+                Err(e) => return Err(self.engine_err(&self.path, op, e)),
+            }
+        }
+    }
+
+    fn check_header(&self, path: &Path) -> Result<()> {
+        let mut f = File::open(path).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                Error::SourceMissing {
+                    kind: "sqlite",
+                    path: path.to_path_buf(),
+                }
+            } else {
+                Error::io("open", path, e)
+            }
+        })?;
+        let mut head = [0u8; 16];
+        let mut got = 0;
+        while got < 16 {
+            match f.read(&mut head[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) => return Err(Error::io("read", path, e)),
+            }
+        }
+        if got == 0 {
+            return Ok(()); // SQLite treats an empty file as an empty database
+        }
+        if got < 16 || &head != MAGIC {
+            return Err(Error::NotADatabase {
+                engine: "sqlite",
+                path: path.to_path_buf(),
+                detail: "the file does not start with the SQLite header".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
+    )
+}
+
+pub(crate) fn sqlite_error(path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::NotADatabase {
+            engine: "sqlite",
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        Some(ErrorCode::CannotOpen) if !path.exists() => Error::SourceMissing {
+            kind: "sqlite",
+            path: path.to_path_buf(),
+        },
+        _ => Error::Engine {
+            engine: "sqlite",
+            op,
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+/// Percent-encodes a path for a `file:` URI.
+fn uri_path(path: &Path) -> String {
+    let mut out = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(*b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+/// Opens an image read-only and immutable: no `-wal`/`-shm` is looked for or created.
+pub(crate) fn open_image(image: &Path) -> Result<Connection> {
+    let uri = format!("{}?immutable=1", uri_path(image));
+    Connection::open_with_flags(
+        uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| sqlite_error(image, "open image", e))
+}
+
+impl Source for SqliteSource {
+    fn kind(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn extension(&self) -> &str {
+        "sqlite3"
+    }
+
+    fn capture(&self, dest: &Path) -> Result<()> {
+        self.check_header(&self.path)?;
+        let conn = self.open_live()?;
+        // The read transaction: held until the copy and the log are read.
+        let (wal, page_size, page_count) = self.retry("begin read transaction", || {
+            conn.execute_batch("BEGIN DEFERRED")?;
+            let r = (|| {
+                conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+                let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
+                let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+                let page_count: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+                Ok((mode.eq_ignore_ascii_case("wal"), page_size, page_count))
+            })();
+            if r.is_err() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+            r
+        })?;
+
+        fs_util::copy_to_new(&self.path, dest)?;
+        let (overlay, pages) = if wal {
+            let o = sqlite_wal::read_committed(&self.companion("-wal"), page_size)?;
+            let pages = o.db_pages.unwrap_or(page_count);
+            (Some(o), pages)
+        } else {
+            (None, page_count)
+        };
+        // Everything the image needs has been read: let writers and checkpoints go on.
+        let _ = conn.execute_batch("COMMIT");
+        drop(conn);
+
+        let out = OpenOptions::new()
+            .write(true)
+            .open(dest)
+            .map_err(|e| Error::io("open", dest, e))?;
+        if let Some(o) = overlay {
+            let mut pgnos: Vec<_> = o.pages.keys().copied().collect();
+            pgnos.sort_unstable();
+            for p in pgnos {
+                let off = u64::from(p - 1) * u64::from(page_size);
+                out.write_all_at(&o.pages[&p], off)
+                    .map_err(|e| Error::io("write page", dest, e))?;
+            }
+        }
+        if page_count > 0 || pages > 0 {
+            out.set_len(u64::from(pages) * u64::from(page_size))
+                .map_err(|e| Error::io("truncate", dest, e))?;
+        }
+        drop(out);
+        self.check_header(dest)
+    }
+
+    fn check_image(&self, image: &Path, level: CheckLevel) -> Result<()> {
+        self.check_header(image)?;
+        if level == CheckLevel::Header {
+            return Ok(());
+        }
+        let conn = open_image(image)?;
+        let pragma = if level == CheckLevel::Full {
+            "PRAGMA integrity_check"
+        } else {
+            "PRAGMA quick_check"
+        };
+        let mut stmt = conn
+            .prepare(pragma)
+            .map_err(|e| sqlite_error(image, "check", e))?;
+        let rows: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(|e| sqlite_error(image, "check", e))?;
+        if rows.len() == 1 && rows[0] == "ok" {
+            Ok(())
+        } else {
+            Err(Error::NotADatabase {
+                engine: "sqlite",
+                path: image.to_path_buf(),
+                detail: format!("{pragma}: {}", rows.join("; ")),
+            })
+        }
+    }
+
+    fn prepare_replace(&self) -> Result<()> {
+        if !self.path.exists() {
+            return Ok(());
+        }
+        for p in [self.path.clone(), self.companion("-wal")] {
+            let holders = processes_holding(&p);
+            if !holders.is_empty() {
+                return Err(Error::TargetLocked {
+                    path: self.path.clone(),
+                    detail: format!("{} is open in process(es) {holders:?}", p.display()),
+                });
+            }
+        }
+        if self.check_header(&self.path).is_err() {
+            return Ok(()); // nothing to fold into a file that is not a database
+        }
+        let conn = self.open_live()?;
+        let mode: String = self.retry("journal mode", || {
+            conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        })?;
+        if mode.eq_ignore_ascii_case("wal") {
+            let busy: i64 = self.retry("checkpoint", || {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))
+            })?;
+            if busy != 0 {
+                return Err(Error::TargetLocked {
+                    path: self.path.clone(),
+                    detail: "another connection keeps the write-ahead log busy".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn companions(&self) -> Vec<PathBuf> {
+        vec![
+            self.companion("-wal"),
+            self.companion("-shm"),
+            self.companion("-journal"),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uri_escapes_everything_unusual() {
+        assert_eq!(
+            uri_path(Path::new("/a b/c?d#e%")),
+            "file:/a%20b/c%3Fd%23e%25"
+        );
+    }
+}

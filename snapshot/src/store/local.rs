@@ -1,0 +1,217 @@
+//! [`LocalStore`]: objects as files in one directory.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::error::{Error, Result};
+use crate::fs_util;
+use crate::store::{ObjectMeta, PutMode, Store, StoreLock};
+
+const LOCK_FILE: &str = ".lock";
+const LOCK_BUDGET: Duration = Duration::from_secs(60);
+
+/// A directory of snapshot files (mode 0700, files 0600), the layout users of the original know:
+/// blobs, their JSON sidecars and `snapshot_metadata.json` side by side.
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    dir: PathBuf,
+}
+
+impl LocalStore {
+    /// Opens (creating if needed, mode 0700) the store directory.
+    ///
+    /// # Errors
+    /// [`Error::PermissionDenied`] or [`Error::Io`] when the directory cannot be created.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
+        let dir = dir.into();
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir()
+                .map_err(|e| Error::io("current dir", &dir, e))?
+                .join(dir)
+        };
+        fs_util::create_private_dir(&dir)?;
+        Ok(LocalStore { dir })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, key: &str) -> Result<PathBuf> {
+        if key.is_empty()
+            || key.starts_with('.')
+            || key.contains(['/', '\\', '\0'])
+            || key.len() > 255
+        {
+            return Err(Error::invalid(
+                "key",
+                format!("{key:?} is not a valid object key"),
+            ));
+        }
+        Ok(self.dir.join(key))
+    }
+}
+
+fn modified(meta: &fs::Metadata) -> Option<DateTime<Utc>> {
+    meta.modified().ok().map(DateTime::<Utc>::from)
+}
+
+impl Store for LocalStore {
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn object_location(&self, key: &str) -> String {
+        self.dir.join(key).display().to_string()
+    }
+
+    fn staging_dir(&self) -> Result<PathBuf> {
+        Ok(self.dir.clone())
+    }
+
+    fn put_file(&self, key: &str, file: &Path, mode: PutMode) -> Result<()> {
+        let dst = self.path(key)?;
+        if file.parent() != Some(self.dir.as_path()) {
+            // Not in our directory: copy in through a staging file first.
+            let staged = fs_util::StagingGuard::new(fs_util::staging_path(&self.dir, key));
+            fs_util::copy_to_new(file, staged.path())?;
+            fs_util::sync_file(staged.path())?;
+            self.publish(staged.path(), &dst, mode)?;
+            staged.disarm();
+            fs_util::remove_if_exists(file)?;
+            return Ok(());
+        }
+        fs_util::make_private(file)?;
+        self.publish(file, &dst, mode)
+    }
+
+    fn put_bytes(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        let dst = self.path(key)?;
+        match mode {
+            PutMode::Create => fs_util::write_new(&dst, data),
+            PutMode::Overwrite => fs_util::write_atomic(&dst, data),
+        }
+    }
+
+    fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        let p = self.path(key)?;
+        fs::read(&p).map_err(|e| not_found_as_missing(key, &p, "read", e))
+    }
+
+    fn get_to_file(&self, key: &str, dest: &Path) -> Result<()> {
+        let p = self.path(key)?;
+        if !p.exists() {
+            return Err(Error::BlobMissing {
+                key: key.to_string(),
+            });
+        }
+        fs_util::copy_to_new(&p, dest).map(|_| ())
+    }
+
+    fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.path(key).ok()
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        let p = self.path(key)?;
+        match fs::metadata(&p) {
+            Ok(m) => Ok(Some(ObjectMeta {
+                key: key.to_string(),
+                size: m.len(),
+                modified: modified(&m),
+            })),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("stat", p, e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let m = match entry.metadata() {
+                Ok(m) if m.is_file() => m,
+                Ok(_) => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("stat", entry.path(), e)),
+            };
+            out.push(ObjectMeta {
+                key: name,
+                size: m.len(),
+                modified: modified(&m),
+            });
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        let p = self.path(key)?;
+        fs_util::remove_durable(&p)
+    }
+
+    fn lock(&self) -> Result<StoreLock> {
+        let lock = fs_util::lock_exclusive(&self.dir.join(LOCK_FILE), LOCK_BUDGET)?;
+        Ok(StoreLock::new(Box::new(lock)))
+    }
+
+    fn is_host_local(&self) -> bool {
+        true
+    }
+
+    fn local_dir(&self) -> Option<&Path> {
+        Some(&self.dir)
+    }
+
+    fn leftovers(&self, min_age: Duration) -> Result<Vec<PathBuf>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
+            let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(fs_util::STAGING_PREFIX) {
+                continue;
+            }
+            let old_enough = entry
+                .metadata()
+                .ok()
+                .and_then(|m| m.modified().ok())
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age >= min_age);
+            if old_enough {
+                out.push(entry.path());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+impl LocalStore {
+    fn publish(&self, staged: &Path, dst: &Path, mode: PutMode) -> Result<()> {
+        match mode {
+            PutMode::Create => fs_util::publish_new(staged, dst),
+            PutMode::Overwrite => fs_util::publish_replace(staged, dst),
+        }
+    }
+}
+
+fn not_found_as_missing(key: &str, path: &Path, op: &'static str, e: io::Error) -> Error {
+    if e.kind() == io::ErrorKind::NotFound {
+        Error::BlobMissing {
+            key: key.to_string(),
+        }
+    } else {
+        Error::io(op, path, e)
+    }
+}

@@ -1,0 +1,317 @@
+//! Verification and repair: [`verify`](crate::SnapshotManager::verify) checks one snapshot
+//! (checksum, then the engine), [`doctor`](crate::SnapshotManager::doctor) checks the store as a
+//! whole — staging leftovers of crashed writers, objects no record points to, records whose blob
+//! is gone — and, when asked, repairs it, rebuilding a lost or corrupt index from the sidecars.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::catalog::INDEX_KEY;
+use crate::error::{Error, Result};
+use crate::fs_util::{self, StagingGuard};
+use crate::manager::SnapshotManager;
+use crate::record::SnapshotRecord;
+use crate::source::CheckLevel;
+
+/// What [`SnapshotManager::verify`] found for one snapshot that passed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// The snapshot.
+    pub snapshot_id: String,
+    /// Bytes read.
+    pub bytes: u64,
+    /// The checksum that matched.
+    pub checksum: String,
+    /// Whether the engine check ran (it does when the snapshot's kind is the manager's source kind).
+    pub engine_checked: bool,
+}
+
+/// What [`SnapshotManager::verify_all`] found.
+#[derive(Debug, Default)]
+pub struct VerifyAllReport {
+    /// Snapshots that passed.
+    pub passed: Vec<VerifyReport>,
+    /// Snapshots that failed, with why.
+    pub failed: Vec<(String, Error)>,
+}
+
+impl VerifyAllReport {
+    /// True when every snapshot passed.
+    pub fn all_passed(&self) -> bool {
+        self.failed.is_empty()
+    }
+}
+
+/// Options of [`SnapshotManager::doctor`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DoctorOptions {
+    /// Repair what is found (delete leftovers and orphans, drop records without a blob, rebuild
+    /// a lost or corrupt index); otherwise only report.
+    pub repair: bool,
+    /// Leftovers younger than this are spared: they may belong to a snapshot in progress.
+    pub min_age: Duration,
+}
+
+impl Default for DoctorOptions {
+    fn default() -> Self {
+        DoctorOptions {
+            repair: false,
+            min_age: Duration::from_secs(15 * 60),
+        }
+    }
+}
+
+/// What [`SnapshotManager::doctor`] found (and repaired, when asked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DoctorReport {
+    /// Staging files of crashed writers (in the store and beside the live data).
+    pub staging_leftovers: Vec<PathBuf>,
+    /// Store objects no record points to.
+    pub orphan_objects: Vec<String>,
+    /// Records whose blob is missing.
+    pub records_without_blob: Vec<String>,
+    /// Why the index could not be read, when it could not.
+    pub index_problem: Option<String>,
+    /// Records recovered from sidecars when the index was rebuilt.
+    pub rebuilt_records: Option<usize>,
+    /// Whether repairs were made.
+    pub repaired: bool,
+}
+
+impl DoctorReport {
+    /// True when nothing is wrong.
+    pub fn is_clean(&self) -> bool {
+        self.staging_leftovers.is_empty()
+            && self.orphan_objects.is_empty()
+            && self.records_without_blob.is_empty()
+            && self.index_problem.is_none()
+    }
+}
+
+impl SnapshotManager {
+    /// Verifies one snapshot: the blob's size and checksum, then a quick engine check, and
+    /// records the time it passed.
+    ///
+    /// # Errors
+    /// [`Error::NotFound`], [`Error::BlobMissing`], [`Error::ChecksumMismatch`],
+    /// [`Error::NotADatabase`].
+    pub fn verify(&self, id: &str) -> Result<VerifyReport> {
+        self.verify_with(id, CheckLevel::Quick)
+    }
+
+    /// Verifies one snapshot with the given engine check level.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    pub fn verify_with(&self, id: &str, level: CheckLevel) -> Result<VerifyReport> {
+        let record = self.get(id)?;
+        let report = self.verify_record(&record, level)?;
+        self.modify(id, |r| r.verified_at = Some(Utc::now()))?;
+        Ok(report)
+    }
+
+    /// Verifies every snapshot, reporting each failure without stopping.
+    ///
+    /// # Errors
+    /// Catalog errors only (per-snapshot failures are in the report).
+    pub fn verify_all(&self) -> Result<VerifyAllReport> {
+        let mut report = VerifyAllReport::default();
+        for record in self.inner.catalog.load()? {
+            match self.verify_record(&record, CheckLevel::Quick) {
+                Ok(r) => report.passed.push(r),
+                Err(e) => report.failed.push((record.snapshot_id.clone(), e)),
+            }
+        }
+        let passed: HashSet<&str> = report
+            .passed
+            .iter()
+            .map(|r| r.snapshot_id.as_str())
+            .collect();
+        if !passed.is_empty() {
+            let now = Utc::now();
+            self.inner.catalog.update(|records| {
+                for r in records
+                    .iter_mut()
+                    .filter(|r| passed.contains(r.snapshot_id.as_str()))
+                {
+                    r.verified_at = Some(now);
+                }
+                Ok(())
+            })?;
+        }
+        Ok(report)
+    }
+
+    fn verify_record(&self, record: &SnapshotRecord, level: CheckLevel) -> Result<VerifyReport> {
+        let store = &self.inner.store;
+        let fetched;
+        let path = match store.local_path(&record.blob_key) {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(Error::BlobMissing {
+                        key: record.blob_key.clone(),
+                    });
+                }
+                p
+            }
+            None => {
+                let dir = store.staging_dir()?;
+                fetched = StagingGuard::new(fs_util::staging_path(&dir, &record.blob_key));
+                store.get_to_file(&record.blob_key, fetched.path())?;
+                fetched.path().to_path_buf()
+            }
+        };
+        let sealed = fs_util::hash_file(&path)?;
+        if sealed.checksum != record.checksum || sealed.size != record.size_bytes {
+            return Err(Error::ChecksumMismatch {
+                key: record.blob_key.clone(),
+                expected: record.checksum.clone(),
+                actual: format!("{} ({} bytes)", sealed.checksum, sealed.size),
+            });
+        }
+        let engine_checked = record.source_kind == self.inner.source.kind();
+        if engine_checked {
+            self.inner.source.check_image(&path, level)?;
+        }
+        Ok(VerifyReport {
+            snapshot_id: record.snapshot_id.clone(),
+            bytes: sealed.size,
+            checksum: sealed.checksum,
+            engine_checked,
+        })
+    }
+
+    /// Checks the store as a whole and repairs it when `options.repair` is set. A lost or
+    /// corrupt index is rebuilt from the sidecars whose blob still matches its checksum.
+    ///
+    /// # Errors
+    /// Store errors; [`Error::StoreLocked`].
+    pub fn doctor(&self, options: &DoctorOptions) -> Result<DoctorReport> {
+        let inner = &self.inner;
+        let store = &inner.store;
+        let _lock = store.lock()?;
+        let mut report = DoctorReport::default();
+
+        let objects = store.list()?;
+        let sidecars: Vec<&str> = objects
+            .iter()
+            .map(|o| o.key.as_str())
+            .filter(|k| k.ends_with(".json") && *k != INDEX_KEY)
+            .collect();
+        let index_present = objects.iter().any(|o| o.key == INDEX_KEY);
+        let mut records = match inner.catalog.load() {
+            Ok(r) if index_present || sidecars.is_empty() => Some(r),
+            Ok(_) => {
+                report.index_problem = Some(format!("{INDEX_KEY} is missing but sidecars exist"));
+                None
+            }
+            Err(e) => {
+                report.index_problem = Some(e.to_string());
+                None
+            }
+        };
+        if records.is_none() && options.repair {
+            let mut rebuilt = Vec::new();
+            for key in &sidecars {
+                let Ok(r) = inner.catalog.read_sidecar(key) else {
+                    continue;
+                };
+                if self.verify_record(&r, CheckLevel::Header).is_ok() {
+                    rebuilt.push(r);
+                }
+            }
+            rebuilt.sort_by(|a, b| {
+                a.datetime
+                    .cmp(&b.datetime)
+                    .then_with(|| a.snapshot_id.cmp(&b.snapshot_id))
+            });
+            inner.catalog.write(&rebuilt)?;
+            report.rebuilt_records = Some(rebuilt.len());
+            records = Some(rebuilt);
+        }
+
+        let young = |o: &crate::store::ObjectMeta| {
+            o.modified
+                .and_then(|t| (Utc::now() - t).to_std().ok())
+                .is_some_and(|age| age < options.min_age)
+        };
+        if let Some(records) = &records {
+            let referenced: HashSet<String> = records
+                .iter()
+                .flat_map(|r| [r.blob_key.clone(), r.sidecar_key()])
+                .collect();
+            for o in &objects {
+                if o.key != INDEX_KEY && !referenced.contains(&o.key) && !young(o) {
+                    report.orphan_objects.push(o.key.clone());
+                }
+            }
+            let present: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+            report.records_without_blob = records
+                .iter()
+                .filter(|r| !present.contains(r.blob_key.as_str()))
+                .map(|r| r.snapshot_id.clone())
+                .collect();
+        }
+
+        report.staging_leftovers = store.leftovers(options.min_age)?;
+        report
+            .staging_leftovers
+            .extend(self.leftovers_beside_source(options.min_age));
+
+        if options.repair {
+            for key in &report.orphan_objects {
+                store.delete(key)?;
+            }
+            for p in &report.staging_leftovers {
+                fs_util::remove_if_exists(p)?;
+            }
+            if !report.records_without_blob.is_empty() {
+                if let Some(mut records) = records {
+                    let gone: HashSet<&String> = report.records_without_blob.iter().collect();
+                    records.retain(|r| !gone.contains(&r.snapshot_id));
+                    inner.catalog.write(&records)?;
+                }
+            }
+            report.repaired = true;
+        }
+        Ok(report)
+    }
+
+    fn leftovers_beside_source(&self, min_age: Duration) -> Vec<PathBuf> {
+        let live = self.inner.source.path();
+        let Some(dir) = live.parent().map(|p| {
+            if p.as_os_str().is_empty() {
+                std::path::Path::new(".")
+            } else {
+                p
+            }
+        }) else {
+            return Vec::new();
+        };
+        if self.inner.store.local_dir() == Some(dir) {
+            return Vec::new(); // already covered by the store's own scan
+        }
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(fs_util::STAGING_PREFIX)
+            })
+            .filter(|e| {
+                e.metadata()
+                    .ok()
+                    .and_then(|m| m.modified().ok())
+                    .and_then(|t| t.elapsed().ok())
+                    .is_none_or(|age| age >= min_age)
+            })
+            .map(|e| e.path())
+            .collect()
+    }
+}

@@ -1,0 +1,1 @@
+//! Host of the example apps and integration tests.
