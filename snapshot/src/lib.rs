@@ -68,6 +68,12 @@ pub mod source;
 pub mod store;
 mod verify;
 
+#[doc(hidden)]
+pub mod __private;
+
+#[cfg(feature = "macros")]
+pub use snapshot_macros::with_snapshot;
+
 pub use environment::{Environment, Indicator};
 pub use error::{Error, Result};
 pub use manager::{
