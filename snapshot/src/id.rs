@@ -4,7 +4,7 @@
 //! reduced to `[A-Za-z0-9-]` and bounded in length. When a part had to be altered (a `../../etc`,
 //! a NUL, unicode, or a 10 kB string) a short hash of the original is appended, so two different
 //! entity ids never collapse into one. Ids made in the same millisecond are told apart by the
-//! store: publishing refuses an existing name and the next attempt appends `-2`, `-3`, …
+//! store: publishing refuses an existing name and the next attempt appends `-0002`, `-0003`, …
 //! Generation is a pure function of its inputs.
 
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 const MAX_PART: usize = 40;
 
 /// Builds the id for a snapshot taken at `at`. `attempt` 0 gives the plain id; 1, 2, … give the
-/// `-2`, `-3`, … variants used when a name is already taken.
+/// `-0002`, `-0003`, … variants used when a name is already taken.
 pub fn snapshot_id(
     at: DateTime<Utc>,
     operation: &str,
@@ -33,7 +33,7 @@ pub fn snapshot_id(
         }
     }
     if attempt > 0 {
-        id.push_str(&format!("-{}", attempt + 1));
+        id.push_str(&format!("-{:04}", attempt + 1));
     }
     id
 }
@@ -107,7 +107,7 @@ mod tests {
         );
         assert_eq!(
             snapshot_id(at(), "manual", None, None, 2),
-            "20261123_101500_123_manual-3"
+            "20261123_101500_123_manual-0003"
         );
         assert_eq!(timestamp(at()), "20261123_101500");
     }
