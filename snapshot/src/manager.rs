@@ -546,9 +546,9 @@ impl SnapshotManager {
                 }
             }
         }
-        staged.disarm();
         let record = record
             .ok_or_else(|| Error::invalid("snapshot_id", "no free id after 10000 attempts"))?;
+        staged.disarm();
 
         let dropped = inner.catalog.update(|records| {
             if inner.store.head(&record.blob_key)?.is_none() {

@@ -26,11 +26,13 @@ use crate::source::CheckLevel;
 pub struct RestoreOptions {
     dry_run: bool,
     target: Option<PathBuf>,
-    check: CheckLevel,
+    check: Option<CheckLevel>,
 }
 
 impl RestoreOptions {
-    /// Restore over the live source, with a `quick` engine check.
+    /// Restore over the live source. The image gets a [`CheckLevel::Quick`] engine check unless
+    /// its record says it already passed one ([`verify`](crate::SnapshotManager::verify)): the
+    /// checksum then proves these are the very bytes that passed, and the check is skipped.
     pub fn new() -> Self {
         Self::default()
     }
@@ -47,9 +49,10 @@ impl RestoreOptions {
         self
     }
 
-    /// The engine check of the image before the swap and of the result after it.
+    /// Forces the engine check of the image before the swap (the result after the swap always
+    /// gets a header check: the swap is an atomic rename of bytes already checked).
     pub fn check(mut self, level: CheckLevel) -> Self {
-        self.check = level;
+        self.check = Some(level);
         self
     }
 }
@@ -124,7 +127,12 @@ impl SnapshotManager {
         let mut steps = Vec::new();
 
         // 1. Stage and verify the image beside the target.
-        let staged = self.stage_verified(&record, &dir, options.check, same_kind)?;
+        let check = options.check.unwrap_or(if record.verified_at.is_some() {
+            CheckLevel::Header
+        } else {
+            CheckLevel::Quick
+        });
+        let staged = self.stage_verified(&record, &dir, check, same_kind)?;
         steps.push(format!(
             "verified {} ({} bytes, {})",
             record.snapshot_id, record.size_bytes, record.checksum
@@ -206,7 +214,7 @@ impl SnapshotManager {
         steps.push(format!("replaced {}", target.display()));
 
         // 5. Check the live result; put the present back if it fails.
-        if let Err(e) = source.check_image(&target, options.check) {
+        if let Err(e) = source.check_image(&target, CheckLevel::Header) {
             let rolled_back = match &previous {
                 Some(prev) => fs_util::publish_replace(prev.path(), &target).is_ok(),
                 None => fs_util::remove_durable(&target).is_ok(),
@@ -258,17 +266,7 @@ impl SnapshotManager {
             }
             None => store.get_to_file(&record.blob_key, staged.path())?,
         }
-        let sealed = fs_util::seal(staged.path())?;
-        if sealed.checksum != record.checksum || sealed.size != record.size_bytes {
-            return Err(Error::ChecksumMismatch {
-                key: record.blob_key.clone(),
-                expected: record.checksum.clone(),
-                actual: format!("{} ({} bytes)", sealed.checksum, sealed.size),
-            });
-        }
-        if engine_check {
-            self.inner.source.check_image(staged.path(), check)?;
-        }
+        self.check_copy(record, staged.path(), check, engine_check, true)?;
         Ok(staged)
     }
 }

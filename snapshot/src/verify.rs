@@ -164,18 +164,8 @@ impl SnapshotManager {
                 fetched.path().to_path_buf()
             }
         };
-        let sealed = fs_util::hash_file(&path)?;
-        if sealed.checksum != record.checksum || sealed.size != record.size_bytes {
-            return Err(Error::ChecksumMismatch {
-                key: record.blob_key.clone(),
-                expected: record.checksum.clone(),
-                actual: format!("{} ({} bytes)", sealed.checksum, sealed.size),
-            });
-        }
         let engine_checked = record.source_kind == self.inner.source.kind();
-        if engine_checked {
-            self.inner.source.check_image(&path, level)?;
-        }
+        let sealed = self.check_copy(record, &path, level, engine_checked, false)?;
         Ok(VerifyReport {
             snapshot_id: record.snapshot_id.clone(),
             bytes: sealed.size,
@@ -278,6 +268,44 @@ impl SnapshotManager {
             report.repaired = true;
         }
         Ok(report)
+    }
+
+    /// Checks a local copy of a record's blob: size and checksum, and the engine check when
+    /// `engine_check`, side by side on two threads (hashing and checking are both CPU work on a
+    /// file the copy just left in the page cache). With `durable` the file is also fsynced.
+    pub(crate) fn check_copy(
+        &self,
+        record: &SnapshotRecord,
+        path: &std::path::Path,
+        level: CheckLevel,
+        engine_check: bool,
+        durable: bool,
+    ) -> Result<fs_util::Sealed> {
+        let (sealed, checked) = std::thread::scope(|scope| {
+            let checked = scope.spawn(|| {
+                if engine_check {
+                    self.inner.source.check_image(path, level)
+                } else {
+                    Ok(())
+                }
+            });
+            let sealed = if durable {
+                fs_util::seal(path)
+            } else {
+                fs_util::hash_file(path)
+            };
+            (sealed, checked.join())
+        });
+        let sealed = sealed?;
+        if sealed.checksum != record.checksum || sealed.size != record.size_bytes {
+            return Err(Error::ChecksumMismatch {
+                key: record.blob_key.clone(),
+                expected: record.checksum.clone(),
+                actual: format!("{} ({} bytes)", sealed.checksum, sealed.size),
+            });
+        }
+        checked.map_err(|_| Error::invalid("check", "the engine check panicked"))??;
+        Ok(sealed)
     }
 
     fn leftovers_beside_source(&self, min_age: Duration) -> Vec<PathBuf> {
