@@ -5,9 +5,10 @@
 //!
 //! 1. [`begin`] (or [`begin_async`]) resolves the manager, takes the snapshot with the outcome
 //!    [`Outcome::Pending`], and applies the failure policy: fail closed ([`OnError::Fail`], the
-//!    error is handed back and the generated code returns it through [`fail`]) or continue
-//!    ([`OnError::Continue`], logged, the body runs without a snapshot).
-//! 2. The body runs.
+//!    error is handed back) or continue ([`OnError::Continue`], logged, the body runs without a
+//!    snapshot).
+//! 2. [`run`] (or [`run_async`]) returns the converted error without running the body, or
+//!    runs it.
 //! 3. [`Guard::finish`] marks the record [`Outcome::Committed`] (the body returned `Ok`) or
 //!    [`Outcome::Failed`] (it returned `Err`). If the body panics, the guard's `Drop` marks the
 //!    record failed while the panic propagates. If an async call is cancelled (its future
@@ -107,18 +108,6 @@ impl<T, E: From<Error>> SnapshotResult for Result<T, E> {
     }
 }
 
-/// Converts a failed snapshot into the wrapped function's return value.
-#[inline]
-pub fn fail<R: SnapshotResult>(error: Error) -> R {
-    R::from_snapshot_error(error)
-}
-
-/// Checks, at compile time only, that a fail-closed function's return type qualifies.
-#[inline(always)]
-pub fn check_fail_closed<R: SnapshotResult>(result: R) -> R {
-    result
-}
-
 /// The installed default manager.
 #[inline]
 pub fn installed() -> Result<&'static SnapshotManager> {
@@ -131,10 +120,64 @@ pub fn explicit(manager: &SnapshotManager) -> Result<&SnapshotManager> {
     Ok(manager)
 }
 
-/// Calls the body closure once (so that it may move out of its captures).
-#[inline(always)]
-pub fn call_once<R>(body: impl FnOnce() -> R) -> R {
-    body()
+/// How a wrapped call treats its return value: the checks on the return type happen here, in
+/// one call spanned on that type, so a wrong type is one error in the right place.
+pub struct Ops<R> {
+    convert: Option<fn(Error) -> R>,
+    success: fn(&R) -> bool,
+}
+
+/// Fail closed: a failed snapshot is returned as the call's error.
+#[inline]
+pub fn fail_closed<R: SnapshotResult>() -> Ops<R> {
+    Ops {
+        convert: Some(R::from_snapshot_error),
+        success: R::is_success,
+    }
+}
+
+/// `on_error = "continue"`: any `Result`.
+#[inline]
+pub fn keep_going<R: CallResult>() -> Ops<R> {
+    Ops {
+        convert: None,
+        success: R::is_success,
+    }
+}
+
+/// Runs a synchronous body: not at all when the snapshot failed and the call fails closed
+/// (the converted error is returned), else once; then records its outcome.
+#[inline]
+pub fn run<R, F: FnOnce() -> R>(begun: Result<Guard>, body: F, ops: Ops<R>) -> R {
+    match begun {
+        Ok(guard) => guard.finish(body(), ops.success),
+        Err(error) => match ops.convert {
+            Some(convert) => convert(error),
+            None => continued(error).finish(body(), ops.success),
+        },
+    }
+}
+
+/// [`run`] for an `async fn`: `body` is not polled when the snapshot failed.
+pub async fn run_async<R, B, F>(begun: B, body: F, ops: Ops<R>) -> R
+where
+    B: Future<Output = Result<Guard>>,
+    F: Future<Output = R>,
+{
+    match begun.await {
+        Ok(guard) => guard.finish(body.await, ops.success),
+        Err(error) => match ops.convert {
+            Some(convert) => convert(error),
+            None => continued(error).finish(body.await, ops.success),
+        },
+    }
+}
+
+/// The guard of an `on_error = "continue"` call (whose [`begin`] does not fail: this is for
+/// completeness).
+fn continued(error: Error) -> Guard {
+    tracing::warn!(%error, "no snapshot could be taken; the call runs without one");
+    Guard::none("")
 }
 
 /// Settles the outcome of a wrapped call; see the module docs.
@@ -159,9 +202,9 @@ impl Guard {
 
     /// Records the outcome of the body's result and hands the result back.
     #[inline]
-    pub fn finish<R: CallResult>(mut self, result: R) -> R {
+    pub fn finish<R>(mut self, result: R, success: fn(&R) -> bool) -> R {
         if self.taken.is_some() {
-            let outcome = if result.is_success() {
+            let outcome = if success(&result) {
                 Outcome::Committed
             } else {
                 Outcome::Failed

@@ -1,0 +1,463 @@
+//! `DuckDbSource` against real DuckDB files and real processes: a closed file round trip, a
+//! `.wal` left by a process that died before checkpointing (folded into the snapshot, never
+//! dropped), snapshots through the application's open connection while it keeps writing, bad
+//! sources, a restore refused while the database is open, and a restore of the wrong engine.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail, ensure};
+use duckdb::{AccessMode, Config, Connection};
+use snapshot::{
+    CheckLevel, DuckDbSource, Environment, Error, ListFilter, LocalStore, STAGING_PREFIX,
+    SnapshotManager, SnapshotRecord, SnapshotRequest, SqliteSource,
+};
+
+/// Set in a child process: the database it writes to and then abandons without a checkpoint.
+const CHILD_WAL_WRITER: &str = "SNAPSHOT_TEST_DUCKDB_WAL_WRITER";
+/// Set in a child process: the database it holds open until its stdin closes.
+const CHILD_HOLDER: &str = "SNAPSHOT_TEST_DUCKDB_HOLDER";
+
+fn manager(source: DuckDbSource, store: &Path) -> Result<SnapshotManager> {
+    Ok(SnapshotManager::builder()
+        .source(source)
+        .store(LocalStore::open(store)?)
+        .environment(Environment::persistent())
+        .build()?)
+}
+
+fn take(m: &SnapshotManager, entity_id: u64) -> Result<SnapshotRecord> {
+    m.snapshot(SnapshotRequest::new("delete").entity("measure", entity_id))?
+        .into_record()
+        .context("the manager is disabled")
+}
+
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let config = Config::default().access_mode(AccessMode::ReadOnly)?;
+    Connection::open_with_flags(path, config)
+        .with_context(|| format!("open {} read-only", path.display()))
+}
+
+fn count(conn: &Connection, table: &str) -> Result<i64> {
+    Ok(conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+}
+
+/// Materialises a snapshot in a new file (checksum and engine checked) and counts a table.
+fn rows_in_snapshot(m: &SnapshotManager, id: &str, table: &str, scratch: &Path) -> Result<i64> {
+    let out = scratch.join(format!("restored-{id}.duckdb"));
+    m.restore_to(id, &out)?;
+    let conn = open_read_only(&out)?;
+    let n = count(&conn, table)?;
+    drop(conn);
+    fs::remove_file(&out)?;
+    Ok(n)
+}
+
+/// A closed database with `rows` measures.
+fn closed_db(path: &Path, rows: i64) -> Result<()> {
+    let conn = Connection::open(path)?;
+    conn.execute_batch(&format!(
+        "CREATE TABLE measures(id BIGINT PRIMARY KEY, name VARCHAR, value DOUBLE);
+         INSERT INTO measures SELECT range, 'measure ' || range, range * 1.5 FROM range({rows});"
+    ))?;
+    drop(conn);
+    Ok(())
+}
+
+fn wal_of(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(".wal");
+    PathBuf::from(s)
+}
+
+fn staging_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(STAGING_PREFIX) {
+            out.push(e.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Runs this test binary again, for one test, with `env` set: the test's child branch runs.
+fn child(test: &str, env: (&str, &Path)) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().expect("current_exe"));
+    cmd.args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env.0, env.1);
+    cmd
+}
+
+/// The child's side of the leftover-WAL tests: commits rows 1000.. with automatic checkpoints
+/// disabled, then exits without closing (no checkpoint on shutdown), leaving a `.wal` behind.
+fn child_write_and_abandon(db: &Path) -> ! {
+    let run = || -> Result<()> {
+        let conn = Connection::open(db)?;
+        conn.execute_batch("PRAGMA wal_autocheckpoint='1TB'")?;
+        let base = count(&conn, "measures")?;
+        conn.execute_batch(&format!(
+            "INSERT INTO measures SELECT range, 'wal only ' || range, 0 FROM range({base}, {base} + 1000);"
+        ))?;
+        // Never close: no destructor, no checkpoint.
+        std::mem::forget(conn);
+        Ok(())
+    };
+    let code = match run() {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("child failed: {e:#}");
+            3
+        }
+    };
+    std::process::exit(code)
+}
+
+/// Makes a `.wal` that holds committed rows the main file does not have, the way an application
+/// that crashed would leave it, and checks that it really does.
+fn leave_wal_behind(test: &str, db: &Path) -> Result<()> {
+    let status = child(test, (CHILD_WAL_WRITER, db))
+        .stdout(Stdio::null())
+        .status()?;
+    ensure!(status.success(), "the WAL-writing child failed: {status}");
+    let wal = wal_of(db);
+    let len = fs::metadata(&wal)
+        .with_context(|| format!("the child left no {}", wal.display()))?
+        .len();
+    ensure!(len > 0, "the child left an empty WAL");
+    Ok(())
+}
+
+/// Rows visible in the main file alone (what a bare copy of the file would hold).
+fn rows_without_wal(db: &Path, scratch: &Path) -> Result<i64> {
+    let bare_dir = scratch.join("bare");
+    fs::create_dir_all(&bare_dir)?;
+    let bare = bare_dir.join("bare.duckdb");
+    fs::copy(db, &bare)?;
+    let n = count(&open_read_only(&bare)?, "measures")?;
+    fs::remove_dir_all(&bare_dir)?;
+    Ok(n)
+}
+
+#[test]
+fn closed_file_snapshot_verify_restore_round_trip() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("app.duckdb");
+    closed_db(&db, 1000)?;
+    let m = manager(DuckDbSource::new(&db), &dir.path().join("store"))?;
+
+    let r = take(&m, 42)?;
+    ensure!(r.source_kind == "duckdb" && r.blob_key.ends_with(".duckdb"), "{r:?}");
+    ensure!(r.checksum.starts_with("blake3:") && r.size_bytes > 0);
+    let blob = dir.path().join("store").join(&r.blob_key);
+    ensure!(fs::metadata(&blob)?.permissions().mode() & 0o777 == 0o600);
+    let v = m.verify(&r.snapshot_id)?;
+    ensure!(v.engine_checked && v.bytes == r.size_bytes && v.checksum == r.checksum);
+    m.verify_with(&r.snapshot_id, CheckLevel::Full)?;
+    ensure!(rows_in_snapshot(&m, &r.snapshot_id, "measures", dir.path())? == 1000);
+    // The live file was closed: the snapshot did not leave a WAL or a staging file behind.
+    ensure!(!wal_of(&db).exists() || fs::metadata(wal_of(&db))?.len() == 0);
+    ensure!(staging_files(dir.path())?.is_empty());
+
+    // Destroy data, restore, and get it back; the present is kept as a safety snapshot.
+    {
+        let conn = Connection::open(&db)?;
+        conn.execute_batch("DELETE FROM measures WHERE id >= 10")?;
+    }
+    let report = m.restore(&r.snapshot_id)?;
+    let safety = report.safety_snapshot.context("no safety snapshot")?;
+    ensure!(count(&open_read_only(&db)?, "measures")? == 1000);
+    let sum: f64 = open_read_only(&db)?.query_row("SELECT sum(value) FROM measures", [], |r| r.get(0))?;
+    ensure!((sum - 1.5 * 999.0 * 1000.0 / 2.0).abs() < 1e-6, "sum {sum}");
+    ensure!(rows_in_snapshot(&m, &safety, "measures", dir.path())? == 10);
+    ensure!(m.list(&ListFilter::new())?.len() == 2);
+    ensure!(m.verify_all()?.all_passed());
+    ensure!(staging_files(dir.path())?.is_empty());
+    // The restored database is writable again by the application.
+    Connection::open(&db)?.execute_batch("INSERT INTO measures VALUES (5000, 'new', 1)")?;
+    Ok(())
+}
+
+#[test]
+fn leftover_wal_is_folded_never_dropped() -> Result<()> {
+    if let Some(db) = std::env::var_os(CHILD_WAL_WRITER) {
+        child_write_and_abandon(Path::new(&db));
+    }
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("app.duckdb");
+    closed_db(&db, 1000)?;
+    leave_wal_behind("leftover_wal_is_folded_never_dropped", &db)?;
+    ensure!(
+        rows_without_wal(&db, dir.path())? == 1000,
+        "the test needs rows that live only in the .wal"
+    );
+
+    let m = manager(DuckDbSource::new(&db), &dir.path().join("store"))?;
+    let first = take(&m, 1)?;
+    ensure!(
+        rows_in_snapshot(&m, &first.snapshot_id, "measures", dir.path())? == 2000,
+        "the snapshot dropped the rows of the leftover .wal"
+    );
+    ensure!(count(&open_read_only(&db)?, "measures")? == 2000);
+
+    // A restore folds a leftover .wal too: the safety snapshot holds the present, WAL included.
+    leave_wal_behind("leftover_wal_is_folded_never_dropped", &db)?;
+    ensure!(rows_without_wal(&db, dir.path())? == 2000);
+    let report = m.restore(&first.snapshot_id)?;
+    let safety = report.safety_snapshot.context("no safety snapshot")?;
+    ensure!(
+        rows_in_snapshot(&m, &safety, "measures", dir.path())? == 3000,
+        "the safety snapshot dropped the rows of the leftover .wal"
+    );
+    ensure!(count(&open_read_only(&db)?, "measures")? == 2000);
+    // The stale log went with the replaced data: reopening does not replay it over the restore.
+    ensure!(count(&Connection::open(&db)?, "measures")? == 2000);
+    Ok(())
+}
+
+#[test]
+fn snapshots_through_the_apps_connection_while_it_writes() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("app.duckdb");
+    let app = Connection::open(&db)?;
+    app.execute_batch(
+        "CREATE TABLE items(batch BIGINT, n BIGINT, payload VARCHAR);
+         CREATE TABLE counter(n BIGINT);
+         INSERT INTO counter VALUES (0);",
+    )?;
+    let m = manager(
+        DuckDbSource::with_connection(&db, &app)?,
+        &dir.path().join("store"),
+    )?;
+    let writer = app.try_clone()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let committed = Arc::new(AtomicU64::new(0));
+    let handle = {
+        let (stop, committed) = (stop.clone(), committed.clone());
+        std::thread::spawn(move || -> Result<()> {
+            let mut batch = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                batch += 1;
+                // One transaction: 10 rows and the counter, so a consistent state has
+                // count(items) == 10 * counter.n.
+                writer.execute_batch(&format!(
+                    "BEGIN TRANSACTION;
+                     INSERT INTO items SELECT {batch}, range, repeat('x', 200) FROM range(10);
+                     UPDATE counter SET n = {batch};
+                     COMMIT;"
+                ))?;
+                committed.store(batch, Ordering::Relaxed);
+            }
+            Ok(())
+        })
+    };
+
+    let taken = (|| -> Result<Vec<SnapshotRecord>> {
+        let mut taken = Vec::new();
+        for i in 0..6 {
+            // Let the writer get ahead between snapshots.
+            let seen = committed.load(Ordering::Relaxed);
+            while committed.load(Ordering::Relaxed) < seen + 5 {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            taken.push(take(&m, i)?);
+        }
+        Ok(taken)
+    })();
+    stop.store(true, Ordering::Relaxed);
+    handle.join().expect("writer panicked")?;
+    let taken = taken?;
+
+    let mut last = 0;
+    for r in &taken {
+        let out = dir.path().join(format!("check-{}.duckdb", r.snapshot_id));
+        m.restore_to(&r.snapshot_id, &out)?;
+        let conn = open_read_only(&out)?;
+        let n: i64 = conn.query_row("SELECT n FROM counter", [], |r| r.get(0))?;
+        let items = count(&conn, "items")?;
+        let batches: i64 = conn.query_row("SELECT count(DISTINCT batch) FROM items", [], |r| r.get(0))?;
+        ensure!(
+            items == 10 * n && batches == n,
+            "{}: {items} items in {batches} batches but the counter says {n}",
+            r.snapshot_id
+        );
+        ensure!(n >= last, "snapshots went back in time: {n} after {last}");
+        last = n;
+    }
+    ensure!(last > 0, "no snapshot saw any commit");
+    // The application's connection is unharmed and still writes.
+    app.execute_batch("INSERT INTO counter VALUES (-1)")?;
+    ensure!(count(&app, "counter")? == 2);
+    ensure!(staging_files(&dir.path().join("store"))?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_file_that_is_not_a_database_is_not_a_database() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let garbage = dir.path().join("notes.duckdb");
+    fs::write(&garbage, "this is not a database\n".repeat(500))?;
+    let sqlite = dir.path().join("app.sqlite3");
+    rusqlite::Connection::open(&sqlite)?.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+    for path in [&garbage, &sqlite] {
+        let before = fs::read(path)?;
+        let m = manager(DuckDbSource::new(path), &store)?;
+        match m.snapshot(SnapshotRequest::new("delete")) {
+            Err(Error::NotADatabase { engine, path: p, .. }) => {
+                ensure!(engine == "duckdb" && p == *path, "{engine} {}", p.display());
+            }
+            other => bail!("{}: expected NotADatabase, got {other:?}", path.display()),
+        }
+        ensure!(fs::read(path)? == before, "{} was modified", path.display());
+        ensure!(!wal_of(path).exists());
+        ensure!(m.list(&ListFilter::new())?.is_empty());
+    }
+    ensure!(staging_files(&store)?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn a_missing_file_is_source_missing_and_is_not_created() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("gone.duckdb");
+    let m = manager(DuckDbSource::new(&missing), &dir.path().join("store"))?;
+    match m.snapshot(SnapshotRequest::new("delete")) {
+        Err(Error::SourceMissing { kind, path }) => {
+            ensure!(kind == "duckdb" && path == missing, "{kind} {}", path.display());
+        }
+        other => bail!("expected SourceMissing, got {other:?}"),
+    }
+    ensure!(!missing.exists(), "the snapshot attempt created the database");
+    ensure!(m.list(&ListFilter::new())?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
+    if let Some(db) = std::env::var_os(CHILD_HOLDER) {
+        // Hold the database open until the parent closes our stdin.
+        let conn = Connection::open(&db).expect("open");
+        println!("ready {}", count(&conn, "measures").expect("count"));
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        drop(conn);
+        std::process::exit(0);
+    }
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let db = dir.path().join("app.duckdb");
+    closed_db(&db, 100)?;
+
+    // The application has the database open in this process.
+    let app = Connection::open(&db)?;
+    let live = manager(DuckDbSource::with_connection(&db, &app)?, &store)?;
+    let r = take(&live, 1)?;
+    app.execute_batch("DELETE FROM measures WHERE id >= 50")?;
+
+    let admin = manager(DuckDbSource::new(&db), &store)?;
+    for (who, m) in [("through the app's connection", &live), ("beside it", &admin)] {
+        match m.restore(&r.snapshot_id) {
+            Err(Error::TargetLocked { path, .. }) => ensure!(path == db, "{who}: {}", path.display()),
+            other => bail!("{who}: expected TargetLocked, got {other:?}"),
+        }
+        ensure!(count(&app, "measures")? == 50, "{who}: the live data changed");
+    }
+    ensure!(live.list(&ListFilter::new())?.len() == 1, "a safety snapshot was taken");
+    ensure!(staging_files(dir.path())?.is_empty());
+    app.execute_batch("INSERT INTO measures VALUES (1000, 'still writable', 0)")?;
+    drop(live);
+    drop(app);
+
+    // Another process has it open.
+    let mut holder = child(
+        "restore_while_the_database_is_open_is_target_locked",
+        (CHILD_HOLDER, &db),
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()?;
+    let mut out = BufReader::new(holder.stdout.take().context("child stdout")?);
+    let mut line = String::new();
+    while !line.starts_with("ready") {
+        line.clear();
+        ensure!(out.read_line(&mut line)? > 0, "the holder exited early");
+    }
+    let before = fs::read(&db)?;
+    let locked = admin.restore(&r.snapshot_id);
+    let unchanged = fs::read(&db)? == before;
+    let mut stdin = holder.stdin.take().context("child stdin")?;
+    stdin.write_all(b"done\n")?;
+    drop(stdin);
+    let status = holder.wait()?;
+    match locked {
+        Err(Error::TargetLocked { detail, .. }) => {
+            ensure!(detail.contains(&holder.id().to_string()), "detail: {detail}")
+        }
+        other => bail!("held by a process: expected TargetLocked, got {other:?}"),
+    }
+    ensure!(status.success(), "holder: {status}");
+    ensure!(unchanged, "the live file changed while locked");
+
+    // Once nobody holds it, the same restore goes through.
+    admin.restore(&r.snapshot_id)?;
+    ensure!(count(&open_read_only(&db)?, "measures")? == 100);
+    Ok(())
+}
+
+#[test]
+fn a_sqlite_snapshot_restored_into_duckdb_is_wrong_engine() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("store");
+    let sqlite_db = dir.path().join("app.sqlite3");
+    rusqlite::Connection::open(&sqlite_db)?
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1), (2);")?;
+    let duck_db = dir.path().join("app.duckdb");
+    closed_db(&duck_db, 10)?;
+
+    let sqlite = SnapshotManager::builder()
+        .source(SqliteSource::new(&sqlite_db))
+        .store(LocalStore::open(&store)?)
+        .environment(Environment::persistent())
+        .build()?;
+    let duck = manager(DuckDbSource::new(&duck_db), &store)?;
+    let from_sqlite = sqlite
+        .snapshot(SnapshotRequest::new("delete"))?
+        .into_record()
+        .context("disabled")?;
+    let from_duck = take(&duck, 1)?;
+    let duck_before = fs::read(&duck_db)?;
+    let sqlite_before = fs::read(&sqlite_db)?;
+
+    match duck.restore(&from_sqlite.snapshot_id) {
+        Err(Error::WrongEngine {
+            snapshot_kind,
+            target_kind,
+            id,
+        }) => ensure!(
+            snapshot_kind == "sqlite" && target_kind == "duckdb" && id == from_sqlite.snapshot_id,
+            "{snapshot_kind} → {target_kind}"
+        ),
+        other => bail!("expected WrongEngine, got {other:?}"),
+    }
+    match sqlite.restore(&from_duck.snapshot_id) {
+        Err(Error::WrongEngine {
+            snapshot_kind,
+            target_kind,
+            ..
+        }) => ensure!(snapshot_kind == "duckdb" && target_kind == "sqlite"),
+        other => bail!("expected WrongEngine, got {other:?}"),
+    }
+    ensure!(fs::read(&duck_db)? == duck_before && fs::read(&sqlite_db)? == sqlite_before);
+    ensure!(duck.list(&ListFilter::new())?.len() == 2, "a safety snapshot was taken");
+    // Each still restores into its own engine.
+    duck.restore(&from_duck.snapshot_id)?;
+    sqlite.restore(&from_sqlite.snapshot_id)?;
+    Ok(())
+}
