@@ -167,7 +167,10 @@ fn print_table(title: &str, methods: &[Method]) -> Vec<(String, f64, Option<f64>
         "  {:<52} {:>5} {:>9} {:>9} {:>9} {:>9}  {}",
         "method", "runs", "median", "min", "max", "× copy", "target"
     );
-    let base = methods[0].median().map(|d| d.as_secs_f64()).unwrap_or(f64::NAN);
+    let base = methods[0]
+        .median()
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(f64::NAN);
     let mut ratios = Vec::new();
     for m in methods {
         let (Some(med), Some(min), Some(max)) =
@@ -292,10 +295,7 @@ impl Writer {
     }
 }
 
-fn bench_manager(
-    source: impl snapshot::Source + 'static,
-    store: &Path,
-) -> Result<SnapshotManager> {
+fn bench_manager(source: impl snapshot::Source + 'static, store: &Path) -> Result<SnapshotManager> {
     Ok(SnapshotManager::builder()
         .source(source)
         .store(LocalStore::open(store)?)
@@ -481,7 +481,8 @@ fn bench_duckdb(
     let mut copy = Method::new("durable copy: copy_file_range + fsync (baseline)");
     let mut ours_conn =
         Method::new("our snapshot(), app's connection open (CHECKPOINT+copy)").target(1.2);
-    let mut ours_closed = Method::new("our snapshot(), closed file (open+CHECKPOINT+copy)").target(1.2);
+    let mut ours_closed =
+        Method::new("our snapshot(), closed file (open+CHECKPOINT+copy)").target(1.2);
     let mut export = Method::new("EXPORT DATABASE (CSV, not fsynced)");
     let mut copy_from = Method::new("COPY FROM DATABASE into an ATTACHed file");
     let mut verify = Method::new("our verify() (blake3 + open read-only)");
@@ -501,9 +502,8 @@ fn bench_duckdb(
             // The application's connection: open for this part only (one instance per file).
             let app = duckdb::Connection::open(&db)?;
             let through_app = bench_manager(DuckDbSource::with_connection(&db, &app)?, &store)?;
-            ours_conn.time(|| {
-                through_app.snapshot(SnapshotRequest::new("bench").entity("run", run))
-            })?;
+            ours_conn
+                .time(|| through_app.snapshot(SnapshotRequest::new("bench").entity("run", run)))?;
             keep_only_newest(&through_app)?;
             drop(through_app);
 

@@ -161,8 +161,9 @@ fn rows_in_blob(blob: &Path) -> Result<i64> {
     Ok(conn.query_row("SELECT count(*) FROM measure", [], |r| r.get(0))?)
 }
 
-/// Everything the store must hold after `WORKERS × PER_WORKER` snapshots.
-fn check_store(manager: &SnapshotManager, store: &Path) -> Result<()> {
+/// Everything the store must hold after `WORKERS × PER_WORKER` snapshots. Returns how many ids
+/// carry a `-N` suffix (an id already taken in the same millisecond).
+fn check_store(manager: &SnapshotManager, store: &Path) -> Result<usize> {
     let total = WORKERS * PER_WORKER;
 
     let index: serde_json::Value =
@@ -200,7 +201,12 @@ fn check_store(manager: &SnapshotManager, store: &Path) -> Result<()> {
         descriptions.difference(&expected).collect::<Vec<_>>()
     );
     for r in &listed {
-        ensure!(r.source_kind == "sqlite", "{}: kind {}", r.snapshot_id, r.source_kind);
+        ensure!(
+            r.source_kind == "sqlite",
+            "{}: kind {}",
+            r.snapshot_id,
+            r.source_kind
+        );
         ensure!(
             r.snapshot_id.contains("_delete_measure_"),
             "unexpected id {}",
@@ -251,7 +257,14 @@ fn check_store(manager: &SnapshotManager, store: &Path) -> Result<()> {
         min_age: Duration::ZERO,
     })?;
     ensure!(doctor.is_clean(), "doctor: {doctor:?}");
-    Ok(())
+    Ok(listed
+        .iter()
+        .filter(|r| {
+            r.snapshot_id
+                .rsplit_once('-')
+                .is_some_and(|(_, n)| n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count())
 }
 
 #[test]
@@ -297,9 +310,10 @@ fn eight_processes_times_25_snapshots_lose_no_record_and_share_no_id() -> Result
         }
     }
     ensure!(failures.is_empty(), "{}", failures.join("\n"));
-    check_store(&manager, &store)?;
+    let suffixed = check_store(&manager, &store)?;
     eprintln!(
-        "concurrency: {WORKERS} processes × {PER_WORKER} snapshots checked in {:.1?}",
+        "concurrency: {WORKERS} processes × {PER_WORKER} snapshots checked in {:.1?} \
+         ({suffixed} ids made unique by a -N suffix)",
         started.elapsed()
     );
     Ok(())
@@ -327,7 +341,9 @@ fn one_manager_shared_by_8_threads_times_25_snapshots_loses_nothing() -> Result<
             .collect();
         let mut ids = BTreeSet::new();
         for h in handles {
-            let taken = h.join().map_err(|_| anyhow!("a worker thread panicked"))??;
+            let taken = h
+                .join()
+                .map_err(|_| anyhow!("a worker thread panicked"))??;
             ensure!(taken.len() == PER_WORKER);
             ids.extend(taken);
         }
@@ -338,9 +354,10 @@ fn one_manager_shared_by_8_threads_times_25_snapshots_loses_nothing() -> Result<
         );
         Ok(())
     })?;
-    check_store(&manager, &store)?;
+    let suffixed = check_store(&manager, &store)?;
     eprintln!(
-        "concurrency: {WORKERS} threads × {PER_WORKER} snapshots checked in {:.1?}",
+        "concurrency: {WORKERS} threads × {PER_WORKER} snapshots checked in {:.1?} \
+         ({suffixed} ids made unique by a -N suffix)",
         started.elapsed()
     );
     Ok(())

@@ -174,7 +174,6 @@ fn run_child(spec: &ChildSpec) -> Result<()> {
         log.write_all(format!("{line}\n").as_bytes())?;
         Ok(())
     };
-    say("ready".into())?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut n = 0u64;
     while Instant::now() < deadline {
@@ -332,24 +331,36 @@ fn read_log(log: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Waits until the child has built its manager and is about to start its loop.
-fn wait_ready(child: &mut Child, log: &Path, dir: &Path, i: usize) -> Result<()> {
+/// Waits until the child has begun its `nth` operation of its kind (1-based).
+fn wait_for_begin(
+    child: &mut Child,
+    log: &Path,
+    kind: Kind,
+    nth: usize,
+    dir: &Path,
+    i: usize,
+) -> Result<()> {
     let start = Instant::now();
+    let begin = format!("b {}", kind.name());
     loop {
-        if read_log(log).first().is_some_and(|l| l == "ready") {
+        let begun = read_log(log)
+            .iter()
+            .filter(|l| **l == begin || l.starts_with(&format!("{begin} ")))
+            .count();
+        if begun >= nth {
             return Ok(());
         }
         if let Some(status) = child.try_wait()? {
             bail!(
-                "child {i} exited ({status}) before it was ready\n{}",
+                "child {i} exited ({status}) before its operation {nth}\n{}",
                 child_output(dir, i)
             );
         }
         ensure!(
             start.elapsed() < Duration::from_secs(60),
-            "child {i} not ready after 60 s"
+            "child {i} did not begin its operation {nth} within 60 s"
         );
-        std::thread::sleep(Duration::from_micros(500));
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
@@ -367,7 +378,11 @@ fn no_staging_files(dir: &Path) -> Result<()> {
 
 /// The store-side checks after a kill. Returns the listed ids and whether doctor had anything
 /// to repair.
-fn check_store(manager: &SnapshotManager, store: &Path, live_dir: &Path) -> Result<(BTreeSet<String>, bool)> {
+fn check_store(
+    manager: &SnapshotManager,
+    store: &Path,
+    live_dir: &Path,
+) -> Result<(BTreeSet<String>, bool)> {
     let index = store.join("snapshot_metadata.json");
     if index.exists() {
         let value: serde_json::Value = serde_json::from_slice(&fs::read(&index)?)
@@ -453,6 +468,13 @@ fn crash_loop(kind: Kind) -> Result<()> {
     let manager = build_manager(&db, &store, RetentionPolicy::new().keep_last(1000))?;
 
     let (mut id_a, mut id_b, mut state_b) = (String::new(), String::new(), String::new());
+    if kind != Kind::Restore {
+        // Start from a store with an index, as after any first snapshot. (A kill during the
+        // very first snapshot of a fresh store leaves a sidecar and a blob but no index, which
+        // doctor cannot yet tell from a lost index: it reports an index problem and lists the
+        // unfinished snapshot. Not covered here until the library creates the index first.)
+        take(&manager, 0)?;
+    }
     if kind == Kind::Restore {
         id_a = take(&manager, 1)?;
         manager.pin(&id_a, true)?;
@@ -490,13 +512,15 @@ fn crash_loop(kind: Kind) -> Result<()> {
             b: id_b.clone(),
         };
         let mut child = spawn_child(&spec, tmp.path(), i)?;
-        wait_ready(&mut child, &log, tmp.path(), i)?;
-        // Vary the reach of the delay: some kills land in the first operation, some many
-        // operations in.
+        // Kill at a random time after the child began its 1st, 2nd or 3rd operation of the
+        // kind under test; vary the reach of the delay so kills land early in an operation,
+        // late in it, or operations later.
+        let nth = 1 + rng.below(3) as usize;
+        wait_for_begin(&mut child, &log, kind, nth, tmp.path(), i)?;
         let reach_us = match i % 3 {
-            0 => 8_000,
-            1 => 40_000,
-            _ => 150_000,
+            0 => 1_500,
+            1 => 8_000,
+            _ => 40_000,
         };
         std::thread::sleep(Duration::from_micros(rng.below(reach_us)));
         child.kill()?;
@@ -510,7 +534,8 @@ fn crash_loop(kind: Kind) -> Result<()> {
         let context = || format!("{} iteration {i} (seed {seed})", kind.name());
         let lines = read_log(&log);
         let last = lines.last().cloned().unwrap_or_default();
-        if last == format!("b {}", kind.name()) || last.starts_with(&format!("b {} ", kind.name())) {
+        if last == format!("b {}", kind.name()) || last.starts_with(&format!("b {} ", kind.name()))
+        {
             stats.in_flight += 1;
         }
         stats.completed += lines.iter().filter(|l| l.starts_with("e ")).count();
@@ -537,10 +562,18 @@ fn crash_loop(kind: Kind) -> Result<()> {
         }
         match kind {
             Kind::Snapshot => {
-                ensure!(now == "A", "{}: a snapshot changed the live database", context());
+                ensure!(
+                    now == "A",
+                    "{}: a snapshot changed the live database",
+                    context()
+                );
             }
             Kind::Prune => {
-                ensure!(now == "A", "{}: a prune changed the live database", context());
+                ensure!(
+                    now == "A",
+                    "{}: a prune changed the live database",
+                    context()
+                );
                 if last.starts_with("e prune") {
                     ensure!(
                         ids.len() == 1,
@@ -625,4 +658,42 @@ fn sigkill_during_prunes_leaves_a_true_catalog_and_the_database_untouched() -> R
 #[test]
 fn sigkill_during_restores_leaves_the_database_before_or_after() -> Result<()> {
     crash_loop(Kind::Restore)
+}
+
+// TEMPORARY (bug repro for the report; removed before hand-off)
+#[test]
+fn tmp_sigkill_during_the_first_snapshot_of_a_fresh_store() -> Result<()> {
+    let (mut rng, seed) = XorShift::seeded();
+    let mut hits = 0;
+    for i in 0..60 {
+        let tmp = tempfile::tempdir()?;
+        let live_dir = tmp.path().join("live");
+        fs::create_dir(&live_dir)?;
+        let db = live_dir.join("app.db");
+        let store = tmp.path().join("store");
+        create_db(&db)?;
+        let manager = build_manager(&db, &store, RetentionPolicy::new().keep_last(1000))?;
+        let log = tmp.path().join("log.txt");
+        let spec = ChildSpec {
+            kind: Kind::Snapshot,
+            db: db.clone(),
+            store: store.clone(),
+            log: log.clone(),
+            a: String::new(),
+            b: String::new(),
+        };
+        let mut child = spawn_child(&spec, tmp.path(), i)?;
+        wait_for_begin(&mut child, &log, Kind::Snapshot, 1, tmp.path(), i)?;
+        std::thread::sleep(Duration::from_micros(rng.below(12_000)));
+        child.kill()?;
+        child.wait()?;
+        let sidecar_without_index = !store.join("snapshot_metadata.json").exists()
+            && fs::read_dir(&store)?.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json")));
+        if sidecar_without_index {
+            hits += 1;
+        }
+        check_store(&manager, &store, &live_dir).with_context(|| format!("fresh store, iteration {i}, seed {seed}"))?;
+    }
+    eprintln!("fresh: {hits} kills left a sidecar without an index");
+    Ok(())
 }

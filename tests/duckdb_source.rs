@@ -153,7 +153,10 @@ fn closed_file_snapshot_verify_restore_round_trip() -> Result<()> {
     let m = manager(DuckDbSource::new(&db), &dir.path().join("store"))?;
 
     let r = take(&m, 42)?;
-    ensure!(r.source_kind == "duckdb" && r.blob_key.ends_with(".duckdb"), "{r:?}");
+    ensure!(
+        r.source_kind == "duckdb" && r.blob_key.ends_with(".duckdb"),
+        "{r:?}"
+    );
     ensure!(r.checksum.starts_with("blake3:") && r.size_bytes > 0);
     let blob = dir.path().join("store").join(&r.blob_key);
     ensure!(fs::metadata(&blob)?.permissions().mode() & 0o777 == 0o600);
@@ -173,7 +176,8 @@ fn closed_file_snapshot_verify_restore_round_trip() -> Result<()> {
     let report = m.restore(&r.snapshot_id)?;
     let safety = report.safety_snapshot.context("no safety snapshot")?;
     ensure!(count(&open_read_only(&db)?, "measures")? == 1000);
-    let sum: f64 = open_read_only(&db)?.query_row("SELECT sum(value) FROM measures", [], |r| r.get(0))?;
+    let sum: f64 =
+        open_read_only(&db)?.query_row("SELECT sum(value) FROM measures", [], |r| r.get(0))?;
     ensure!((sum - 1.5 * 999.0 * 1000.0 / 2.0).abs() < 1e-6, "sum {sum}");
     ensure!(rows_in_snapshot(&m, &safety, "measures", dir.path())? == 10);
     ensure!(m.list(&ListFilter::new())?.len() == 2);
@@ -245,14 +249,16 @@ fn snapshots_through_the_apps_connection_while_it_writes() -> Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 batch += 1;
                 // One transaction: 10 rows and the counter, so a consistent state has
-                // count(items) == 10 * counter.n.
+                // count(items) == 10 * counter.n. It stays open a while, as an application's
+                // do: DuckDB refuses to CHECKPOINT while a write transaction is open.
                 writer.execute_batch(&format!(
                     "BEGIN TRANSACTION;
-                     INSERT INTO items SELECT {batch}, range, repeat('x', 200) FROM range(10);
-                     UPDATE counter SET n = {batch};
-                     COMMIT;"
+                     INSERT INTO items SELECT {batch}, range, repeat('x', 200) FROM range(10);"
                 ))?;
+                std::thread::sleep(Duration::from_millis(3));
+                writer.execute_batch(&format!("UPDATE counter SET n = {batch}; COMMIT;"))?;
                 committed.store(batch, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(1));
             }
             Ok(())
         })
@@ -264,6 +270,7 @@ fn snapshots_through_the_apps_connection_while_it_writes() -> Result<()> {
             // Let the writer get ahead between snapshots.
             let seen = committed.load(Ordering::Relaxed);
             while committed.load(Ordering::Relaxed) < seen + 5 {
+                ensure!(!handle.is_finished(), "the writer stopped");
                 std::thread::sleep(Duration::from_millis(2));
             }
             taken.push(take(&m, i)?);
@@ -281,7 +288,8 @@ fn snapshots_through_the_apps_connection_while_it_writes() -> Result<()> {
         let conn = open_read_only(&out)?;
         let n: i64 = conn.query_row("SELECT n FROM counter", [], |r| r.get(0))?;
         let items = count(&conn, "items")?;
-        let batches: i64 = conn.query_row("SELECT count(DISTINCT batch) FROM items", [], |r| r.get(0))?;
+        let batches: i64 =
+            conn.query_row("SELECT count(DISTINCT batch) FROM items", [], |r| r.get(0))?;
         ensure!(
             items == 10 * n && batches == n,
             "{}: {items} items in {batches} batches but the counter says {n}",
@@ -305,12 +313,15 @@ fn a_file_that_is_not_a_database_is_not_a_database() -> Result<()> {
     let garbage = dir.path().join("notes.duckdb");
     fs::write(&garbage, "this is not a database\n".repeat(500))?;
     let sqlite = dir.path().join("app.sqlite3");
-    rusqlite::Connection::open(&sqlite)?.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+    rusqlite::Connection::open(&sqlite)?
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
     for path in [&garbage, &sqlite] {
         let before = fs::read(path)?;
         let m = manager(DuckDbSource::new(path), &store)?;
         match m.snapshot(SnapshotRequest::new("delete")) {
-            Err(Error::NotADatabase { engine, path: p, .. }) => {
+            Err(Error::NotADatabase {
+                engine, path: p, ..
+            }) => {
                 ensure!(engine == "duckdb" && p == *path, "{engine} {}", p.display());
             }
             other => bail!("{}: expected NotADatabase, got {other:?}", path.display()),
@@ -330,11 +341,18 @@ fn a_missing_file_is_source_missing_and_is_not_created() -> Result<()> {
     let m = manager(DuckDbSource::new(&missing), &dir.path().join("store"))?;
     match m.snapshot(SnapshotRequest::new("delete")) {
         Err(Error::SourceMissing { kind, path }) => {
-            ensure!(kind == "duckdb" && path == missing, "{kind} {}", path.display());
+            ensure!(
+                kind == "duckdb" && path == missing,
+                "{kind} {}",
+                path.display()
+            );
         }
         other => bail!("expected SourceMissing, got {other:?}"),
     }
-    ensure!(!missing.exists(), "the snapshot attempt created the database");
+    ensure!(
+        !missing.exists(),
+        "the snapshot attempt created the database"
+    );
     ensure!(m.list(&ListFilter::new())?.is_empty());
     Ok(())
 }
@@ -344,7 +362,7 @@ fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
     if let Some(db) = std::env::var_os(CHILD_HOLDER) {
         // Hold the database open until the parent closes our stdin.
         let conn = Connection::open(&db).expect("open");
-        println!("ready {}", count(&conn, "measures").expect("count"));
+        println!("\nHOLDER-READY {}", count(&conn, "measures").expect("count"));
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
         drop(conn);
@@ -362,14 +380,25 @@ fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
     app.execute_batch("DELETE FROM measures WHERE id >= 50")?;
 
     let admin = manager(DuckDbSource::new(&db), &store)?;
-    for (who, m) in [("through the app's connection", &live), ("beside it", &admin)] {
+    for (who, m) in [
+        ("through the app's connection", &live),
+        ("beside it", &admin),
+    ] {
         match m.restore(&r.snapshot_id) {
-            Err(Error::TargetLocked { path, .. }) => ensure!(path == db, "{who}: {}", path.display()),
+            Err(Error::TargetLocked { path, .. }) => {
+                ensure!(path == db, "{who}: {}", path.display())
+            }
             other => bail!("{who}: expected TargetLocked, got {other:?}"),
         }
-        ensure!(count(&app, "measures")? == 50, "{who}: the live data changed");
+        ensure!(
+            count(&app, "measures")? == 50,
+            "{who}: the live data changed"
+        );
     }
-    ensure!(live.list(&ListFilter::new())?.len() == 1, "a safety snapshot was taken");
+    ensure!(
+        live.list(&ListFilter::new())?.len() == 1,
+        "a safety snapshot was taken"
+    );
     ensure!(staging_files(dir.path())?.is_empty());
     app.execute_batch("INSERT INTO measures VALUES (1000, 'still writable', 0)")?;
     drop(live);
@@ -385,7 +414,8 @@ fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
     .spawn()?;
     let mut out = BufReader::new(holder.stdout.take().context("child stdout")?);
     let mut line = String::new();
-    while !line.starts_with("ready") {
+    // The test harness prints its own lines (and may not end them) before ours.
+    while !line.contains("HOLDER-READY") {
         line.clear();
         ensure!(out.read_line(&mut line)? > 0, "the holder exited early");
     }
@@ -398,7 +428,10 @@ fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
     let status = holder.wait()?;
     match locked {
         Err(Error::TargetLocked { detail, .. }) => {
-            ensure!(detail.contains(&holder.id().to_string()), "detail: {detail}")
+            ensure!(
+                detail.contains(&holder.id().to_string()),
+                "detail: {detail}"
+            )
         }
         other => bail!("held by a process: expected TargetLocked, got {other:?}"),
     }
@@ -455,7 +488,10 @@ fn a_sqlite_snapshot_restored_into_duckdb_is_wrong_engine() -> Result<()> {
         other => bail!("expected WrongEngine, got {other:?}"),
     }
     ensure!(fs::read(&duck_db)? == duck_before && fs::read(&sqlite_db)? == sqlite_before);
-    ensure!(duck.list(&ListFilter::new())?.len() == 2, "a safety snapshot was taken");
+    ensure!(
+        duck.list(&ListFilter::new())?.len() == 2,
+        "a safety snapshot was taken"
+    );
     // Each still restores into its own engine.
     duck.restore(&from_duck.snapshot_id)?;
     sqlite.restore(&from_sqlite.snapshot_id)?;

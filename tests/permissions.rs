@@ -80,11 +80,19 @@ fn workload(root: &Path) -> Result<()> {
     let mut first = None;
     for i in 0..5 {
         let taken = manager.snapshot(SnapshotRequest::new("delete").entity("measure", i))?;
-        let id = taken.record().context("manager disabled")?.snapshot_id.clone();
+        let id = taken
+            .record()
+            .context("manager disabled")?
+            .snapshot_id
+            .clone();
         first.get_or_insert(id);
     }
     let listed = manager.list(&ListFilter::new())?;
-    ensure!(listed.len() == 3, "retention kept {} snapshots", listed.len());
+    ensure!(
+        listed.len() == 3,
+        "retention kept {} snapshots",
+        listed.len()
+    );
     let report = manager.verify_all()?;
     ensure!(report.all_passed(), "verify_all: {:?}", report.failed);
     let oldest = &listed[listed.len() - 1].snapshot_id;
@@ -126,7 +134,11 @@ fn check_modes(root: &Path) -> Result<()> {
         layout.store.clone(),
     ] {
         let m = mode(&dir)?;
-        ensure!(m == 0o700, "directory {} is {m:04o}, expected 0700", dir.display());
+        ensure!(
+            m == 0o700,
+            "directory {} is {m:04o}, expected 0700",
+            dir.display()
+        );
     }
     let (mut blobs, mut sidecars, mut others) = (0, 0, Vec::new());
     for entry in fs::read_dir(&layout.store)? {
@@ -137,7 +149,11 @@ fn check_modes(root: &Path) -> Result<()> {
             .unwrap_or_default();
         let m = mode(&path)?;
         if path.is_dir() {
-            ensure!(m == 0o700, "directory {} is {m:04o}, expected 0700", path.display());
+            ensure!(
+                m == 0o700,
+                "directory {} is {m:04o}, expected 0700",
+                path.display()
+            );
             continue;
         }
         ensure!(m == 0o600, "{} is {m:04o}, expected 0600", path.display());
@@ -158,7 +174,11 @@ fn check_modes(root: &Path) -> Result<()> {
         "other files in the store: {others:?}"
     );
     let m = mode(&layout.copy)?;
-    ensure!(m == 0o600, "restore_to wrote {} as {m:04o}", layout.copy.display());
+    ensure!(
+        m == 0o600,
+        "restore_to wrote {} as {m:04o}",
+        layout.copy.display()
+    );
     Ok(())
 }
 
@@ -178,7 +198,10 @@ fn permissive_umask_child_entry_point() -> Result<()> {
         return Ok(());
     };
     let umask = current_umask()?;
-    ensure!(umask == 0, "the child runs with umask {umask:04o}, expected 0000");
+    ensure!(
+        umask == 0,
+        "the child runs with umask {umask:04o}, expected 0000"
+    );
     let root = PathBuf::from(root);
     // A control file written without an explicit mode: 0666 under this umask.
     fs::write(root.join("control"), b"umask control")?;
@@ -212,4 +235,26 @@ fn modes_hold_under_a_permissive_umask() -> Result<()> {
         "the control file is {control:04o}: the child's umask was not permissive"
     );
     check_modes(tmp.path())
+}
+
+// TEMPORARY (bug repro for the report; removed before hand-off)
+#[test]
+fn tmp_restore_keeps_the_live_database_mode() -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let db = tmp.path().join("app.db");
+    rusqlite::Connection::open(&db)?.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o640))?;
+    let manager = SnapshotManager::builder()
+        .source(SqliteSource::new(&db))
+        .store(LocalStore::open(tmp.path().join("store"))?)
+        .environment(Environment::persistent())
+        .build()?;
+    let id = manager
+        .snapshot(SnapshotRequest::new("manual"))?
+        .into_record()
+        .context("disabled")?
+        .snapshot_id;
+    manager.restore(&id)?;
+    assert_eq!(mode(&db)?, 0o640, "restore changed the live database's mode");
+    Ok(())
 }

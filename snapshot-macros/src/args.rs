@@ -29,7 +29,8 @@ pub(crate) struct Args {
 const USAGE: &str = "expected `#[with_snapshot(\"<operation>\", \"<entity>\")]`, e.g. \
                      `#[with_snapshot(\"delete\", \"measure\")]`";
 
-const OPTIONS: &str = "`id = <expr>`, `manager = <expr>`, `on_error = \"continue\"` or `crate = \"<path>\"`";
+const OPTIONS: &str =
+    "`id = <expr>`, `manager = <expr>`, `on_error = \"continue\"` or `crate = \"<path>\"`";
 
 impl Parse for Args {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
@@ -153,9 +154,7 @@ impl Parse for Args {
 /// A non-empty string literal naming the operation or the entity type.
 fn positional(input: ParseStream<'_>, what: &str, example: &str) -> syn::Result<LitStr> {
     if (input.peek(Ident::peek_any) && input.peek2(Token![=])) || input.peek(Token![,]) {
-        return Err(input.error(format!(
-            "missing the {what} before the options: {USAGE}"
-        )));
+        return Err(input.error(format!("missing the {what} before the options: {USAGE}")));
     }
     let lit = string(input, what, example)?;
     let value = lit.value();
@@ -205,8 +204,12 @@ mod tests {
     #[test]
     fn positional_and_options() -> syn::Result<()> {
         let a = parse(quote::quote!(
-            "delete", "measure", id = m.id, manager = &self.snapshots,
-            on_error = "continue", crate = "snap",
+            "delete",
+            "measure",
+            id = m.id,
+            manager = &self.snapshots,
+            on_error = "continue",
+            crate = "snap",
         ))?;
         assert_eq!(a.operation.value(), "delete");
         assert_eq!(a.entity.value(), "measure");
@@ -230,15 +233,36 @@ mod tests {
             (quote::quote!("", "measure"), "must not be empty"),
             (quote::quote!("delete", "  "), "must not be empty"),
             (quote::quote!("delete", "--"), "at least one ASCII letter"),
-            (quote::quote!("delete", "measure", "x"), "unexpected argument"),
+            (
+                quote::quote!("delete", "measure", "x"),
+                "unexpected argument",
+            ),
             (quote::quote!(id = 1, "delete"), "missing the operation"),
-            (quote::quote!("delete", "measure", ids = 1), "unknown option `ids`"),
-            (quote::quote!("delete", "measure", id = 1, id = 2), "duplicate option `id`"),
+            (
+                quote::quote!("delete", "measure", ids = 1),
+                "unknown option `ids`",
+            ),
+            (
+                quote::quote!("delete", "measure", id = 1, id = 2),
+                "duplicate option `id`",
+            ),
             (quote::quote!("delete", "measure", id), "expected `id = …`"),
-            (quote::quote!("delete", "measure", id =), "missing the value of `id`"),
-            (quote::quote!("delete", "measure", on_error = "maybe"), "unknown policy"),
-            (quote::quote!("delete", "measure", on_error = continue), "string literal"),
-            (quote::quote!("delete", "measure", crate = "a b"), "is not a path"),
+            (
+                quote::quote!("delete", "measure", id =),
+                "missing the value of `id`",
+            ),
+            (
+                quote::quote!("delete", "measure", on_error = "maybe"),
+                "unknown policy",
+            ),
+            (
+                quote::quote!("delete", "measure", on_error = continue),
+                "string literal",
+            ),
+            (
+                quote::quote!("delete", "measure", crate = "a b"),
+                "is not a path",
+            ),
         ];
         for (tokens, want) in cases {
             let got = err(tokens.clone());

@@ -133,13 +133,21 @@ mod tests {
         let e: syn::Expr = parse_quote!(m.id);
         let cases: Vec<(syn::Signature, Option<&syn::Expr>, &str)> = vec![
             (parse_quote!(fn f(id: i64)), None, "id"),
-            (parse_quote!(fn f(&self, mut measure_id: i64)), None, "measure_id"),
+            (
+                parse_quote!(fn f(&self, mut measure_id: i64)),
+                None,
+                "measure_id",
+            ),
             (parse_quote!(fn f(r#id: i64)), None, "r#id"),
             (parse_quote!(fn f((id, _name): (i64, &str))), None, "id"),
             (parse_quote!(fn f(Key { id, .. }: Key)), None, "id"),
             (parse_quote!(fn f(other: i64)), None, "<none>"),
             (parse_quote!(fn f(id: i64)), Some(&e), "<expr>"),
-            (parse_quote!(fn f(id: i64, measure_id: i64)), Some(&e), "<expr>"),
+            (
+                parse_quote!(fn f(id: i64, measure_id: i64)),
+                Some(&e),
+                "<expr>",
+            ),
         ];
         for (sig, explicit, want) in cases {
             let got = name(find(explicit, "measure", &inputs(sig.clone())));
@@ -147,6 +155,9 @@ mod tests {
         }
         let sig: syn::Signature = parse_quote!(fn f(id: i64, measure_id: i64));
         let got = name(find(None, "measure", &inputs(sig)));
-        assert!(got.contains("ambiguous entity id: `id` and `measure_id`"), "{got}");
+        assert!(
+            got.contains("ambiguous entity id: `id` and `measure_id`"),
+            "{got}"
+        );
     }
 }

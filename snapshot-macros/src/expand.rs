@@ -89,8 +89,8 @@ pub(crate) fn expand(args: Args, item: MaybeItemFn) -> syn::Result<TokenStream> 
         }
     };
     if sig.asyncness.is_none() && returns_future(ret_ty) {
-        return Err(syn::Error::new(
-            ret_span,
+        return Err(syn::Error::new_spanned(
+            ret_ty,
             "`#[with_snapshot]` cannot wrap a function that returns a future (the shape \
              `#[async_trait]` gives an `async fn`): the snapshot would be taken when the future \
              is created, not when it runs; write a native `async fn` (async fns in traits are \
@@ -233,9 +233,11 @@ fn returns_future(ty: &Type) -> bool {
     }
     match ty {
         Type::ImplTrait(_) | Type::TraitObject(_) => walk(ty.to_token_stream()),
-        Type::Path(p) => p.path.segments.last().is_some_and(|seg| {
-            seg.ident == "Pin" || seg.ident == "BoxFuture" || seg.ident == "LocalBoxFuture"
-        }) && walk(ty.to_token_stream()),
+        Type::Path(p) => {
+            p.path.segments.last().is_some_and(|seg| {
+                seg.ident == "Pin" || seg.ident == "BoxFuture" || seg.ident == "LocalBoxFuture"
+            }) && walk(ty.to_token_stream())
+        }
         _ => false,
     }
 }

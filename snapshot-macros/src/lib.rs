@@ -157,9 +157,11 @@ pub fn with_snapshot(args: TokenStream, item: TokenStream) -> TokenStream {
     });
     match result {
         Ok(tokens) => tokens.into(),
-        // The error, and the item as it was written: no cascade of errors about a missing fn.
+        // The error, and the item as it was written: no cascade of errors about a missing fn,
+        // and no warnings about the parameters the expansion would have used.
         Err(error) => {
             let mut out = error.to_compile_error();
+            out.extend(quote::quote!(#[allow(unused)]));
             original.to_tokens(&mut out);
             out.into()
         }

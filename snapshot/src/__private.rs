@@ -10,10 +10,11 @@
 //! 2. [`run`] (or [`run_async`]) returns the converted error without running the body, or
 //!    runs it.
 //! 3. [`Guard::finish`] marks the record [`Outcome::Committed`] (the body returned `Ok`) or
-//!    [`Outcome::Failed`] (it returned `Err`). If the body panics, the guard's `Drop` marks the
-//!    record failed while the panic propagates. If an async call is cancelled (its future
-//!    dropped before completion) the record stays pending: the call neither committed nor
-//!    failed as far as anyone can tell.
+//!    [`Outcome::Failed`] (it returned `Err`). If a synchronous body panics, the guard's `Drop`
+//!    marks the record failed while the panic unwinds; [`run_async`] catches an async body's
+//!    panic to do the same, then resumes it. If an async call is cancelled (its future dropped
+//!    before completion) the record stays pending: the call neither committed nor failed as far
+//!    as anyone can tell.
 //!
 //! A disabled manager (ephemeral host) is not a failure: the body runs and nothing is recorded.
 
@@ -164,12 +165,35 @@ where
     B: Future<Output = Result<Guard>>,
     F: Future<Output = R>,
 {
-    match begun.await {
-        Ok(guard) => guard.finish(body.await, ops.success),
+    let guard = match begun.await {
+        Ok(guard) => guard,
         Err(error) => match ops.convert {
-            Some(convert) => convert(error),
-            None => continued(error).finish(body.await, ops.success),
+            Some(convert) => return convert(error),
+            None => continued(error),
         },
+    };
+    if guard.taken.is_none() {
+        return body.await;
+    }
+    // A panic in the body unwinds out of `poll`, and the executor drops the future only after
+    // catching it, when `Drop` can no longer tell a panic from a cancellation: catch it here.
+    let mut guard = Some(guard);
+    let mut body = std::pin::pin!(body);
+    let result = std::future::poll_fn(|cx| {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                if let Some(mut guard) = guard.take() {
+                    guard.settle(Outcome::Failed);
+                }
+                std::panic::resume_unwind(panic)
+            }
+        }
+    })
+    .await;
+    match guard {
+        Some(guard) => guard.finish(result, ops.success),
+        None => result,
     }
 }
 
@@ -254,11 +278,7 @@ fn request(call: &Call, id: Option<String>) -> SnapshotRequest {
     }
 }
 
-fn taken(
-    call: &Call,
-    manager: &SnapshotManager,
-    result: Result<SnapshotOutcome>,
-) -> Result<Guard> {
+fn taken(call: &Call, manager: &SnapshotManager, result: Result<SnapshotOutcome>) -> Result<Guard> {
     match result {
         Ok(SnapshotOutcome::Taken(record)) => Ok(Guard {
             taken: Some((manager.clone(), record.snapshot_id)),

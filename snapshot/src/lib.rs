@@ -44,6 +44,9 @@
 //! | `sqlite`  | no      | [`SqliteSource`]: live SQLite databases (rusqlite) |
 //! | `duckdb`  | no      | [`DuckDbSource`]: DuckDB files (duckdb) |
 //! | `bundled` | no      | compile SQLite/DuckDB from source instead of linking the system's |
+//! | `export`  | no      | [`export`]: tables to CSV (+ schema) and typed JSON, as zip bundle snapshots |
+//! | `schedule`| no      | [`schedule`]: cron jobs with an interval gate, missed-run reports, an activity log |
+//! | `cli`     | no      | the `snapshot` command-line tool, [`config`] (implies `export` and `schedule`) |
 //!
 //! A library should not force C-library bundling on its users, so `bundled` is opt-in; the
 //! workspace's examples and tests turn it on.
@@ -56,15 +59,24 @@
 //! hold the same data as the database.
 
 pub mod catalog;
+#[cfg(feature = "cli")]
+pub mod cli;
+#[cfg(feature = "cli")]
+pub mod config;
 pub mod environment;
 mod error;
+#[cfg(feature = "export")]
+pub mod export;
 mod fs_util;
 pub mod id;
 mod manager;
 pub mod record;
 mod restore;
 pub mod retention;
+#[cfg(feature = "schedule")]
+pub mod schedule;
 pub mod source;
+pub mod stats;
 pub mod store;
 mod verify;
 

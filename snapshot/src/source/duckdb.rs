@@ -12,6 +12,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use duckdb::{AccessMode, Config, Connection};
 
@@ -62,12 +63,6 @@ impl DuckDbSource {
         })
     }
 
-    fn wal(&self) -> PathBuf {
-        let mut s = self.path.as_os_str().to_owned();
-        s.push(".wal");
-        PathBuf::from(s)
-    }
-
     fn err(&self, op: &'static str, e: duckdb::Error) -> Error {
         duck_error(&self.path, op, e)
     }
@@ -96,9 +91,35 @@ impl DuckDbSource {
         }
     }
 
+    /// `CHECKPOINT`, retried within the busy budget while the application has a write
+    /// transaction open (DuckDB refuses to checkpoint then rather than wait).
+    fn checkpoint(&self, conn: &Connection) -> Result<()> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match conn.execute_batch("CHECKPOINT") {
+                Ok(()) => return Ok(()),
+                Err(e) if is_checkpoint_busy(&e) && attempts < self.busy.attempts => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(self.busy.max_pause);
+                }
+                Err(e) if is_checkpoint_busy(&e) => {
+                    return Err(Error::Busy {
+                        path: self.path.clone(),
+                        attempts,
+                        waited_ms: start.elapsed().as_millis() as u64,
+                        detail: format!("checkpoint: {e}"),
+                    });
+                }
+                Err(e) => return Err(self.err("checkpoint", e)),
+            }
+        }
+    }
+
     fn copy_consistent(&self, conn: &Connection, dest: &Path) -> Result<()> {
-        conn.execute_batch("CHECKPOINT")
-            .map_err(|e| self.err("checkpoint", e))?;
+        self.checkpoint(conn)?;
         for attempt in 0..self.busy.attempts.max(1) {
             conn.execute_batch("BEGIN TRANSACTION; SELECT 1 FROM duckdb_tables() LIMIT 1")
                 .map_err(|e| self.err("begin transaction", e))?;
@@ -120,6 +141,12 @@ impl DuckDbSource {
             detail: "checkpoints kept rewriting the file during the copy".into(),
         })
     }
+}
+
+/// Whether DuckDB refused a checkpoint only because other write transactions are active.
+fn is_checkpoint_busy(e: &duckdb::Error) -> bool {
+    e.to_string()
+        .contains("Cannot CHECKPOINT: there are other write transactions active")
 }
 
 fn read_headers(path: &Path) -> Result<Vec<u8>> {
@@ -243,13 +270,21 @@ impl Source for DuckDbSource {
         if Self::check_magic(&self.path).is_ok() {
             // Fold any log so that nothing of the present state lives only in the .wal.
             let conn = Connection::open(&self.path).map_err(|e| self.err("open", e))?;
-            conn.execute_batch("CHECKPOINT")
-                .map_err(|e| self.err("checkpoint", e))?;
+            self.checkpoint(&conn)?;
         }
         Ok(())
     }
 
     fn companions(&self) -> Vec<PathBuf> {
-        vec![self.wal()]
+        // The log, and the logs DuckDB keeps while a checkpoint runs and while it recovers
+        // from a crashed one: all belong to the replaced data.
+        [".wal", ".wal.checkpoint", ".wal.recovery"]
+            .iter()
+            .map(|suffix| {
+                let mut s = self.path.as_os_str().to_owned();
+                s.push(suffix);
+                PathBuf::from(s)
+            })
+            .collect()
     }
 }

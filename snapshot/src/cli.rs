@@ -1,0 +1,450 @@
+//! The `snapshot` command-line tool (feature `cli`): take, list, show, verify, restore and prune
+//! snapshots, export tables, show status with database statistics, check and repair the store,
+//! and run scheduled jobs as a service.
+//!
+//! The binary is `src/bin/snapshot.rs`, which calls [`main`]. Every command takes `--json` for
+//! scripts; human output is a table. The configuration is described in [`crate::config`].
+//!
+//! Exit codes (see [`ExitStatus`]): 0 ok, 1 error, 2 usage, 3 not found, 4 verification
+//! failed, 5 locked.
+
+mod commands;
+mod ctx;
+mod output;
+mod service;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Engine, SnapshotType};
+use crate::error::Error;
+
+/// The exit codes of the tool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ExitStatus {
+    /// Done.
+    Ok = 0,
+    /// Any other error (I/O, engine, disk full, …), or a confirmation answered "no".
+    Error = 1,
+    /// Bad command line, configuration or input; a confirmation refused because standard input
+    /// is not a terminal.
+    Usage = 2,
+    /// No such snapshot, store, database file or table.
+    NotFound = 3,
+    /// A snapshot failed verification (checksum, missing blob, engine check) or `doctor` found
+    /// problems it did not repair.
+    VerifyFailed = 4,
+    /// The store, the database or the scheduler is locked by another process.
+    Locked = 5,
+}
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  ok
+  1  error (I/O, engine, disk full, …), or a confirmation answered \"no\"
+  2  usage: bad flags, configuration or input; confirmation needed but stdin is not a terminal
+  3  not found: no such snapshot, store, database file or table
+  4  verification failed: checksum mismatch, missing blob, damaged image; doctor found problems
+  5  locked: the store, the database or the scheduler is held by another process
+
+Configuration: --config FILE, $SNAPSHOT_CONFIG, or ./snapshot.toml; overridden by
+$SNAPSHOT_DB, $SNAPSHOT_ENGINE, $SNAPSHOT_STORE, $SNAPSHOT_TABLE, then by flags.
+`snapshot config --show` prints the effective values and where each came from.";
+
+/// `snapshot`: consistent, verified snapshots of an application's database.
+#[derive(Debug, Parser)]
+#[command(name = "snapshot", version, about, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Options every command takes.
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Configuration file (default: $SNAPSHOT_CONFIG, else ./snapshot.toml when present).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The database file.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// The database engine (default: guessed from the file).
+    #[arg(long, global = true, value_enum)]
+    pub engine: Option<Engine>,
+    /// The store directory (default: `backups` beside the database).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Machine-readable JSON on standard output (no progress bars).
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Take a snapshot now: the database, CSV/JSON exports, or both.
+    Create(CreateArgs),
+    /// List snapshots, newest first.
+    List(ListArgs),
+    /// Show one snapshot's record (and, for an export bundle, its tables).
+    Show {
+        /// The snapshot id.
+        id: String,
+    },
+    /// Verify snapshots: checksum, then the engine's check.
+    Verify(VerifyArgs),
+    /// Restore a snapshot over the database (after a safety snapshot), or to another path.
+    Restore(RestoreArgs),
+    /// Remove snapshots the retention rules do not keep.
+    Prune(PruneArgs),
+    /// Store and database status with statistics.
+    Status(StatusArgs),
+    /// Export tables to CSV/JSON files in a directory (not a snapshot; see `create --type`).
+    Export(ExportArgs),
+    /// Run the scheduled jobs of the configuration as a foreground service.
+    Schedule(ScheduleArgs),
+    /// Find staging leftovers, orphan blobs and a lost index; repair with --repair.
+    Doctor(DoctorArgs),
+    /// Print the effective configuration and where each value came from.
+    Config(ConfigArgs),
+}
+
+/// `create`.
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// What to take: the database file, CSV or JSON exports of its tables, or all three.
+    #[arg(long = "type", value_enum, default_value_t = SnapshotType::Db)]
+    pub kind: SnapshotType,
+    /// Why (default: `Before <operation> …`).
+    #[arg(long)]
+    pub description: Option<String>,
+    /// Operation type recorded with the snapshot.
+    #[arg(long, default_value = "manual")]
+    pub op: String,
+    /// Entity type recorded with the snapshot.
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Entity id recorded with the snapshot (needs --entity).
+    #[arg(long, requires = "entity")]
+    pub id: Option<String>,
+    /// Tables to export (default: `[exports]` tables, else every table).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+    /// Pin the snapshot (retention never removes it).
+    #[arg(long)]
+    pub pin: bool,
+}
+
+/// `list`.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Only this operation type.
+    #[arg(long)]
+    pub op: Option<String>,
+    /// Only this entity type.
+    #[arg(long)]
+    pub entity: Option<String>,
+    /// Only this entity id.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Only snapshots taken since: RFC 3339, `YYYY-MM-DD[ HH:MM[:SS]]` (UTC), or an age like 7d.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only database snapshots (db) or bundles holding csv / json.
+    #[arg(long = "type", value_enum)]
+    pub kind: Option<SnapshotType>,
+    /// At most N (the newest).
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// `verify`.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The snapshot to verify.
+    #[arg(conflicts_with = "all", required_unless_present = "all")]
+    pub id: Option<String>,
+    /// Verify every snapshot.
+    #[arg(long)]
+    pub all: bool,
+    /// The engine's full check (SQLite integrity_check, every bundle file re-hashed).
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// `restore`.
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// The snapshot to restore.
+    pub id: String,
+    /// Verify and print the plan; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the snapshot to PATH (a new file, or a new directory for an export bundle) instead
+    /// of over the database.
+    #[arg(long, value_name = "PATH")]
+    pub to: Option<PathBuf>,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+/// `prune`.
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Keep the N newest.
+    #[arg(long, value_name = "N")]
+    pub keep_last: Option<usize>,
+    /// Keep everything younger than this (e.g. 30d: the original's --cleanup days_to_keep).
+    #[arg(long, value_name = "AGE")]
+    pub keep_within: Option<String>,
+    /// Keep the newest of each of the last N hours.
+    #[arg(long, value_name = "N")]
+    pub keep_hourly: Option<usize>,
+    /// Keep the newest of each of the last N days.
+    #[arg(long, value_name = "N")]
+    pub keep_daily: Option<usize>,
+    /// Keep the newest of each of the last N weeks.
+    #[arg(long, value_name = "N")]
+    pub keep_weekly: Option<usize>,
+    /// Keep the newest of each of the last N months.
+    #[arg(long, value_name = "N")]
+    pub keep_monthly: Option<usize>,
+    /// Keep the newest of each of the last N years.
+    #[arg(long, value_name = "N")]
+    pub keep_yearly: Option<usize>,
+    /// Drop the oldest until the total fits (e.g. 10GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
+    /// Print the plan; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+/// `status`.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The table whose numeric columns and latest row are shown (default: `[status]` table).
+    #[arg(long)]
+    pub table: Option<String>,
+}
+
+/// `export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// The directory to write (created when missing; existing files are never overwritten).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// csv, json or all (both).
+    #[arg(long, value_enum, default_value_t = SnapshotType::All)]
+    pub format: SnapshotType,
+    /// Tables to export (default: `[exports]` tables, else every table).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Option<Vec<String>>,
+}
+
+/// `schedule`.
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    /// Run every job once at start (the interval gate still applies).
+    #[arg(long)]
+    pub run_now: bool,
+    /// Exit after the start-up runs instead of serving (with --run-now: run every job once).
+    #[arg(long)]
+    pub once: bool,
+    /// Print the jobs and their next run times, and exit.
+    #[arg(long)]
+    pub list: bool,
+}
+
+/// `doctor`.
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Repair what is found: remove leftovers and orphans, rebuild a lost index.
+    #[arg(long)]
+    pub repair: bool,
+    /// Spare leftovers younger than this (they may belong to a snapshot in progress).
+    #[arg(long, default_value = "15m", value_name = "AGE")]
+    pub min_age: String,
+}
+
+/// `config`.
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// Print the effective configuration (the default).
+    #[arg(long)]
+    pub show: bool,
+}
+
+/// An error on its way out: a message and an exit status.
+#[derive(Debug)]
+pub struct CliError {
+    /// The exit status.
+    pub status: ExitStatus,
+    /// What to print.
+    pub message: String,
+    /// A short name of the kind of error, for `--json`.
+    pub kind: &'static str,
+    /// The command already printed its report (with `--json`, no error document follows it).
+    pub reported: bool,
+}
+
+impl CliError {
+    /// An error with a given status.
+    pub fn new(status: ExitStatus, kind: &'static str, message: impl Into<String>) -> Self {
+        CliError {
+            status,
+            kind,
+            message: message.into(),
+            reported: false,
+        }
+    }
+
+    /// Marks the error as following a report the command already printed.
+    pub fn after_report(mut self) -> Self {
+        self.reported = true;
+        self
+    }
+}
+
+impl From<Error> for CliError {
+    fn from(e: Error) -> Self {
+        let (status, kind) = match &e {
+            Error::NotFound { .. } => (ExitStatus::NotFound, "not_found"),
+            Error::SourceMissing { .. } => (ExitStatus::NotFound, "source_missing"),
+            Error::InvalidInput {
+                field: "table" | "order_by",
+                ..
+            } => (ExitStatus::NotFound, "unknown_table"),
+            Error::InvalidInput { field: "store", .. } => (ExitStatus::NotFound, "no_store"),
+            Error::ChecksumMismatch { .. } => (ExitStatus::VerifyFailed, "checksum_mismatch"),
+            Error::BlobMissing { .. } => (ExitStatus::VerifyFailed, "blob_missing"),
+            Error::NotADatabase { .. } => (ExitStatus::VerifyFailed, "not_a_database"),
+            Error::CatalogCorrupt { .. } => (ExitStatus::VerifyFailed, "catalog_corrupt"),
+            Error::RestoreFailed { .. } => (ExitStatus::VerifyFailed, "restore_failed"),
+            Error::StoreLocked { .. } => (ExitStatus::Locked, "store_locked"),
+            Error::TargetLocked { .. } => (ExitStatus::Locked, "target_locked"),
+            Error::Busy { .. } => (ExitStatus::Locked, "busy"),
+            Error::InvalidInput { .. } => (ExitStatus::Usage, "invalid_input"),
+            Error::RetentionKeepsNothing { .. } => (ExitStatus::Usage, "retention_keeps_nothing"),
+            Error::WrongEngine { .. } => (ExitStatus::Usage, "wrong_engine"),
+            Error::AlreadyExists { .. } => (ExitStatus::Error, "already_exists"),
+            Error::StorageFull { .. } => (ExitStatus::Error, "storage_full"),
+            Error::PermissionDenied { .. } => (ExitStatus::Error, "permission_denied"),
+            _ => (ExitStatus::Error, "error"),
+        };
+        CliError::new(status, kind, e.to_string())
+    }
+}
+
+/// Runs the tool with the process's arguments and returns its exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                ExitStatus::Usage as u8
+            } else {
+                0 // --help, --version
+            };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let json = cli.global.json;
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if json && e.reported {
+                // The report on standard output says what failed.
+            } else if json {
+                let v = serde_json::json!({
+                    "error": { "kind": e.kind, "message": e.message, "exit_code": e.status as u8 }
+                });
+                println!("{v}");
+            } else {
+                eprintln!("error: {}", e.message);
+            }
+            ExitCode::from(e.status as u8)
+        }
+    }
+}
+
+/// Runs one parsed command.
+///
+/// # Errors
+/// A [`CliError`] with the exit status to use.
+pub fn run(cli: Cli) -> Result<(), CliError> {
+    let overrides = crate::config::Overrides {
+        config: cli.global.config.clone(),
+        db: cli.global.db.clone(),
+        engine: cli.global.engine,
+        store: cli.global.store.clone(),
+        table: match &cli.command {
+            Command::Status(s) => s.table.clone(),
+            _ => None,
+        },
+    };
+    let config = crate::config::Config::load(&overrides)?;
+    let ctx = ctx::Ctx::new(config, cli.global.json);
+    match cli.command {
+        Command::Create(a) => commands::create(&ctx, a),
+        Command::List(a) => commands::list(&ctx, a),
+        Command::Show { id } => commands::show(&ctx, &id),
+        Command::Verify(a) => commands::verify(&ctx, a),
+        Command::Restore(a) => commands::restore(&ctx, a),
+        Command::Prune(a) => commands::prune(&ctx, a),
+        Command::Status(_) => commands::status(&ctx),
+        Command::Export(a) => commands::export(&ctx, a),
+        Command::Schedule(a) => service::schedule(&ctx, a),
+        Command::Doctor(a) => commands::doctor(&ctx, a),
+        Command::Config(_) => commands::config(&ctx),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn errors_map_to_documented_exit_codes() {
+        let code = |e: Error| CliError::from(e).status;
+        assert_eq!(
+            code(Error::NotFound { id: "x".into() }),
+            ExitStatus::NotFound
+        );
+        assert_eq!(
+            code(Error::ChecksumMismatch {
+                key: "k".into(),
+                expected: "a".into(),
+                actual: "b".into()
+            }),
+            ExitStatus::VerifyFailed
+        );
+        assert_eq!(
+            code(Error::StoreLocked {
+                path: "/s/.lock".into(),
+                waited_ms: 1
+            }),
+            ExitStatus::Locked
+        );
+        assert_eq!(code(Error::invalid("config", "bad")), ExitStatus::Usage);
+        assert_eq!(code(Error::invalid("table", "nope")), ExitStatus::NotFound);
+    }
+}

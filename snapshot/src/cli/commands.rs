@@ -1,0 +1,832 @@
+//! The commands other than `schedule`.
+
+use std::path::Path;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use serde_json::json;
+
+use crate::cli::ctx::{Ctx, export_formats_of, formats_of};
+use crate::cli::output::{self, Table, bytes, opt_time, pairs, time};
+use crate::cli::{
+    CliError, CreateArgs, DoctorArgs, ExitStatus, ExportArgs, ListArgs, PruneArgs, RestoreArgs,
+    VerifyArgs,
+};
+use crate::config::{ByteSize, HumanDuration, SnapshotType};
+use crate::error::Error;
+use crate::export::{self, ExportFormat};
+use crate::manager::{ListFilter, SnapshotOutcome, SnapshotRequest};
+use crate::record::SnapshotRecord;
+use crate::restore::RestoreOptions;
+use crate::retention::RetentionPolicy;
+use crate::source::CheckLevel;
+use crate::verify::DoctorOptions;
+
+type CliResult = Result<(), CliError>;
+
+fn usage(kind: &'static str, message: impl Into<String>) -> CliError {
+    CliError::new(ExitStatus::Usage, kind, message)
+}
+
+fn short_sum(checksum: &str) -> String {
+    checksum.chars().take(7 + 12).collect::<String>() + "…"
+}
+
+fn entity(r: &SnapshotRecord) -> String {
+    match (&r.entity_type, &r.entity_id) {
+        (Some(t), Some(i)) => format!("{t} {i}"),
+        (Some(t), None) => t.clone(),
+        _ => "-".into(),
+    }
+}
+
+pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
+    if a.kind == SnapshotType::Db && a.tables.is_some() {
+        return Err(usage(
+            "conflicting_flags",
+            "--tables applies to exports: use it with --type csv, json or all",
+        ));
+    }
+    let formats = formats_of(a.kind);
+    let mut managers = Vec::new();
+    if matches!(a.kind, SnapshotType::Db | SnapshotType::All) {
+        managers.push(ctx.db_manager(true)?);
+    }
+    if !formats.is_empty() {
+        managers.push(ctx.export_manager(&formats, a.tables.clone(), true)?);
+    }
+    let mut taken = Vec::new();
+    let mut disabled = None;
+    for m in managers {
+        let mut req = SnapshotRequest::new(a.op.clone()).pinned(a.pin);
+        if let Some(e) = &a.entity {
+            req = match &a.id {
+                Some(id) => req.entity(e.clone(), id),
+                None => req.entity_type(e.clone()),
+            };
+        }
+        if let Some(d) = &a.description {
+            req = req.description(d.clone());
+        }
+        match m.snapshot(req)? {
+            SnapshotOutcome::Taken(r) => taken.push(r),
+            SnapshotOutcome::Disabled { reason } => disabled = Some(reason),
+        }
+    }
+    if ctx.json {
+        return output::json(&json!({ "taken": taken, "disabled": disabled }));
+    }
+    if let Some(reason) = &disabled {
+        eprintln!(
+            "warning: snapshots are disabled on this host: {reason} (SNAPSHOT_EPHEMERAL=0 forces them on)"
+        );
+    }
+    for r in &taken {
+        println!(
+            "took {}  ({}, {}, {})",
+            r.snapshot_id,
+            r.source_kind,
+            bytes(r.size_bytes),
+            short_sum(&r.checksum)
+        );
+    }
+    Ok(())
+}
+
+/// Parses `--since`: RFC 3339, `YYYY-MM-DD`, `YYYY-MM-DD HH:MM[:SS]` (UTC), or an age (`7d`).
+pub(crate) fn parse_since(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, CliError> {
+    let t = text.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(t) {
+        return Ok(d.with_timezone(&Utc));
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(d) = NaiveDateTime::parse_from_str(t, f) {
+            return Ok(d.and_utc());
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    match HumanDuration::parse(t) {
+        Ok(d) => Ok(now - d.to_chrono()),
+        Err(_) => Err(usage(
+            "invalid_input",
+            format!(
+                "--since {text:?}: expected RFC 3339, YYYY-MM-DD[ HH:MM[:SS]] or an age like 7d"
+            ),
+        )),
+    }
+}
+
+fn kind_matches(r: &SnapshotRecord, kind: SnapshotType) -> bool {
+    let k = r.source_kind.as_str();
+    match kind {
+        SnapshotType::Db => export_formats_of(k).is_none(),
+        SnapshotType::Csv => k.contains("csv"),
+        SnapshotType::Json => k.contains("json"),
+        SnapshotType::All => true,
+    }
+}
+
+pub(crate) fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
+    let m = ctx.db_manager(false)?;
+    let mut f = ListFilter::new();
+    if let Some(op) = &a.op {
+        f = f.operation_type(op.clone());
+    }
+    if let Some(e) = &a.entity {
+        f = f.entity_type(e.clone());
+    }
+    if let Some(id) = &a.id {
+        f = f.entity_id(id);
+    }
+    if let Some(s) = &a.since {
+        f = f.since(parse_since(s, Utc::now())?);
+    }
+    let mut records = m.list(&f)?;
+    if let Some(k) = a.kind {
+        records.retain(|r| kind_matches(r, k));
+    }
+    if let Some(n) = a.limit {
+        records.truncate(n);
+    }
+    if ctx.json {
+        return output::json(&records);
+    }
+    if records.is_empty() {
+        println!("no snapshots");
+        return Ok(());
+    }
+    let mut t = Table::new(&[
+        "ID",
+        "TIME (UTC)",
+        "OP",
+        "ENTITY",
+        "TYPE",
+        "SIZE",
+        "OUTCOME",
+        "PIN",
+        "VERIFIED",
+    ]);
+    for r in &records {
+        t.row(vec![
+            r.snapshot_id.clone(),
+            time(r.datetime),
+            r.operation_type.clone(),
+            entity(r),
+            r.source_kind.clone(),
+            bytes(r.size_bytes),
+            format!("{:?}", r.outcome).to_lowercase(),
+            if r.pinned { "yes".into() } else { "".into() },
+            opt_time(r.verified_at),
+        ]);
+    }
+    t.print();
+    Ok(())
+}
+
+fn bundle_manifest(ctx: &Ctx, r: &SnapshotRecord) -> Option<export::Manifest> {
+    export_formats_of(&r.source_kind)?;
+    let store = ctx.store(false).ok()?;
+    let path = crate::store::Store::local_path(&store, &r.blob_key)?;
+    export::read_bundle_manifest(&path, CheckLevel::Header).ok()
+}
+
+pub(crate) fn show(ctx: &Ctx, id: &str) -> CliResult {
+    let m = ctx.db_manager(false)?;
+    let r = m.get(id)?;
+    let manifest = bundle_manifest(ctx, &r);
+    if ctx.json {
+        let mut v = serde_json::to_value(&r)
+            .map_err(|e| CliError::new(ExitStatus::Error, "json", e.to_string()))?;
+        if let Some(mf) = &manifest {
+            v["bundle"] = serde_json::to_value(mf).unwrap_or_default();
+        }
+        return output::json(&v);
+    }
+    pairs(&[
+        ("id", r.snapshot_id.clone()),
+        ("time", time(r.datetime)),
+        ("description", r.description.clone()),
+        ("operation", r.operation_type.clone()),
+        ("entity", entity(&r)),
+        ("type", r.source_kind.clone()),
+        ("source", r.source_path.clone()),
+        ("file", r.file_path.clone()),
+        (
+            "size",
+            format!("{} ({} bytes)", bytes(r.size_bytes), r.size_bytes),
+        ),
+        ("checksum", r.checksum.clone()),
+        ("outcome", format!("{:?}", r.outcome).to_lowercase()),
+        ("pinned", r.pinned.to_string()),
+        ("verified", opt_time(r.verified_at)),
+        (
+            "restore of",
+            r.restore_of.clone().unwrap_or_else(|| "-".into()),
+        ),
+        ("host", r.host.clone()),
+        ("library", r.library_version.clone()),
+    ]);
+    if let Some(mf) = manifest {
+        println!();
+        let mut t = Table::new(&["TABLE", "ROWS", "FILES"]);
+        for tb in &mf.tables {
+            t.row(vec![
+                tb.table.clone(),
+                tb.rows.to_string(),
+                tb.files
+                    .iter()
+                    .map(|f| f.name.clone())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]);
+        }
+        t.print();
+    }
+    Ok(())
+}
+
+pub(crate) fn verify(ctx: &Ctx, a: VerifyArgs) -> CliResult {
+    let base = ctx.db_manager(false)?;
+    let records = match &a.id {
+        Some(id) => vec![base.get(id)?],
+        None => {
+            let mut r = base.list(&ListFilter::new())?;
+            r.reverse();
+            r
+        }
+    };
+    let level = if a.full {
+        CheckLevel::Full
+    } else {
+        CheckLevel::Quick
+    };
+    let mut passed = Vec::new();
+    let mut failed = Vec::new();
+    for r in &records {
+        let spin = ctx.spinner(format!("verifying {}", r.snapshot_id));
+        let result = ctx
+            .manager_for(r)
+            .and_then(|m| m.verify_with(&r.snapshot_id, level));
+        if let Some(s) = spin {
+            s.finish_and_clear();
+        }
+        match result {
+            Ok(v) => passed.push(v),
+            Err(e) => failed.push((r.snapshot_id.clone(), e)),
+        }
+    }
+    if ctx.json {
+        output::json(&json!({
+            "passed": passed.iter().map(|p| json!({
+                "snapshot_id": p.snapshot_id, "bytes": p.bytes, "checksum": p.checksum,
+                "engine_checked": p.engine_checked,
+            })).collect::<Vec<_>>(),
+            "failed": failed.iter().map(|(id, e)| json!({
+                "snapshot_id": id, "error": e.to_string(),
+                "kind": CliError::from(clone_error(e)).kind,
+            })).collect::<Vec<_>>(),
+        }))?;
+    } else {
+        for p in &passed {
+            println!(
+                "ok      {}  ({}, {}{})",
+                p.snapshot_id,
+                bytes(p.bytes),
+                short_sum(&p.checksum),
+                if p.engine_checked {
+                    ", engine check passed"
+                } else {
+                    ""
+                }
+            );
+        }
+        for (id, e) in &failed {
+            println!("FAILED  {id}: {e}");
+        }
+        if records.is_empty() {
+            println!("no snapshots to verify");
+        }
+    }
+    match failed.into_iter().next() {
+        None => Ok(()),
+        Some((_, e)) if a.id.is_some() => Err(CliError::from(e).after_report()),
+        Some(_) => Err(CliError::new(
+            ExitStatus::VerifyFailed,
+            "verify_failed",
+            "some snapshots failed verification",
+        )
+        .after_report()),
+    }
+}
+
+/// The parts of an error the exit-code mapping looks at (errors are not `Clone`).
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::NotFound { id } => Error::NotFound { id: id.clone() },
+        Error::ChecksumMismatch {
+            key,
+            expected,
+            actual,
+        } => Error::ChecksumMismatch {
+            key: key.clone(),
+            expected: expected.clone(),
+            actual: actual.clone(),
+        },
+        Error::BlobMissing { key } => Error::BlobMissing { key: key.clone() },
+        Error::NotADatabase {
+            engine,
+            path,
+            detail,
+        } => Error::NotADatabase {
+            engine,
+            path: path.clone(),
+            detail: detail.clone(),
+        },
+        other => Error::invalid("error", other.to_string()),
+    }
+}
+
+pub(crate) fn restore(ctx: &Ctx, a: RestoreArgs) -> CliResult {
+    let base = ctx.db_manager(false)?;
+    let record = base.get(&a.id)?;
+    if export_formats_of(&record.source_kind).is_some() {
+        let Some(dir) = &a.to else {
+            return Err(usage(
+                "bundle_needs_directory",
+                format!(
+                    "{} is an export bundle ({}): restore it to a directory with --to DIR",
+                    record.snapshot_id, record.source_kind
+                ),
+            ));
+        };
+        return restore_bundle(ctx, &record, dir, a.dry_run);
+    }
+    let m = ctx.manager_for(&record)?;
+    let mut options = RestoreOptions::new().dry_run(a.dry_run);
+    match &a.to {
+        Some(to) => options = options.target(to),
+        None => {
+            let db = ctx.config.database_path()?;
+            if !a.dry_run {
+                ctx.confirm(
+                    &format!(
+                        "Restore {} over {}? (a safety snapshot of the present is taken first)",
+                        record.snapshot_id,
+                        db.display()
+                    ),
+                    a.yes,
+                )?;
+            }
+        }
+    }
+    let m = if a.to.is_none() {
+        ctx.db_manager(false)?
+    } else {
+        m
+    };
+    let spin = ctx.spinner(format!("restoring {}", record.snapshot_id));
+    let report = m.restore_with(&record.snapshot_id, &options);
+    if let Some(s) = spin {
+        s.finish_and_clear();
+    }
+    let report = report?;
+    if ctx.json {
+        return output::json(&json!({
+            "snapshot_id": report.snapshot_id,
+            "target": report.target,
+            "dry_run": report.dry_run,
+            "safety_snapshot": report.safety_snapshot,
+            "bytes": report.bytes,
+            "steps": report.steps,
+        }));
+    }
+    for s in &report.steps {
+        println!("  {s}");
+    }
+    if report.dry_run {
+        println!("dry run: nothing was changed");
+    } else {
+        println!(
+            "restored {} to {}",
+            report.snapshot_id,
+            report.target.display()
+        );
+        if let Some(s) = &report.safety_snapshot {
+            println!("undo with: snapshot restore {s}");
+        }
+    }
+    Ok(())
+}
+
+fn restore_bundle(ctx: &Ctx, record: &SnapshotRecord, dir: &Path, dry_run: bool) -> CliResult {
+    let non_empty = std::fs::read_dir(dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    if non_empty {
+        return Err(usage(
+            "target_exists",
+            format!(
+                "{} is not empty: restore a bundle into a new directory",
+                dir.display()
+            ),
+        ));
+    }
+    let created = !dir.exists();
+    crate::fs_util::create_private_dir(dir)?;
+    let m = ctx.manager_for(record)?;
+    let zip = dir.join(format!(".snapshot-bundle-{}.zip", record.snapshot_id));
+    let result = m
+        .restore_with(
+            &record.snapshot_id,
+            &RestoreOptions::new()
+                .target(&zip)
+                .dry_run(dry_run)
+                .check(CheckLevel::Full),
+        )
+        .and_then(|report| {
+            if dry_run {
+                return Ok((report, None));
+            }
+            let manifest = export::unpack(&zip, dir);
+            let _ = std::fs::remove_file(&zip);
+            manifest.map(|mf| (report, Some(mf)))
+        });
+    if dry_run && created {
+        let _ = std::fs::remove_dir(dir);
+    }
+    let (report, manifest) = result?;
+    if ctx.json {
+        return output::json(&json!({
+            "snapshot_id": report.snapshot_id,
+            "target": dir,
+            "dry_run": dry_run,
+            "bundle": manifest,
+        }));
+    }
+    // The staged zip is an implementation detail: show the verification only.
+    for s in report.steps.iter().filter(|s| s.starts_with("verified")) {
+        println!("  {s}");
+    }
+    match manifest {
+        Some(mf) => {
+            println!("unpacked {} into {}", record.snapshot_id, dir.display());
+            for t in &mf.tables {
+                println!(
+                    "  {}: {} rows ({})",
+                    t.table,
+                    t.rows,
+                    t.files
+                        .iter()
+                        .map(|f| f.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        None => println!("dry run: nothing was written"),
+    }
+    Ok(())
+}
+
+fn prune_policy(ctx: &Ctx, a: &PruneArgs) -> Result<RetentionPolicy, CliError> {
+    let any = a.keep_last.is_some()
+        || a.keep_within.is_some()
+        || a.keep_hourly.is_some()
+        || a.keep_daily.is_some()
+        || a.keep_weekly.is_some()
+        || a.keep_monthly.is_some()
+        || a.keep_yearly.is_some()
+        || a.max_size.is_some();
+    if !any {
+        return Ok(ctx.config.retention_policy()?);
+    }
+    let mut p = RetentionPolicy::new();
+    if let Some(n) = a.keep_last {
+        p = p.keep_last(n);
+    }
+    if let Some(d) = &a.keep_within {
+        p = p.keep_within(HumanDuration::parse(d)?.to_chrono());
+    }
+    if let Some(n) = a.keep_hourly {
+        p = p.keep_hourly(n);
+    }
+    if let Some(n) = a.keep_daily {
+        p = p.keep_daily(n);
+    }
+    if let Some(n) = a.keep_weekly {
+        p = p.keep_weekly(n);
+    }
+    if let Some(n) = a.keep_monthly {
+        p = p.keep_monthly(n);
+    }
+    if let Some(n) = a.keep_yearly {
+        p = p.keep_yearly(n);
+    }
+    if let Some(s) = &a.max_size {
+        p = p.max_total_bytes(ByteSize::parse(s)?.0);
+    }
+    if let Ok(r) = ctx.config.retention_policy() {
+        p = p.safety_grace(r.grace());
+    }
+    p.validate()?;
+    Ok(p)
+}
+
+pub(crate) fn prune(ctx: &Ctx, a: PruneArgs) -> CliResult {
+    let policy = prune_policy(ctx, &a)?;
+    let m = ctx.db_manager(false)?;
+    let records = m.list(&ListFilter::new())?;
+    let plan = policy.apply(&records, Utc::now())?;
+    let drops: Vec<_> = plan.dropped().collect();
+    let freed: u64 = records
+        .iter()
+        .filter(|r| drops.iter().any(|d| d.snapshot_id == r.snapshot_id))
+        .map(|r| r.size_bytes)
+        .sum();
+    if !ctx.json {
+        println!("policy: {policy}");
+        let mut t = Table::new(&["ID", "ACTION", "WHY"]);
+        for d in &plan.decisions {
+            t.row(vec![
+                d.snapshot_id.clone(),
+                if d.keep { "keep".into() } else { "DROP".into() },
+                d.reasons
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]);
+        }
+        if !t.is_empty() {
+            t.print();
+        }
+    }
+    if a.dry_run || drops.is_empty() {
+        if ctx.json {
+            return output::json(&json!({
+                "dry_run": a.dry_run, "policy": policy.to_string(), "plan": plan,
+                "deleted": [], "freed_bytes": 0, "would_free_bytes": freed,
+            }));
+        }
+        if drops.is_empty() {
+            println!("nothing to prune");
+        } else {
+            println!(
+                "dry run: would delete {} snapshot(s), {}",
+                drops.len(),
+                bytes(freed)
+            );
+        }
+        return Ok(());
+    }
+    ctx.confirm(
+        &format!("Delete {} snapshot(s) ({})?", drops.len(), bytes(freed)),
+        a.yes,
+    )?;
+    let report = m.prune_with(&policy)?;
+    if ctx.json {
+        return output::json(&json!({
+            "dry_run": false, "policy": policy.to_string(), "plan": report.plan,
+            "deleted": report.deleted, "freed_bytes": report.freed_bytes,
+        }));
+    }
+    println!(
+        "deleted {} snapshot(s), freed {}",
+        report.deleted.len(),
+        bytes(report.freed_bytes)
+    );
+    Ok(())
+}
+
+pub(crate) fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
+    let formats = formats_of(a.format);
+    if formats.is_empty() {
+        return Err(usage("invalid_input", "--format must be csv, json or all"));
+    }
+    let db = ctx.config.database_path()?;
+    let mut src = ctx
+        .export_source(db, ctx.config.engine, &formats)
+        .map_err(|e| usage("invalid_input", e.to_string()))?;
+    if let Some(t) = a
+        .tables
+        .clone()
+        .or_else(|| ctx.config.export_tables.clone())
+    {
+        src = src.tables(t);
+    }
+    let spin = ctx.spinner(format!("exporting {}", db.display()));
+    if let Some(s) = &spin {
+        let s = s.clone();
+        src = src.on_progress(std::sync::Arc::new(move |p: &export::ExportProgress| {
+            s.set_message(format!(
+                "exported {} rows of {} as {}",
+                p.rows, p.table, p.format
+            ));
+        }));
+    }
+    let manifest = src.write_dir(&a.out);
+    if let Some(s) = spin {
+        s.finish_and_clear();
+    }
+    let manifest = manifest?;
+    if ctx.json {
+        return output::json(&manifest);
+    }
+    let mut t = Table::new(&["TABLE", "ROWS", "FILES"]);
+    for tb in &manifest.tables {
+        t.row(vec![
+            tb.table.clone(),
+            tb.rows.to_string(),
+            tb.files
+                .iter()
+                .map(|f| format!("{} ({})", f.name, bytes(f.bytes)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ]);
+    }
+    t.print();
+    println!(
+        "exported {} table(s), {} rows, as {} into {}",
+        manifest.tables.len(),
+        manifest.rows(),
+        manifest
+            .formats
+            .iter()
+            .map(ExportFormat::to_string)
+            .collect::<Vec<_>>()
+            .join(" and "),
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub(crate) fn doctor(ctx: &Ctx, a: DoctorArgs) -> CliResult {
+    let min_age = HumanDuration::parse(&a.min_age)?.0;
+    let m = ctx.db_manager(false)?;
+    let report = m.doctor(&DoctorOptions {
+        repair: a.repair,
+        min_age,
+    })?;
+    if ctx.json {
+        output::json(&json!({
+            "clean": report.is_clean(),
+            "repaired": report.repaired,
+            "staging_leftovers": report.staging_leftovers,
+            "orphan_objects": report.orphan_objects,
+            "records_without_blob": report.records_without_blob,
+            "index_problem": report.index_problem,
+            "rebuilt_records": report.rebuilt_records,
+        }))?;
+    } else {
+        if report.is_clean() {
+            println!("store is healthy");
+        }
+        for p in &report.staging_leftovers {
+            println!("staging leftover: {}", p.display());
+        }
+        for k in &report.orphan_objects {
+            println!("orphan object:    {k}");
+        }
+        for id in &report.records_without_blob {
+            println!("record without blob: {id}");
+        }
+        if let Some(p) = &report.index_problem {
+            println!("index problem: {p}");
+        }
+        if let Some(n) = report.rebuilt_records {
+            println!("rebuilt the index from sidecars: {n} record(s)");
+        }
+        if report.repaired && !report.is_clean() {
+            println!("repaired");
+        } else if !report.is_clean() {
+            println!("run `snapshot doctor --repair` to repair");
+        }
+    }
+    if report.is_clean() || report.repaired {
+        Ok(())
+    } else {
+        Err(CliError::new(
+            ExitStatus::VerifyFailed,
+            "doctor_found_problems",
+            "doctor found problems (run with --repair)",
+        )
+        .after_report())
+    }
+}
+
+pub(crate) fn config(ctx: &Ctx) -> CliResult {
+    let c = &ctx.config;
+    let path = |p: &Option<std::path::PathBuf>| {
+        p.as_ref()
+            .map_or_else(|| "(none)".into(), |p| p.display().to_string())
+    };
+    let retention = c
+        .retention_policy()
+        .map(|p| p.to_string())
+        .unwrap_or_else(|e| e.to_string());
+    let jobs: Vec<String> = c
+        .jobs
+        .iter()
+        .map(|j| {
+            format!(
+                "{} = {} {}{}{}",
+                j.name,
+                j.cron,
+                j.kind.name(),
+                j.min_interval
+                    .map_or(String::new(), |d| format!(", min interval {d}")),
+                j.retention
+                    .as_ref()
+                    .and_then(|r| r.policy().ok())
+                    .map_or(String::new(), |p| format!(", keeps {p}"))
+            )
+        })
+        .collect();
+    let rows: Vec<(&str, String)> = vec![
+        ("database.path", path(&c.database)),
+        ("database.engine", c.engine.to_string()),
+        ("store.dir", path(&c.store)),
+        ("retention", retention),
+        (
+            "exports.tables",
+            c.export_tables
+                .as_ref()
+                .map_or_else(|| "(every table)".into(), |t| t.join(", ")),
+        ),
+        (
+            "status.table",
+            c.status_table.clone().unwrap_or_else(|| "(none)".into()),
+        ),
+        (
+            "status.order_by",
+            c.status_order_by.clone().unwrap_or_else(|| "rowid".into()),
+        ),
+        ("schedule.log", path(&c.schedule_log)),
+        (
+            "schedule.timezone",
+            format!("{:?}", c.timezone).to_lowercase(),
+        ),
+        (
+            "schedule.jobs",
+            if jobs.is_empty() {
+                "(none)".into()
+            } else {
+                jobs.join("; ")
+            },
+        ),
+    ];
+    if ctx.json {
+        let mut map = serde_json::Map::new();
+        for (k, v) in &rows {
+            map.insert(
+                k.to_string(),
+                json!({ "value": v, "origin": c.origin(k).to_string() }),
+            );
+        }
+        return output::json(&json!({ "file": c.file, "values": map }));
+    }
+    println!("config file: {}", path(&c.file));
+    let mut t = Table::new(&["KEY", "VALUE", "FROM"]);
+    for (k, v) in rows {
+        t.row(vec![k.to_string(), v, c.origin(k).to_string()]);
+    }
+    t.print();
+    Ok(())
+}
+
+pub(crate) use super::service::status;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn since_accepts_dates_times_and_ages() -> Result<(), CliError> {
+        let now = Utc
+            .with_ymd_and_hms(2026, 3, 2, 12, 0, 0)
+            .single()
+            .unwrap_or_default();
+        assert_eq!(
+            parse_since("2026-03-01", now)?,
+            now - chrono::Duration::hours(36)
+        );
+        assert_eq!(
+            parse_since("2026-03-02 11:30", now)?,
+            now - chrono::Duration::minutes(30)
+        );
+        assert_eq!(parse_since("2h", now)?, now - chrono::Duration::hours(2));
+        assert_eq!(
+            parse_since("2026-03-02T10:00:00+01:00", now)?,
+            now - chrono::Duration::hours(3)
+        );
+        assert!(parse_since("yesterday", now).is_err());
+        Ok(())
+    }
+}

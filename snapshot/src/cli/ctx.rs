@@ -1,0 +1,326 @@
+//! What every command needs: the configuration, the store, managers for the database and for
+//! export bundles, progress bars on a terminal, and confirmations.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::cli::{CliError, ExitStatus};
+use crate::config::{Config, Engine, SnapshotType};
+use crate::environment::Environment;
+use crate::error::{Error, Result};
+use crate::export::{ExportFormat, ExportSource};
+use crate::manager::SnapshotManager;
+use crate::record::SnapshotRecord;
+use crate::source::{CheckLevel, FileSource, Source};
+use crate::store::LocalStore;
+
+pub(crate) struct Ctx {
+    pub(crate) config: Config,
+    pub(crate) json: bool,
+    /// Progress bars: standard error is a terminal and the output is not JSON.
+    pub(crate) progress: bool,
+}
+
+/// Stands in for the database when none is configured (list, verify, … need only the store).
+const NO_DATABASE: &str = "(no database configured)";
+
+impl Ctx {
+    pub(crate) fn new(config: Config, json: bool) -> Ctx {
+        Ctx {
+            progress: !json && std::io::stderr().is_terminal(),
+            config,
+            json,
+        }
+    }
+
+    /// The store; `create` makes it when missing, every other command requires it.
+    pub(crate) fn store(&self, create: bool) -> Result<LocalStore> {
+        let dir = self.config.store_dir()?;
+        if !create && !dir.is_dir() {
+            return Err(Error::invalid(
+                "store",
+                format!(
+                    "the store {} does not exist (no snapshot was ever taken there?)",
+                    dir.display()
+                ),
+            ));
+        }
+        LocalStore::open(dir)
+    }
+
+    fn database(&self) -> PathBuf {
+        self.config
+            .database
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(NO_DATABASE))
+    }
+
+    /// A source for the configured database.
+    fn db_source(&self, path: &Path, engine: Engine) -> Result<Arc<dyn Source>> {
+        Ok(match engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Sqlite => Arc::new(crate::source::SqliteSource::new(path)),
+            #[cfg(feature = "duckdb")]
+            Engine::Duckdb => Arc::new(crate::source::DuckDbSource::new(path)),
+            Engine::File => Arc::new(FileSource::new(path)),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(Error::invalid(
+                    "database.engine",
+                    format!("this build of snapshot has no {other} support (feature `{other}`)"),
+                ));
+            }
+        })
+    }
+
+    /// An export source of the given engine and formats.
+    pub(crate) fn export_source(
+        &self,
+        path: &Path,
+        engine: Engine,
+        formats: &[ExportFormat],
+    ) -> Result<ExportSource> {
+        match engine {
+            #[cfg(feature = "sqlite")]
+            Engine::Sqlite => return Ok(ExportSource::sqlite(path).formats(formats)),
+            #[cfg(feature = "duckdb")]
+            Engine::Duckdb => return Ok(ExportSource::duckdb(path).formats(formats)),
+            _ => {}
+        }
+        let _ = formats;
+        Err(Error::invalid(
+            "type",
+            format!(
+                "exports need a sqlite or duckdb database (and a build with that feature); {} is {engine}",
+                path.display()
+            ),
+        ))
+    }
+
+    fn build(&self, source: Arc<dyn Source>, create: bool) -> Result<SnapshotManager> {
+        let store = self.store(create)?;
+        let environment = Environment::detect(Some(store.dir()));
+        SnapshotManager::builder()
+            .source_arc(source)
+            .store(store)
+            .retention(self.config.retention_policy()?)
+            .environment(environment)
+            .check_on_create(CheckLevel::Quick)
+            .build()
+    }
+
+    /// The manager of database snapshots.
+    pub(crate) fn db_manager(&self, create: bool) -> Result<SnapshotManager> {
+        let path = if create {
+            self.config.database_path()?.to_path_buf()
+        } else {
+            self.database()
+        };
+        let source = self.db_source(&path, self.config.engine)?;
+        self.build(self.with_progress(source), create)
+    }
+
+    /// The manager of export bundles of the given formats.
+    pub(crate) fn export_manager(
+        &self,
+        formats: &[ExportFormat],
+        tables: Option<Vec<String>>,
+        create: bool,
+    ) -> Result<SnapshotManager> {
+        let path = self.config.database_path()?.to_path_buf();
+        let mut src = self.export_source(&path, self.config.engine, formats)?;
+        if let Some(t) = tables.or_else(|| self.config.export_tables.clone()) {
+            src = src.tables(t);
+        }
+        self.build(self.with_progress(Arc::new(src)), create)
+    }
+
+    /// A manager whose source is of the record's kind, so its engine check applies: the
+    /// configured database when the kinds match, else a source at the record's own path.
+    pub(crate) fn manager_for(&self, record: &SnapshotRecord) -> Result<SnapshotManager> {
+        let kind = record.source_kind.as_str();
+        if let Some(formats) = export_formats_of(kind) {
+            let path = self
+                .config
+                .database
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(&record.source_path));
+            let engine = if self.config.database.is_some() {
+                self.config.engine
+            } else {
+                Engine::guess(&path)
+            };
+            let src = self
+                .export_source(&path, engine, &formats)
+                .or_else(|_| self.export_source(&path, Engine::Sqlite, &formats));
+            return match src {
+                Ok(s) => self.build(self.with_progress(Arc::new(s)), false),
+                Err(_) => self.db_manager(false),
+            };
+        }
+        if self.config.database.is_some() && kind == self.config.engine.name() {
+            return self.db_manager(false);
+        }
+        let engine = match kind {
+            "sqlite" => Engine::Sqlite,
+            "duckdb" => Engine::Duckdb,
+            _ => Engine::File,
+        };
+        let path = PathBuf::from(&record.source_path);
+        match self.db_source(&path, engine) {
+            Ok(s) => self.build(self.with_progress(s), false),
+            Err(_) => self.db_manager(false),
+        }
+    }
+
+    /// Wraps a source so that its capture shows a progress bar on a terminal.
+    fn with_progress(&self, source: Arc<dyn Source>) -> Arc<dyn Source> {
+        if self.progress {
+            Arc::new(Progressed { inner: source })
+        } else {
+            source
+        }
+    }
+
+    /// A spinner with a message, on a terminal only.
+    pub(crate) fn spinner(&self, message: String) -> Option<ProgressBar> {
+        if !self.progress {
+            return None;
+        }
+        let bar = ProgressBar::new_spinner().with_message(message);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        Some(bar)
+    }
+
+    /// Asks before a destructive action. `yes` answers for the user; without it, standard input
+    /// must be a terminal.
+    pub(crate) fn confirm(&self, question: &str, yes: bool) -> Result<(), CliError> {
+        if yes {
+            return Ok(());
+        }
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::new(
+                ExitStatus::Usage,
+                "confirmation_required",
+                format!("{question} — refusing without --yes: standard input is not a terminal"),
+            ));
+        }
+        eprint!("{question} [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .lock()
+            .read_line(&mut answer)
+            .map_err(|e| CliError::new(ExitStatus::Error, "io", e.to_string()))?;
+        if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            Ok(())
+        } else {
+            Err(CliError::new(
+                ExitStatus::Error,
+                "aborted",
+                "aborted: nothing was changed",
+            ))
+        }
+    }
+}
+
+/// The formats of an export bundle kind (`csv`, `json`, `csv+json`), `None` for other kinds.
+pub(crate) fn export_formats_of(kind: &str) -> Option<Vec<ExportFormat>> {
+    match kind {
+        "csv" => Some(vec![ExportFormat::Csv]),
+        "json" => Some(vec![ExportFormat::Json]),
+        "csv+json" => Some(vec![ExportFormat::Csv, ExportFormat::Json]),
+        _ => None,
+    }
+}
+
+/// The formats a `--type` asks for (`Db` asks for none).
+pub(crate) fn formats_of(kind: SnapshotType) -> Vec<ExportFormat> {
+    match kind {
+        SnapshotType::Db => vec![],
+        SnapshotType::Csv => vec![ExportFormat::Csv],
+        SnapshotType::Json => vec![ExportFormat::Json],
+        SnapshotType::All => vec![ExportFormat::Csv, ExportFormat::Json],
+    }
+}
+
+/// A source whose capture draws a progress bar (bytes written and rate; the total is the live
+/// file's size for a database copy) by watching the image grow.
+#[derive(Debug)]
+struct Progressed {
+    inner: Arc<dyn Source>,
+}
+
+impl Source for Progressed {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn path(&self) -> &Path {
+        self.inner.path()
+    }
+    fn extension(&self) -> &str {
+        self.inner.extension()
+    }
+    fn capture(&self, dest: &Path) -> Result<()> {
+        let total = if export_formats_of(self.inner.kind()).is_some() {
+            None
+        } else {
+            std::fs::metadata(self.inner.path()).ok().map(|m| m.len())
+        };
+        let bar = match total {
+            Some(n) => ProgressBar::new(n).with_style(
+                ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                )
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            ),
+            None => ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{spinner} {msg} {bytes} {bytes_per_sec} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ),
+        };
+        bar.set_message(format!(
+            "{} {}",
+            self.inner.kind(),
+            self.inner.path().display()
+        ));
+        let done = AtomicBool::new(false);
+        let result = std::thread::scope(|s| {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    if let Ok(m) = std::fs::metadata(dest) {
+                        bar.set_position(m.len());
+                    }
+                    bar.tick();
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+            let r = self.inner.capture(dest);
+            done.store(true, Ordering::Relaxed);
+            r
+        });
+        if let Ok(m) = std::fs::metadata(dest) {
+            bar.set_position(m.len());
+        }
+        bar.finish_and_clear();
+        result
+    }
+    fn check_image(&self, image: &Path, level: CheckLevel) -> Result<()> {
+        self.inner.check_image(image, level)
+    }
+    fn prepare_replace(&self) -> Result<()> {
+        self.inner.prepare_replace()
+    }
+    fn companions(&self) -> Vec<PathBuf> {
+        self.inner.companions()
+    }
+}
