@@ -142,9 +142,14 @@ impl Method {
     }
 
     /// Times `f` once and records it.
-    fn time<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    fn time<T, E: Into<anyhow::Error>>(
+        &mut self,
+        f: impl FnOnce() -> std::result::Result<T, E>,
+    ) -> Result<T> {
         let t0 = Instant::now();
-        let out = f().with_context(|| format!("{} failed", self.name))?;
+        let out = f()
+            .map_err(Into::into)
+            .with_context(|| format!("{} failed", self.name))?;
         self.times.push(t0.elapsed());
         Ok(out)
     }
@@ -215,18 +220,19 @@ fn build_sqlite(path: &Path, bytes: u64) -> Result<()> {
          WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 32768)
          INSERT INTO blobs(data) SELECT randomblob(1000) FROM c;",
     )?;
-    let size = |c: &rusqlite::Connection| -> Result<u64> {
-        let pages: u64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-        let page: u64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let size = |c: &rusqlite::Connection| -> Result<i64> {
+        let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        let page: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0))?;
         Ok(pages * page)
     };
+    let bytes = i64::try_from(bytes)?;
     loop {
         let now = size(&conn)?;
         if now >= bytes {
             break;
         }
-        let rows: u64 = conn.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))?;
-        let want = ((bytes - now) as f64 / now as f64 * rows as f64).ceil() as u64;
+        let rows: i64 = conn.query_row("SELECT count(*) FROM blobs", [], |r| r.get(0))?;
+        let want = ((bytes - now) as f64 / now as f64 * rows as f64).ceil() as i64;
         conn.execute(
             "INSERT INTO blobs(data) SELECT data FROM blobs ORDER BY id LIMIT ?1",
             [want.clamp(1, rows)],

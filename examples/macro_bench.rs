@@ -6,12 +6,15 @@
 //! 1. the disabled path (a manager disabled on an ephemeral host): ns per call, against the
 //!    same function without the attribute (target: under 1 µs);
 //! 2. an enabled call on a ~30 MB live SQLite database, against a plain copy + fsync of that
-//!    file and against a bare `SnapshotManager::snapshot` (target: ≤ 1.2× the copy);
+//!    file and against a bare `SnapshotManager::snapshot` (target: ≤ 1.2× the copy), and the
+//!    part of it that records the outcome of the call;
 //! 3. the same on a ~33 MB DuckDB file held open by the application, against
 //!    `CHECKPOINT` + copy + fsync. Skip it with `MACRO_BENCH_SKIP_DUCKDB=1`.
 //!
 //! Every figure is a median of warm runs (the file is in the page cache, as it is for an app
-//! that just used it). `MACRO_BENCH_RUNS` sets the number of runs (default 15).
+//! that just used it); the contenders take turns, so they share the machine's conditions, and
+//! the store is first filled to its retention (10), so every measured snapshot also prunes one,
+//! as in a running application. `MACRO_BENCH_RUNS` sets the number of rounds (default 15).
 
 use std::fs::File;
 use std::hint::black_box;
@@ -19,8 +22,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use snapshot::{
-    Environment, ListFilter, LocalStore, RetentionPolicy, SnapshotManager, SnapshotRequest,
-    SqliteSource, with_snapshot,
+    Environment, ListFilter, LocalStore, Outcome, RetentionPolicy, SnapshotManager,
+    SnapshotRequest, SqliteSource, with_snapshot,
 };
 
 #[inline(never)]
@@ -51,26 +54,41 @@ fn runs() -> usize {
         .max(3)
 }
 
-/// Times `f` `runs` times after two warm-up calls.
-fn time(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
-    for _ in 0..2 {
-        f()?;
+/// A contender: one measured operation (it may do untimed work around the part it times).
+type Contender<'a> = Box<dyn FnMut() -> anyhow::Result<Duration> + 'a>;
+
+/// Runs the contenders in turn, `runs` rounds after two warm-up rounds, so that they share the
+/// machine's conditions (page cache, disk, other load); returns each one's median.
+fn race(runs: usize, contenders: &mut [Contender<'_>]) -> anyhow::Result<Vec<Duration>> {
+    let mut samples = vec![Vec::with_capacity(runs); contenders.len()];
+    for round in 0..runs + 2 {
+        for (c, out) in contenders.iter_mut().zip(samples.iter_mut()) {
+            let took = c()?;
+            if round >= 2 {
+                out.push(took);
+            }
+        }
     }
-    let mut samples = Vec::with_capacity(runs);
-    for _ in 0..runs {
-        let t = Instant::now();
-        f()?;
-        samples.push(t.elapsed());
-    }
-    Ok(median(samples))
+    Ok(samples.into_iter().map(median).collect())
 }
 
-/// The durable-copy baseline: copy (the kernel's `copy_file_range`) and fsync, then remove.
-fn copy_fsync(src: &Path, dst: &Path) -> anyhow::Result<()> {
-    std::fs::copy(src, dst)?;
-    File::open(dst)?.sync_all()?;
+/// Times `f`.
+fn timed(f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    f()?;
+    Ok(t.elapsed())
+}
+
+/// The durable-copy baseline, timed: copy (the kernel's `copy_file_range`) and fsync. The
+/// copy is removed afterwards, untimed.
+fn copy_fsync(src: &Path, dst: &Path) -> anyhow::Result<Duration> {
+    let took = timed(|| {
+        std::fs::copy(src, dst)?;
+        File::open(dst)?.sync_all()?;
+        Ok(())
+    })?;
     std::fs::remove_file(dst)?;
-    Ok(())
+    Ok(took)
 }
 
 fn size_mb(path: &Path) -> anyhow::Result<f64> {
@@ -118,7 +136,7 @@ fn sqlite_part(dir: &Path, runs: usize) -> anyhow::Result<()> {
     conn.query_row("PRAGMA journal_mode = WAL", [], |_| Ok(()))?;
     conn.execute_batch(
         "CREATE TABLE measure (id INTEGER PRIMARY KEY, payload BLOB NOT NULL);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 29000)
+         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30600)
          INSERT INTO measure SELECT i, randomblob(1000) FROM n;",
     )?;
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
@@ -129,15 +147,41 @@ fn sqlite_part(dir: &Path, runs: usize) -> anyhow::Result<()> {
         .environment(Environment::persistent())
         .build()?;
 
-    let copy = time(runs, || copy_fsync(&db, &dir.join("copy.db")))?;
-    let bare = time(runs, || {
-        m.snapshot(SnapshotRequest::new("delete").entity("measure", 1))?;
-        Ok(())
-    })?;
-    let call = time(runs, || {
-        wrapped(&m, 1)?;
-        Ok(())
-    })?;
+    // Fill the store up to its retention first: every measured snapshot then also prunes one,
+    // as it does in a running application.
+    for _ in 0..10 {
+        m.snapshot(SnapshotRequest::new("warm-up"))?;
+    }
+    let copy_path = dir.join("copy.db");
+    let newest = || -> anyhow::Result<String> {
+        Ok(m.list(&ListFilter::new().limit(1))?[0].snapshot_id.clone())
+    };
+    let mut contenders: Vec<Contender<'_>> = vec![
+        Box::new(|| copy_fsync(&db, &copy_path)),
+        Box::new(|| {
+            timed(|| {
+                m.snapshot(SnapshotRequest::new("delete").entity("measure", 1))?;
+                Ok(())
+            })
+        }),
+        Box::new(|| {
+            timed(|| {
+                wrapped(&m, 1)?;
+                Ok(())
+            })
+        }),
+        Box::new(|| {
+            // The newest record is the call's, committed: mark it failed (an unchanged
+            // outcome would not be written at all).
+            let id = newest()?;
+            timed(|| Ok(m.set_outcome(&id, Outcome::Failed)?))
+        }),
+    ];
+    let medians = race(runs, &mut contenders)?;
+    drop(contenders);
+    let [copy, bare, call, outcome] = medians[..] else {
+        unreachable!("four contenders")
+    };
     assert_eq!(m.list(&ListFilter::new())?.len(), 10, "retention keeps 10");
     println!(
         "\n2. live SQLite database, {:.1} MB (WAL mode, a connection open), median of {runs}",
@@ -154,6 +198,10 @@ fn sqlite_part(dir: &Path, runs: usize) -> anyhow::Result<()> {
         ms(call),
         call.as_secs_f64() / copy.as_secs_f64()
     );
+    println!(
+        "     of which the outcome update (set_outcome: one catalog write) {}",
+        ms(outcome)
+    );
     drop(conn);
     Ok(())
 }
@@ -164,7 +212,7 @@ fn duckdb_part(dir: &Path, runs: usize) -> anyhow::Result<()> {
     conn.execute_batch(
         "CREATE TABLE measure AS
              SELECT range AS id, md5(range::VARCHAR) || md5((range * 7)::VARCHAR) AS payload
-             FROM range(560000);
+             FROM range(1000000);
          CHECKPOINT;",
     )?;
     let m = SnapshotManager::builder()
@@ -174,14 +222,33 @@ fn duckdb_part(dir: &Path, runs: usize) -> anyhow::Result<()> {
         .environment(Environment::persistent())
         .build()?;
 
-    let copy = time(runs, || {
-        conn.execute_batch("CHECKPOINT")?;
-        copy_fsync(&db, &dir.join("copy.duckdb"))
-    })?;
-    let call = time(runs, || {
-        wrapped(&m, 1)?;
-        Ok(())
-    })?;
+    for _ in 0..10 {
+        m.snapshot(SnapshotRequest::new("warm-up"))?;
+    }
+    let copy_path = dir.join("copy.duckdb");
+    let mut contenders: Vec<Contender<'_>> = vec![
+        Box::new(|| {
+            let took = timed(|| {
+                conn.execute_batch("CHECKPOINT")?;
+                std::fs::copy(&db, &copy_path)?;
+                File::open(&copy_path)?.sync_all()?;
+                Ok(())
+            })?;
+            std::fs::remove_file(&copy_path)?;
+            Ok(took)
+        }),
+        Box::new(|| {
+            timed(|| {
+                wrapped(&m, 1)?;
+                Ok(())
+            })
+        }),
+    ];
+    let medians = race(runs, &mut contenders)?;
+    drop(contenders);
+    let [copy, call] = medians[..] else {
+        unreachable!("two contenders")
+    };
     println!(
         "\n3. DuckDB file held open by the app, {:.1} MB, median of {runs}{}",
         size_mb(&db)?,

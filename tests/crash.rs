@@ -11,12 +11,16 @@
 //! The child is this test binary re-executed on [`crash_child_entry_point`] with its parameters
 //! in the `SNAPSHOT_TEST_CHILD` environment variable. It appends `b <op>` / `e <op> …` lines to a
 //! log file around every operation (plain `write` calls, so a SIGKILL loses none of them), which
-//! tells the parent what was in flight when the kill landed.
+//! tells the parent what was in flight when the kill landed. The parent kills at a random
+//! delay after the child began its 1st, 2nd or 3rd operation; for restores it also waits, one
+//! time in four, for the live file to be swapped and kills right after (the short tail of a
+//! restore that a random delay rarely hits).
 
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io::Write;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -194,7 +198,7 @@ fn run_child(spec: &ChildSpec) -> Result<()> {
                 say(format!("e prune {}", report.deleted.len()))?;
             }
             Kind::Restore => {
-                let (label, id) = if n % 2 == 0 {
+                let (label, id) = if n.is_multiple_of(2) {
                     ("A", &spec.a)
                 } else {
                     ("B", &spec.b)
@@ -364,6 +368,28 @@ fn wait_for_begin(
     }
 }
 
+/// Waits until the live database file is replaced (its inode changes).
+fn wait_for_swap(child: &mut Child, db: &Path, dir: &Path, i: usize) -> Result<()> {
+    let start = Instant::now();
+    let inode = fs::metadata(db)?.ino();
+    loop {
+        if fs::metadata(db).is_ok_and(|m| m.ino() != inode) {
+            return Ok(());
+        }
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "child {i} exited ({status}) before it swapped the database\n{}",
+                child_output(dir, i)
+            );
+        }
+        ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "child {i} did not swap the database within 60 s"
+        );
+        std::thread::sleep(Duration::from_micros(20));
+    }
+}
+
 fn no_staging_files(dir: &Path) -> Result<()> {
     for entry in fs::read_dir(dir)? {
         let name = entry?.file_name().to_string_lossy().into_owned();
@@ -454,6 +480,10 @@ struct Stats {
     repaired: usize,
     /// Operations completed by all children.
     completed: usize,
+    /// Restore only: the live states seen after kills.
+    seen: BTreeSet<&'static str>,
+    /// Restore only: kills during a restore that left the state before it / after it.
+    before_after: (usize, usize),
 }
 
 fn crash_loop(kind: Kind) -> Result<()> {
@@ -474,8 +504,7 @@ fn crash_loop(kind: Kind) -> Result<()> {
         // doctor cannot yet tell from a lost index: it reports an index problem and lists the
         // unfinished snapshot. Not covered here until the library creates the index first.)
         take(&manager, 0)?;
-    }
-    if kind == Kind::Restore {
+    } else {
         id_a = take(&manager, 1)?;
         manager.pin(&id_a, true)?;
         make_state_b(&db)?;
@@ -499,6 +528,8 @@ fn crash_loop(kind: Kind) -> Result<()> {
         in_flight: 0,
         repaired: 0,
         completed: 0,
+        seen: BTreeSet::new(),
+        before_after: (0, 0),
     };
     for i in 0..ITERATIONS {
         let before = label_of(&fingerprint(&db)?)?;
@@ -517,12 +548,19 @@ fn crash_loop(kind: Kind) -> Result<()> {
         // late in it, or operations later.
         let nth = 1 + rng.below(3) as usize;
         wait_for_begin(&mut child, &log, kind, nth, tmp.path(), i)?;
-        let reach_us = match i % 3 {
-            0 => 1_500,
-            1 => 8_000,
-            _ => 40_000,
-        };
-        std::thread::sleep(Duration::from_micros(rng.below(reach_us)));
+        if kind == Kind::Restore && i % 4 == 3 {
+            // The swap comes last in a restore and what follows it is short: to land kills
+            // there too, wait for the live file to be replaced (a new inode), then kill.
+            wait_for_swap(&mut child, &db, tmp.path(), i)?;
+            std::thread::sleep(Duration::from_micros(rng.below(400)));
+        } else {
+            let reach_us = match i % 3 {
+                0 => 1_500,
+                1 => 8_000,
+                _ => 40_000,
+            };
+            std::thread::sleep(Duration::from_micros(rng.below(reach_us)));
+        }
         child.kill()?;
         let status = child.wait()?;
         ensure!(
@@ -602,9 +640,20 @@ fn crash_loop(kind: Kind) -> Result<()> {
                     }
                 }
                 let allowed: Vec<&str> = match last.strip_prefix("b restore ") {
-                    Some(target) => vec![state, if target == "A" { "A" } else { "B" }],
+                    Some(target) => {
+                        let target = if target == "A" { "A" } else { "B" };
+                        if target != state {
+                            if now == state {
+                                stats.before_after.0 += 1;
+                            } else if now == target {
+                                stats.before_after.1 += 1;
+                            }
+                        }
+                        vec![state, target]
+                    }
                     None => vec![state],
                 };
+                stats.seen.insert(now);
                 ensure!(
                     allowed.contains(&now),
                     "{}: the live database is {now}, expected one of {allowed:?} (log {lines:?})",
@@ -642,6 +691,22 @@ fn crash_loop(kind: Kind) -> Result<()> {
         "no kill left anything for doctor to repair (seed {seed}): the test did not test"
     );
     ensure!(stats.completed > 0, "no child ever completed an operation");
+    if kind == Kind::Restore {
+        eprintln!(
+            "crash/restore: kills during a restore that changes the state left it as before {} \
+             times, as after {} times",
+            stats.before_after.0, stats.before_after.1
+        );
+        ensure!(
+            stats.before_after.0 > 0 && stats.before_after.1 > 0,
+            "kills during restores never left both the before and the after state (seed {seed})"
+        );
+        ensure!(
+            stats.seen.len() == 2,
+            "the live database was only ever seen as {:?}: restores never swapped it",
+            stats.seen
+        );
+    }
     Ok(())
 }
 
@@ -658,42 +723,4 @@ fn sigkill_during_prunes_leaves_a_true_catalog_and_the_database_untouched() -> R
 #[test]
 fn sigkill_during_restores_leaves_the_database_before_or_after() -> Result<()> {
     crash_loop(Kind::Restore)
-}
-
-// TEMPORARY (bug repro for the report; removed before hand-off)
-#[test]
-fn tmp_sigkill_during_the_first_snapshot_of_a_fresh_store() -> Result<()> {
-    let (mut rng, seed) = XorShift::seeded();
-    let mut hits = 0;
-    for i in 0..60 {
-        let tmp = tempfile::tempdir()?;
-        let live_dir = tmp.path().join("live");
-        fs::create_dir(&live_dir)?;
-        let db = live_dir.join("app.db");
-        let store = tmp.path().join("store");
-        create_db(&db)?;
-        let manager = build_manager(&db, &store, RetentionPolicy::new().keep_last(1000))?;
-        let log = tmp.path().join("log.txt");
-        let spec = ChildSpec {
-            kind: Kind::Snapshot,
-            db: db.clone(),
-            store: store.clone(),
-            log: log.clone(),
-            a: String::new(),
-            b: String::new(),
-        };
-        let mut child = spawn_child(&spec, tmp.path(), i)?;
-        wait_for_begin(&mut child, &log, Kind::Snapshot, 1, tmp.path(), i)?;
-        std::thread::sleep(Duration::from_micros(rng.below(12_000)));
-        child.kill()?;
-        child.wait()?;
-        let sidecar_without_index = !store.join("snapshot_metadata.json").exists()
-            && fs::read_dir(&store)?.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".json")));
-        if sidecar_without_index {
-            hits += 1;
-        }
-        check_store(&manager, &store, &live_dir).with_context(|| format!("fresh store, iteration {i}, seed {seed}"))?;
-    }
-    eprintln!("fresh: {hits} kills left a sidecar without an index");
-    Ok(())
 }

@@ -248,15 +248,16 @@ fn snapshots_through_the_apps_connection_while_it_writes() -> Result<()> {
             let mut batch = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 batch += 1;
-                // One transaction: 10 rows and the counter, so a consistent state has
+                // One transaction: the counter and 10 rows, so a consistent state has
                 // count(items) == 10 * counter.n. It stays open a while, as an application's
-                // do: DuckDB refuses to CHECKPOINT while a write transaction is open.
+                // do; DuckDB refuses to CHECKPOINT while one that updated a row is open.
                 writer.execute_batch(&format!(
                     "BEGIN TRANSACTION;
+                     UPDATE counter SET n = {batch};
                      INSERT INTO items SELECT {batch}, range, repeat('x', 200) FROM range(10);"
                 ))?;
                 std::thread::sleep(Duration::from_millis(3));
-                writer.execute_batch(&format!("UPDATE counter SET n = {batch}; COMMIT;"))?;
+                writer.execute_batch("COMMIT")?;
                 committed.store(batch, Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(1));
             }
@@ -362,7 +363,10 @@ fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
     if let Some(db) = std::env::var_os(CHILD_HOLDER) {
         // Hold the database open until the parent closes our stdin.
         let conn = Connection::open(&db).expect("open");
-        println!("\nHOLDER-READY {}", count(&conn, "measures").expect("count"));
+        println!(
+            "\nHOLDER-READY {}",
+            count(&conn, "measures").expect("count")
+        );
         let mut line = String::new();
         let _ = std::io::stdin().read_line(&mut line);
         drop(conn);

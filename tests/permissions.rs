@@ -236,25 +236,3 @@ fn modes_hold_under_a_permissive_umask() -> Result<()> {
     );
     check_modes(tmp.path())
 }
-
-// TEMPORARY (bug repro for the report; removed before hand-off)
-#[test]
-fn tmp_restore_keeps_the_live_database_mode() -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let db = tmp.path().join("app.db");
-    rusqlite::Connection::open(&db)?.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
-    fs::set_permissions(&db, fs::Permissions::from_mode(0o640))?;
-    let manager = SnapshotManager::builder()
-        .source(SqliteSource::new(&db))
-        .store(LocalStore::open(tmp.path().join("store"))?)
-        .environment(Environment::persistent())
-        .build()?;
-    let id = manager
-        .snapshot(SnapshotRequest::new("manual"))?
-        .into_record()
-        .context("disabled")?
-        .snapshot_id;
-    manager.restore(&id)?;
-    assert_eq!(mode(&db)?, 0o640, "restore changed the live database's mode");
-    Ok(())
-}

@@ -41,8 +41,8 @@
 //! | feature   | default | what it adds |
 //! |-----------|---------|--------------|
 //! | `macros`  | yes     | `#[with_snapshot]` (re-exported from `snapshot-macros`) |
-//! | `sqlite`  | no      | [`SqliteSource`]: live SQLite databases (rusqlite) |
-//! | `duckdb`  | no      | [`DuckDbSource`]: DuckDB files (duckdb) |
+//! | `sqlite`  | no      | `SqliteSource`: live SQLite databases (rusqlite) |
+//! | `duckdb`  | no      | `DuckDbSource`: DuckDB files (duckdb) |
 //! | `bundled` | no      | compile SQLite/DuckDB from source instead of linking the system's |
 //! | `export`  | no      | [`export`]: tables to CSV (+ schema) and typed JSON, as zip bundle snapshots |
 //! | `schedule`| no      | [`schedule`]: cron jobs with an interval gate, missed-run reports, an activity log |

@@ -232,6 +232,7 @@ impl SnapshotRequest {
 }
 
 /// What [`SnapshotManager::snapshot`] did.
+#[allow(clippy::large_enum_variant)] // returned once per snapshot; boxing would only cost an allocation
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum SnapshotOutcome {

@@ -258,12 +258,10 @@ impl SnapshotManager {
             for p in &report.staging_leftovers {
                 fs_util::remove_if_exists(p)?;
             }
-            if !report.records_without_blob.is_empty() {
-                if let Some(mut records) = records {
-                    let gone: HashSet<&String> = report.records_without_blob.iter().collect();
-                    records.retain(|r| !gone.contains(&r.snapshot_id));
-                    inner.catalog.write(&records)?;
-                }
+            if let Some(mut records) = records.filter(|_| !report.records_without_blob.is_empty()) {
+                let gone: HashSet<&String> = report.records_without_blob.iter().collect();
+                records.retain(|r| !gone.contains(&r.snapshot_id));
+                inner.catalog.write(&records)?;
             }
             report.repaired = true;
         }

@@ -153,7 +153,11 @@ fn create_list_show_verify_as_json_and_as_tables() -> Result<()> {
     // No terminal: no progress bar, no noise on stderr.
     let quiet = fx.run(&["create", "--type", "csv"])?;
     assert_eq!(code(&quiet), 0);
-    assert!(quiet.stderr.is_empty(), "{}", String::from_utf8_lossy(&quiet.stderr));
+    assert!(
+        quiet.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&quiet.stderr)
+    );
     assert!(String::from_utf8_lossy(&quiet.stdout).starts_with("took "));
 
     let table = fx.run(&["list"])?;
@@ -381,8 +385,16 @@ fn exit_codes_not_found_verification_failed_usage_and_locked() -> Result<()> {
     drop(holder);
 
     let elsewhere = fx.run(&["--store", "nowhere", "list"])?;
-    assert_eq!(code(&elsewhere), 3, "a missing store is not found: {}", text(&elsewhere));
-    assert!(!fx.path("nowhere").exists(), "listing does not create a store");
+    assert_eq!(
+        code(&elsewhere),
+        3,
+        "a missing store is not found: {}",
+        text(&elsewhere)
+    );
+    assert!(
+        !fx.path("nowhere").exists(),
+        "listing does not create a store"
+    );
 
     let help = fx.run(&["--help"])?;
     assert_eq!(code(&help), 0);
@@ -573,10 +585,7 @@ fn progress_is_drawn_on_a_terminal_only() -> Result<()> {
          INSERT INTO filler SELECT randomblob(65536) FROM n;",
     )?;
     // `script` gives the command a pseudo-terminal.
-    let cmd = format!(
-        "SNAPSHOT_EPHEMERAL=0 {BIN} --db {} create",
-        fx.db.display()
-    );
+    let cmd = format!("SNAPSHOT_EPHEMERAL=0 {BIN} --db {} create", fx.db.display());
     let out = Command::new("script")
         .args(["-qec", &cmd, "/dev/null"])
         .current_dir(fx.dir.path())
@@ -584,7 +593,10 @@ fn progress_is_drawn_on_a_terminal_only() -> Result<()> {
         .output()?;
     let t = text(&out);
     assert_eq!(code(&out), 0, "{t}");
-    assert!(t.contains("B/s") && t.contains("MiB") && t.contains("plant.db ["), "no progress bar on a terminal: {t}");
+    assert!(
+        t.contains("B/s") && t.contains("MiB") && t.contains("plant.db ["),
+        "no progress bar on a terminal: {t}"
+    );
     let piped = fx.run(&["create"])?;
     assert!(piped.stderr.is_empty(), "{}", text(&piped));
     Ok(())

@@ -31,13 +31,18 @@ fn fixture(db: &Path) -> Result<()> {
 }
 
 fn schema(dir: &Path, table: &str) -> Result<TableSchema> {
-    Ok(serde_json::from_reader(BufReader::new(std::fs::File::open(
-        dir.join(format!("{table}.schema.json")),
-    )?))?)
+    Ok(serde_json::from_reader(BufReader::new(
+        std::fs::File::open(dir.join(format!("{table}.schema.json")))?,
+    ))?)
 }
 
 /// Re-imports rows given as text (`None` = NULL) with the schema's declared types.
-fn reimport(conn: &Connection, s: &TableSchema, into: &str, rows: &[Vec<Option<String>>]) -> Result<()> {
+fn reimport(
+    conn: &Connection,
+    s: &TableSchema,
+    into: &str,
+    rows: &[Vec<Option<String>>],
+) -> Result<()> {
     let cols: Vec<String> = s
         .columns
         .iter()
@@ -77,19 +82,28 @@ fn duckdb_types_round_trip_through_csv_and_json() -> Result<()> {
     let out = dir.path().join("export");
     let manifest = ExportSource::duckdb(&db).write_dir(&out)?;
     assert_eq!(manifest.engine, "duckdb");
-    assert_eq!(manifest.tables.iter().map(|t| t.rows).collect::<Vec<_>>(), [3, 3]);
+    assert_eq!(
+        manifest.tables.iter().map(|t| t.rows).collect::<Vec<_>>(),
+        [3, 3]
+    );
 
     let s = schema(&out, "m")?;
     use ValueKind::*;
     let kinds: Vec<ValueKind> = s.columns.iter().map(|c| c.kind).collect();
     assert_eq!(
         kinds,
-        [Integer, Integer, Integer, Decimal, Real, Real, Decimal, Boolean, Text, Blob, Other, Other, Other]
+        [
+            Integer, Integer, Integer, Decimal, Real, Real, Decimal, Boolean, Text, Blob, Other,
+            Other, Other
+        ]
     );
     assert!(s.columns[0].primary_key && !s.columns[1].primary_key);
 
     let raw = std::fs::read_to_string(out.join("m.json"))?;
-    assert!(raw.contains("\"h\":170141183460469231731687303715884105727"), "{raw}");
+    assert!(
+        raw.contains("\"h\":170141183460469231731687303715884105727"),
+        "{raw}"
+    );
     assert!(raw.contains("\"dec\":123456789012345.678"), "{raw}");
     let json: Vec<serde_json::Map<String, Value>> = serde_json::from_str(&raw)?;
     assert_eq!(json[0]["big"].as_i64(), Some(i64::MIN));
@@ -100,7 +114,12 @@ fn duckdb_types_round_trip_through_csv_and_json() -> Result<()> {
     assert_eq!(json[0]["b"], "AP8=");
     assert_eq!(json[0]["ts"], "2025-01-11 14:30:22");
     assert_eq!(json[0]["l"], "[1, 2, 3]");
-    assert!(json[1].iter().filter(|(k, _)| *k != "id").all(|(_, v)| v.is_null()));
+    assert!(
+        json[1]
+            .iter()
+            .filter(|(k, _)| *k != "id")
+            .all(|(_, v)| v.is_null())
+    );
     assert_eq!(json[2]["s"], "");
 
     let conn = Connection::open(&db)?;
@@ -148,13 +167,19 @@ fn duckdb_statistics_and_unknown_tables() -> Result<()> {
     let s = snapshot::stats::duckdb_stats(&db, Some("readings"), Some("ts"))?;
     assert_eq!(s.tables.len(), 2);
     let t = s.table.context("table stats")?;
-    let water = t.columns.iter().find(|c| c.name == "water").context("water")?;
+    let water = t
+        .columns
+        .iter()
+        .find(|c| c.name == "water")
+        .context("water")?;
     assert_eq!(water.min, Some(serde_json::json!(20.5)));
     assert_eq!(water.max, Some(serde_json::json!(28.75)));
     let latest = t.latest.context("latest")?;
     assert_eq!(latest[2].1, serde_json::json!("c"), "latest by ts");
     assert!(matches!(
-        ExportSource::duckdb(&db).tables(vec!["nope".into()]).write_dir(&dir.path().join("x")),
+        ExportSource::duckdb(&db)
+            .tables(vec!["nope".into()])
+            .write_dir(&dir.path().join("x")),
         Err(snapshot::Error::InvalidInput { field: "table", .. })
     ));
     Ok(())
@@ -187,12 +212,16 @@ fn the_cli_on_a_duckdb_file() -> Result<()> {
     let taken = run(&["create", "--type", "all"])?;
     assert_eq!(taken["taken"][0]["source_kind"], "duckdb");
     assert_eq!(taken["taken"][1]["source_kind"], "csv+json");
-    let id = taken["taken"][0]["snapshot_id"].as_str().context("id")?.to_string();
+    let id = taken["taken"][0]["snapshot_id"]
+        .as_str()
+        .context("id")?
+        .to_string();
     let v = run(&["verify", "--all", "--full"])?;
     assert_eq!(v["passed"].as_array().map(Vec::len), Some(2));
     Connection::open(&db)?.execute_batch("DELETE FROM readings")?;
     run(&["restore", &id, "--yes"])?;
-    let n: i64 = Connection::open(&db)?.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))?;
+    let n: i64 =
+        Connection::open(&db)?.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))?;
     assert_eq!(n, 3);
     let s = run(&["status", "--table", "readings"])?;
     assert_eq!(s["database"]["engine"], "duckdb");

@@ -18,9 +18,12 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
+/// Object bytes and their modification time, by key.
+type Objects = BTreeMap<String, (Vec<u8>, chrono::DateTime<Utc>)>;
+
 #[derive(Debug, Default)]
 struct Inner {
-    objects: Mutex<BTreeMap<String, (Vec<u8>, chrono::DateTime<Utc>)>>,
+    objects: Mutex<Objects>,
     locked: Mutex<bool>,
     unlocked: Condvar,
     staging: Mutex<Option<PathBuf>>,
@@ -50,7 +53,7 @@ impl MemoryStore {
         Self::default()
     }
 
-    fn objects(&self) -> MutexGuard<'_, BTreeMap<String, (Vec<u8>, chrono::DateTime<Utc>)>> {
+    fn objects(&self) -> MutexGuard<'_, Objects> {
         self.inner.objects.lock().unwrap_or_else(|p| p.into_inner())
     }
 
