@@ -37,6 +37,20 @@ impl Catalog {
         parse_index(&bytes, &self.store.object_location(INDEX_KEY))
     }
 
+    /// Creates an empty index when there is none, so that a missing index always means a lost
+    /// one (and a crash during the very first snapshot leaves an ordinary orphan, not a store
+    /// that looks like it lost its index).
+    pub(crate) fn ensure_index(&self) -> Result<()> {
+        if self.store.head(INDEX_KEY)?.is_some() {
+            return Ok(());
+        }
+        let _lock = self.store.lock()?;
+        if self.store.head(INDEX_KEY)?.is_none() {
+            self.write(&[])?;
+        }
+        Ok(())
+    }
+
     /// Runs `f` on the records under the store lock and writes the result back atomically when
     /// `f` returns `Ok`.
     pub(crate) fn update<T>(

@@ -227,3 +227,28 @@ impl Error {
         }
     }
 }
+
+impl From<Error> for io::Error {
+    /// Lets functions returning `io::Result` use `?` on this crate's errors (and
+    /// `#[with_snapshot]` fail closed through them), keeping the I/O kind where there is one.
+    fn from(e: Error) -> Self {
+        let kind = match &e {
+            Error::Io { source, .. }
+            | Error::StorageFull { source, .. }
+            | Error::PermissionDenied { source, .. } => source.kind(),
+            Error::SourceMissing { .. } | Error::NotFound { .. } | Error::BlobMissing { .. } => {
+                io::ErrorKind::NotFound
+            }
+            Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            Error::Busy { .. } | Error::TargetLocked { .. } | Error::StoreLocked { .. } => {
+                io::ErrorKind::ResourceBusy
+            }
+            Error::InvalidInput { .. } => io::ErrorKind::InvalidInput,
+            Error::NotADatabase { .. }
+            | Error::ChecksumMismatch { .. }
+            | Error::CatalogCorrupt { .. } => io::ErrorKind::InvalidData,
+            _ => io::ErrorKind::Other,
+        };
+        io::Error::new(kind, e)
+    }
+}

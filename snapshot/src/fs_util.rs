@@ -268,6 +268,14 @@ pub fn make_private(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("chmod", path, e))
 }
 
+/// Gives `to` the permission bits of `from`.
+pub fn copy_permissions(from: &Path, to: &Path) -> Result<()> {
+    let perms = fs::metadata(from)
+        .map_err(|e| Error::io("stat", from, e))?
+        .permissions();
+    fs::set_permissions(to, perms).map_err(|e| Error::io("chmod", to, e))
+}
+
 /// An exclusive advisory lock on a file, released on drop.
 #[derive(Debug)]
 pub struct FileLock {

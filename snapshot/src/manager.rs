@@ -461,6 +461,7 @@ impl SnapshotManager {
     pub(crate) fn take(&self, request: SnapshotRequest) -> Result<SnapshotRecord> {
         request.validate()?;
         let inner = &self.inner;
+        inner.catalog.ensure_index()?;
         let now = Utc::now();
         let staging_dir = inner.store.staging_dir()?;
         let staged = StagingGuard::new(fs_util::staging_path(

@@ -205,6 +205,10 @@ impl SnapshotManager {
             std::fs::hard_link(&target, prev.path())
                 .map_err(|e| Error::io("link", prev.path(), e))?;
         }
+        if present {
+            // The restored file keeps the live file's mode (a group-shared database stays so).
+            fs_util::copy_permissions(&target, staged.path())?;
+        }
         fs_util::publish_replace(staged.path(), &target)?;
         staged.disarm();
         for c in source.companions() {
