@@ -13,7 +13,7 @@
 //! | `SNAPSHOT_BENCH_MB`             | 1024    | size of the SQLite database, MiB |
 //! | `SNAPSHOT_BENCH_DUCKDB_MB`      | 1024    | size of the DuckDB file, MiB |
 //! | `SNAPSHOT_BENCH_RUNS`           | 5       | runs per method (the median is reported) |
-//! | `SNAPSHOT_BENCH_FALLBACK_RUNS`  | runs    | runs of DuckDB's `EXPORT DATABASE` / `COPY FROM DATABASE` |
+//! | `SNAPSHOT_BENCH_FALLBACK_RUNS`  | runs    | runs of DuckDB's `EXPORT DATABASE` / `COPY FROM DATABASE` (slow; 0 skips them) |
 //! | `SNAPSHOT_BENCH_SKIP_DUCKDB`    | unset   | `1`: SQLite only |
 //! | `SNAPSHOT_BENCH_DIR`            | temp    | where to build the files (must be a real disk, not tmpfs) |
 //!
@@ -169,7 +169,7 @@ impl Method {
 fn print_table(title: &str, methods: &[Method]) -> Vec<(String, f64, Option<f64>)> {
     println!("\n{title}");
     println!(
-        "  {:<52} {:>5} {:>9} {:>9} {:>9} {:>9}  {}",
+        "  {:<58} {:>5} {:>9} {:>9} {:>9} {:>9}  {}",
         "method", "runs", "median", "min", "max", "× copy", "target"
     );
     let base = methods[0]
@@ -181,7 +181,7 @@ fn print_table(title: &str, methods: &[Method]) -> Vec<(String, f64, Option<f64>
         let (Some(med), Some(min), Some(max)) =
             (m.median(), m.times.iter().min(), m.times.iter().max())
         else {
-            println!("  {:<52} {:>5}", m.name, 0);
+            println!("  {:<58} {:>5}", m.name, 0);
             continue;
         };
         let ratio = med.as_secs_f64() / base;
@@ -191,7 +191,7 @@ fn print_table(title: &str, methods: &[Method]) -> Vec<(String, f64, Option<f64>
             None => String::new(),
         };
         println!(
-            "  {:<52} {:>5} {:>8.3}s {:>8.3}s {:>8.3}s {:>8.2}×  {}",
+            "  {:<58} {:>5} {:>8.3}s {:>8.3}s {:>8.3}s {:>8.2}×  {}",
             m.name,
             m.times.len(),
             med.as_secs_f64(),
@@ -489,6 +489,8 @@ fn bench_duckdb(
         Method::new("our snapshot(), app's connection open (CHECKPOINT+copy)").target(1.2);
     let mut ours_closed =
         Method::new("our snapshot(), closed file (open+CHECKPOINT+copy)").target(1.2);
+    let mut ckpt_conn = Method::new("  of which CHECKPOINT + BEGIN/COMMIT (no copy)");
+    let mut ckpt_closed = Method::new("  of which open + CHECKPOINT + close (no copy)");
     let mut export = Method::new("EXPORT DATABASE (CSV, not fsynced)");
     let mut copy_from = Method::new("COPY FROM DATABASE into an ATTACHed file");
     let mut verify = Method::new("our verify() (blake3 + open read-only)");
@@ -503,6 +505,11 @@ fn bench_duckdb(
 
         ours_closed.time(|| closed.snapshot(SnapshotRequest::new("bench").entity("run", run)))?;
         keep_only_newest(&closed)?;
+        // The engine's share of it: DuckDB's fixed cost, CPU-bound (slow in a debug build).
+        ckpt_closed.time(|| -> Result<()> {
+            duckdb::Connection::open(&db)?.execute_batch("CHECKPOINT")?;
+            Ok(())
+        })?;
 
         {
             // The application's connection: open for this part only (one instance per file).
@@ -512,6 +519,11 @@ fn bench_duckdb(
                 .time(|| through_app.snapshot(SnapshotRequest::new("bench").entity("run", run)))?;
             keep_only_newest(&through_app)?;
             drop(through_app);
+            ckpt_conn.time(|| {
+                app.execute_batch(
+                    "CHECKPOINT; BEGIN TRANSACTION; SELECT 1 FROM duckdb_tables() LIMIT 1; COMMIT;",
+                )
+            })?;
 
             if run < fallback_runs {
                 let dst = out.join("export");
@@ -557,7 +569,9 @@ fn bench_duckdb(
         &[
             copy,
             ours_conn,
+            ckpt_conn,
             ours_closed,
+            ckpt_closed,
             export,
             copy_from,
             verify,
@@ -571,7 +585,7 @@ fn main() -> Result<()> {
     let mb = env_u64("SNAPSHOT_BENCH_MB", 1024)?;
     let duck_mb = env_u64("SNAPSHOT_BENCH_DUCKDB_MB", 1024)?;
     let runs = env_u64("SNAPSHOT_BENCH_RUNS", 5)?.max(1);
-    let fallback_runs = env_u64("SNAPSHOT_BENCH_FALLBACK_RUNS", runs)?.clamp(1, runs);
+    let fallback_runs = env_u64("SNAPSHOT_BENCH_FALLBACK_RUNS", runs)?.min(runs);
     let skip_duck = std::env::var("SNAPSHOT_BENCH_SKIP_DUCKDB").is_ok_and(|v| v == "1");
     println!(
         "snapshot benchmark ({} build): SQLite {mb} MiB, DuckDB {}, {runs} runs",

@@ -267,13 +267,15 @@ fn snapshots_through_the_apps_connection_while_it_writes() -> Result<()> {
 
     let taken = (|| -> Result<Vec<SnapshotRecord>> {
         let mut taken = Vec::new();
-        for i in 0..6 {
-            // Let the writer get ahead between snapshots.
+        for i in 0..8 {
+            // Let the writer get ahead between snapshots, then start at varying offsets into
+            // its cycle, so most snapshots begin while it holds a transaction open.
             let seen = committed.load(Ordering::Relaxed);
-            while committed.load(Ordering::Relaxed) < seen + 5 {
+            while committed.load(Ordering::Relaxed) < seen + 3 {
                 ensure!(!handle.is_finished(), "the writer stopped");
                 std::thread::sleep(Duration::from_millis(2));
             }
+            std::thread::sleep(Duration::from_millis(1 + 7 * i % 23));
             taken.push(take(&m, i)?);
         }
         Ok(taken)
@@ -499,5 +501,31 @@ fn a_sqlite_snapshot_restored_into_duckdb_is_wrong_engine() -> Result<()> {
     // Each still restores into its own engine.
     duck.restore(&from_duck.snapshot_id)?;
     sqlite.restore(&from_sqlite.snapshot_id)?;
+    Ok(())
+}
+
+#[test]
+fn a_closed_file_source_refuses_a_database_this_process_has_open() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("app.duckdb");
+    closed_db(&db, 100)?;
+    // The application has the database open in this process: a second DuckDB instance on the
+    // same file (POSIX locks do not stop it within one process) would checkpoint behind the
+    // application's back.
+    let app = Connection::open(&db)?;
+    app.execute_batch("DELETE FROM measures WHERE id >= 90")?;
+    let m = manager(DuckDbSource::new(&db), &dir.path().join("store"))?;
+    match m.snapshot(SnapshotRequest::new("delete")) {
+        Err(Error::InvalidInput { field, reason }) => ensure!(
+            field == "source" && reason.contains("with_connection"),
+            "{field}: {reason}"
+        ),
+        other => bail!("expected InvalidInput, got {other:?}"),
+    }
+    ensure!(m.list(&ListFilter::new())?.is_empty());
+    app.execute_batch("INSERT INTO measures VALUES (500, 'still fine', 0)")?;
+    ensure!(count(&app, "measures")? == 91);
+    drop(app);
+    ensure!(count(&open_read_only(&db)?, "measures")? == 91);
     Ok(())
 }

@@ -153,6 +153,61 @@ fn rollback_journal_mode_with_writer_thread_and_process() -> Result<()> {
     live_snapshots_are_committed_states("delete")
 }
 
+/// Asks a separate process whether it could start a write transaction right now.
+fn probe_write_lock(db: &Path) -> Result<String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_sqlite_writer"))
+        .arg(db)
+        .arg("0")
+        .arg("try-write")
+        .output()?;
+    ensure!(out.status.success(), "probe failed: {out:?}");
+    Ok(String::from_utf8(out.stdout)?.trim().to_string())
+}
+
+/// POSIX locks belong to the process: a snapshot taken inside the application's process must
+/// not drop the locks its connections hold (closing any descriptor of the file would).
+#[test]
+fn a_snapshot_keeps_the_locks_of_the_applications_own_connections() -> Result<()> {
+    for mode in ["delete", "wal"] {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("app.db");
+        create_db(&db, mode)?;
+        let manager = SnapshotManager::builder()
+            .source(SqliteSource::new(&db))
+            .store(LocalStore::open(dir.path().join("store"))?)
+            .environment(Environment::persistent())
+            .build()?;
+        let app = Connection::open(&db)?;
+        app.execute_batch("BEGIN IMMEDIATE; INSERT INTO log(n, who) VALUES (1, 'app');")?;
+        ensure!(
+            probe_write_lock(&db)? == "busy",
+            "{mode}: the probe must see the app's lock"
+        );
+        for _ in 0..3 {
+            manager.snapshot(SnapshotRequest::new("delete"))?;
+            let seen = probe_write_lock(&db)?;
+            ensure!(
+                seen == "busy",
+                "{mode}: the snapshot dropped the application's write lock (probe: {seen})"
+            );
+        }
+        app.execute_batch("UPDATE counter SET n = 1; COMMIT;")?;
+        ensure!(probe_write_lock(&db)? == "free");
+        // Once the application's connection is gone, restore finds nobody holding the file.
+        drop(app);
+        let first = manager
+            .list(&ListFilter::new())?
+            .pop()
+            .context("three snapshots")?;
+        manager.restore(&first.snapshot_id)?;
+        ensure!(
+            check_image(&db)? == (0, 0),
+            "{mode}: the snapshots saw the open txn"
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn snapshot_holds_rows_that_live_only_in_the_wal() -> Result<()> {
     let dir = tempfile::tempdir()?;

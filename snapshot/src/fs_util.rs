@@ -9,7 +9,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -185,11 +185,64 @@ pub fn hash_bytes(data: &[u8]) -> String {
 /// Copies `src` into a new private file `dst` (kernel copy where the file system offers it).
 /// Not durable by itself: follow with [`seal`] or [`sync_file`].
 pub fn copy_to_new(src: &Path, dst: &Path) -> Result<u64> {
-    let mut from = File::open(src).map_err(|e| Error::io("open", src, e))?;
-    let mut to = create_new_private(dst)?;
-    // std::io::copy between two files uses copy_file_range on Linux.
-    let n = io::copy(&mut from, &mut to).map_err(|e| Error::io("copy", dst, e))?;
-    Ok(n)
+    let from = File::open(src).map_err(|e| Error::io("open", src, e))?;
+    copy_open_to_new(&from, src, dst)
+}
+
+/// Copies the whole of the open file `from` (found at `src`, named in errors) to a new file at
+/// `dst` (mode 0600), reading at explicit offsets: the descriptor's position is neither used
+/// nor moved, so several threads may copy through one shared descriptor. The copy runs in the
+/// kernel (`copy_file_range`) where the file systems allow it. Not fsynced: [`seal`] does that.
+pub fn copy_open_to_new(from: &File, src: &Path, dst: &Path) -> Result<u64> {
+    let len = from
+        .metadata()
+        .map_err(|e| Error::io("stat", src, e))?
+        .len();
+    let to = create_new_private(dst)?;
+    let (mut off_in, mut off_out) = (0u64, 0u64);
+    let mut in_kernel = true;
+    let mut buf = Vec::new();
+    loop {
+        let want = usize::try_from(len.saturating_sub(off_in))
+            .unwrap_or(usize::MAX)
+            .clamp(1, 1 << 30);
+        let n = if in_kernel {
+            let (mut a, mut b) = (off_in, off_out);
+            match rustix::fs::copy_file_range(from, Some(&mut a), &to, Some(&mut b), want) {
+                Ok(n) => n,
+                Err(e)
+                    if [
+                        rustix::io::Errno::XDEV,
+                        rustix::io::Errno::NOSYS,
+                        rustix::io::Errno::INVAL,
+                        rustix::io::Errno::OPNOTSUPP,
+                    ]
+                    .contains(&e) =>
+                {
+                    in_kernel = false;
+                    continue;
+                }
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(Error::io("copy", dst, e.into())),
+            }
+        } else {
+            buf.resize(want.min(1 << 20), 0);
+            let n = match from.read_at(&mut buf, off_in) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", src, e)),
+            };
+            to.write_all_at(&buf[..n], off_out)
+                .map_err(|e| Error::io("write", dst, e))?;
+            n
+        };
+        if n == 0 {
+            // The end of the file: it may have grown since the stat, which the loop followed.
+            return Ok(off_out);
+        }
+        off_in += n as u64;
+        off_out += n as u64;
+    }
 }
 
 /// fsyncs one file.

@@ -9,6 +9,7 @@
 mod duckdb;
 mod file;
 mod holders;
+mod live_file;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]

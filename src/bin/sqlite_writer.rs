@@ -4,7 +4,9 @@
 //! `sqlite_writer <db> <seconds> [hold]`: every transaction appends a row to `log` and increments the
 //! single `counter` row, so any committed state has `count(log) == counter.n`. Every 50
 //! commits it asks for a passive checkpoint, so checkpoints race with snapshots too. With `hold`
-//! it only keeps the database open (prints `ready` once it is) without writing.
+//! it only keeps the database open (prints `ready` once it is) without writing. With `try-write`
+//! it makes one attempt to start a write transaction without waiting and prints `busy` or
+//! `free` (then rolls back): a probe of the locks other processes hold.
 
 use std::time::{Duration, Instant};
 
@@ -18,7 +20,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conn = rusqlite::Connection::open(&db)?;
     conn.busy_timeout(Duration::from_secs(10))?;
     let end = Instant::now() + Duration::from_secs_f64(secs);
-    if args.next().as_deref() == Some("hold") {
+    let mode = args.next();
+    if mode.as_deref() == Some("try-write") {
+        conn.busy_timeout(Duration::ZERO)?;
+        match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {
+                conn.execute_batch("ROLLBACK")?;
+                println!("free");
+            }
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => {
+                println!("busy");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        return Ok(());
+    }
+    if mode.as_deref() == Some("hold") {
         conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
         println!("ready");
         std::thread::sleep(end - Instant::now());

@@ -4,12 +4,16 @@
 //! connection: its own (opened for the duration of a snapshot when the file is closed) or one
 //! cloned from the application's connection ([`DuckDbSource::with_connection`]), which shares
 //! the application's database instance. A snapshot runs `CHECKPOINT` (folding the `.wal` into the
-//! file: a leftover log is never dropped), opens a transaction so that no checkpoint can start,
-//! and copies the file. The file's headers are read before and after the copy; if a checkpoint
-//! slipped in anyway the copy is retried. This costs about 1.13× a durable copy, where
-//! `EXPORT DATABASE` costs about 10× and `COPY FROM DATABASE` 16×.
+//! file: a leftover log is never dropped; DuckDB refuses it while a transaction that updated rows
+//! is open, so it is retried within the [`BusyBudget`]), opens a transaction and copies the file.
+//! The file's headers are read before and after the copy; if a checkpoint (an automatic one can
+//! run beside a reader) rewrote them in between, the copy is retried. This costs about 1.13× a
+//! durable copy, where `EXPORT DATABASE` costs about 10× and `COPY FROM DATABASE` 16×.
+//!
+//! A file that this process already has open is refused by [`DuckDbSource::new`]: POSIX locks do
+//! not stop a second DuckDB instance within one process, and it would checkpoint behind the first
+//! one's back. Use [`DuckDbSource::with_connection`] there.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -18,6 +22,7 @@ use duckdb::{AccessMode, Config, Connection};
 
 use crate::error::{Error, Result};
 use crate::fs_util;
+use crate::source::live_file::LiveFile;
 use crate::source::{BusyBudget, CheckLevel, Source, processes_holding};
 
 /// Bytes at the start of a DuckDB file that change whenever a checkpoint rewrites it (the main
@@ -63,12 +68,19 @@ impl DuckDbSource {
         })
     }
 
+    /// Sets the retry budget used while the application's open transactions keep DuckDB from
+    /// checkpointing (default: 50 attempts, pauses up to 200 ms).
+    pub fn busy_budget(mut self, budget: BusyBudget) -> Self {
+        self.busy = budget;
+        self
+    }
+
     fn err(&self, op: &'static str, e: duckdb::Error) -> Error {
         duck_error(&self.path, op, e)
     }
 
     fn check_magic(path: &Path) -> Result<()> {
-        let mut f = std::fs::File::open(path).map_err(|e| {
+        let f = LiveFile::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::SourceMissing {
                     kind: "duckdb",
@@ -78,8 +90,8 @@ impl DuckDbSource {
                 Error::io("open", path, e)
             }
         })?;
-        let mut head = [0u8; 12];
-        let ok = f.read_exact(&mut head).is_ok() && &head[8..12] == b"DUCK";
+        let head = f.read_prefix(12).map_err(|e| Error::io("read", path, e))?;
+        let ok = head.len() == 12 && &head[8..12] == b"DUCK";
         if ok {
             Ok(())
         } else {
@@ -123,9 +135,12 @@ impl DuckDbSource {
         for attempt in 0..self.busy.attempts.max(1) {
             conn.execute_batch("BEGIN TRANSACTION; SELECT 1 FROM duckdb_tables() LIMIT 1")
                 .map_err(|e| self.err("begin transaction", e))?;
-            let before = read_headers(&self.path)?;
-            let copied = fs_util::copy_to_new(&self.path, dest);
-            let after = read_headers(&self.path);
+            // Through the shared descriptor: closing one of our own would drop the POSIX lock
+            // DuckDB holds on the file in this process (see `live_file`).
+            let live = LiveFile::open(&self.path).map_err(|e| Error::io("open", &self.path, e))?;
+            let before = read_headers(&live, &self.path)?;
+            let copied = fs_util::copy_open_to_new(live.file(), &self.path, dest);
+            let after = read_headers(&live, &self.path);
             let _ = conn.execute_batch("COMMIT");
             copied?;
             if after? == before {
@@ -149,14 +164,9 @@ fn is_checkpoint_busy(e: &duckdb::Error) -> bool {
         .contains("Cannot CHECKPOINT: there are other write transactions active")
 }
 
-fn read_headers(path: &Path) -> Result<Vec<u8>> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut buf = Vec::with_capacity(HEADERS);
-    f.by_ref()
-        .take(HEADERS as u64)
-        .read_to_end(&mut buf)
-        .map_err(|e| Error::io("read", path, e))?;
-    Ok(buf)
+fn read_headers(live: &LiveFile, path: &Path) -> Result<Vec<u8>> {
+    live.read_prefix(HEADERS)
+        .map_err(|e| Error::io("read", path, e))
 }
 
 fn duck_error(path: &Path, op: &'static str, e: duckdb::Error) -> Error {
@@ -214,6 +224,19 @@ impl Source for DuckDbSource {
             }
             None => {
                 Self::check_magic(&self.path)?;
+                // POSIX locks do not keep a second DuckDB instance of this process off the
+                // file: opening it beside the application's own instance would checkpoint
+                // behind that instance's back.
+                if processes_holding(&self.path).contains(&std::process::id()) {
+                    return Err(Error::invalid(
+                        "source",
+                        format!(
+                            "{} is open in this process: snapshot it through the application's \
+                             connection with DuckDbSource::with_connection(path, &conn)",
+                            self.path.display()
+                        ),
+                    ));
+                }
                 // Opening replays a leftover .wal; CHECKPOINT then folds it into the file.
                 let conn = Connection::open(&self.path).map_err(|e| self.err("open", e))?;
                 self.copy_consistent(&conn, dest)

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::fs_util;
+use crate::source::live_file::LiveFile;
 use crate::source::{CheckLevel, Source};
 
 /// A single file of any kind. The copy is checked against the file's size and modification time
@@ -65,7 +66,11 @@ impl Source for FileSource {
     fn capture(&self, dest: &Path) -> Result<()> {
         for attempt in 0..5 {
             let before = stamp(&self.path)?;
-            fs_util::copy_to_new(&self.path, dest)?;
+            // Through the shared descriptor, which keeps the application's POSIX locks on the
+            // file (see `live_file`).
+            let live = LiveFile::open(&self.path).map_err(|e| Error::io("open", &self.path, e))?;
+            fs_util::copy_open_to_new(live.file(), &self.path, dest)?;
+            drop(live);
             if stamp(&self.path)? == before {
                 return Ok(());
             }

@@ -4,9 +4,14 @@
 use std::fs;
 use std::path::Path;
 
+use crate::source::live_file::is_parked;
+
 /// Process ids that have `path` open (any of its open descriptors resolves to it). Processes
-/// this user may not inspect are skipped. Includes the calling process when it holds the file.
+/// this user may not inspect are skipped. Includes the calling process when it holds the file,
+/// except through the read descriptors this library keeps open so as not to drop the process's
+/// POSIX locks (see `live_file`).
 pub fn processes_holding(path: &Path) -> Vec<u32> {
+    let me = std::process::id();
     let Ok(target) = fs::canonicalize(path) else {
         return Vec::new();
     };
@@ -21,9 +26,17 @@ pub fn processes_holding(path: &Path) -> Vec<u32> {
         let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
             continue;
         };
+        let ours = |fd: &fs::DirEntry| {
+            pid == me
+                && fd
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i32>().ok())
+                    .is_some_and(is_parked)
+        };
         if fds
             .flatten()
-            .any(|fd| fs::read_link(fd.path()).is_ok_and(|l| l == target))
+            .any(|fd| !ours(&fd) && fs::read_link(fd.path()).is_ok_and(|l| l == target))
         {
             pids.push(pid);
         }

@@ -14,8 +14,7 @@
 //! online backup API runs at about 2.3× that and `VACUUM INTO` at 2.6× (see the benchmark).
 //! Busy and locked states are retried within a [`BusyBudget`], then reported as [`Error::Busy`].
 
-use std::fs::{File, OpenOptions};
-use std::io::Read;
+use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -24,6 +23,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use crate::error::{Error, Result};
 use crate::fs_util;
+use crate::source::live_file::LiveFile;
 use crate::source::{BusyBudget, CheckLevel, Source, processes_holding, sqlite_wal};
 
 const MAGIC: &[u8; 16] = b"SQLite format 3\0";
@@ -102,7 +102,7 @@ impl SqliteSource {
     }
 
     fn check_header(&self, path: &Path) -> Result<()> {
-        let mut f = File::open(path).map_err(|e| {
+        let f = LiveFile::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::SourceMissing {
                     kind: "sqlite",
@@ -112,19 +112,12 @@ impl SqliteSource {
                 Error::io("open", path, e)
             }
         })?;
-        let mut head = [0u8; 16];
-        let mut got = 0;
-        while got < 16 {
-            match f.read(&mut head[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) => return Err(Error::io("read", path, e)),
-            }
-        }
+        let head = f.read_prefix(16).map_err(|e| Error::io("read", path, e))?;
+        let got = head.len();
         if got == 0 {
             return Ok(()); // SQLite treats an empty file as an empty database
         }
-        if got < 16 || &head != MAGIC {
+        if got < 16 || head.as_slice() != MAGIC {
             return Err(Error::NotADatabase {
                 engine: "sqlite",
                 path: path.to_path_buf(),
@@ -220,7 +213,10 @@ impl Source for SqliteSource {
             r
         })?;
 
-        fs_util::copy_to_new(&self.path, dest)?;
+        // Through the shared descriptor: closing a descriptor of our own would drop every lock
+        // this process's connections hold on the file (see `live_file`).
+        let live = LiveFile::open(&self.path).map_err(|e| Error::io("open", &self.path, e))?;
+        fs_util::copy_open_to_new(live.file(), &self.path, dest)?;
         let (overlay, pages) = if wal {
             let o = sqlite_wal::read_committed(&self.companion("-wal"), page_size)?;
             let pages = o.db_pages.unwrap_or(page_count);
@@ -231,6 +227,7 @@ impl Source for SqliteSource {
         // Everything the image needs has been read: let writers and checkpoints go on.
         let _ = conn.execute_batch("COMMIT");
         drop(conn);
+        drop(live);
 
         let out = OpenOptions::new()
             .write(true)
