@@ -202,6 +202,102 @@ pub enum Error {
         /// How long was waited, in milliseconds.
         waited_ms: u64,
     },
+
+    /// A record-level operation (preview, compare, table restore, undo) is not available for
+    /// this kind of source.
+    #[error("record-level {operation} is not supported for {kind} sources")]
+    Unsupported {
+        /// What was asked ("preview", "compare", "table restore", "undo").
+        operation: &'static str,
+        /// The source kind of the snapshot or the live source.
+        kind: String,
+    },
+
+    /// A table named in a record-level operation does not exist where it was looked for.
+    #[error("table {table:?} does not exist in {location}")]
+    TableMissing {
+        /// The table name as given.
+        table: String,
+        /// Where it was looked for: `snapshot <id>` or `the live database <path>`.
+        location: String,
+    },
+
+    /// A table's columns changed since the snapshot (added, removed or retyped). Table restore
+    /// and undo refuse it unless asked to use the common columns only.
+    #[error(
+        "schema of table {table:?} changed since snapshot {id}: {drift}; restore by the common columns only when that is what you want"
+    )]
+    SchemaDrift {
+        /// The snapshot.
+        id: String,
+        /// The table.
+        table: String,
+        /// What changed.
+        drift: crate::table::SchemaDrift,
+    },
+
+    /// No key identifies the rows of a table: it has no primary key and none was declared, or
+    /// a declared or primary key column is missing on one side.
+    #[error("table {table:?} has no usable key: {reason}")]
+    NoKey {
+        /// The table.
+        table: String,
+        /// Why, and what to declare.
+        reason: String,
+    },
+
+    /// Two rows of a table share the key used to match rows, so a row cannot be matched.
+    #[error(
+        "key ({key_columns}) is not unique in table {table:?} of {location}: {key} appears more than once"
+    )]
+    KeyCollision {
+        /// The table.
+        table: String,
+        /// Where: `snapshot <id>` or `the live database <path>`.
+        location: String,
+        /// The key columns, comma-separated.
+        key_columns: String,
+        /// The first duplicated key value, as text.
+        key: String,
+    },
+
+    /// An undo was refused before anything was changed.
+    #[error("cannot undo {id}: {reason}")]
+    UndoRefused {
+        /// The snapshot.
+        id: String,
+        /// Why.
+        reason: crate::table::UndoRefusal,
+    },
+
+    /// An undo would overwrite rows that changed in the live data since the snapshot; nothing
+    /// was changed. Undo with `force` to overwrite them.
+    #[error(
+        "undo of {id} would overwrite {total} row(s) changed since the snapshot ({}); nothing was changed, undo with force to overwrite them",
+        crate::table::conflict_summary(conflicts)
+    )]
+    UndoConflict {
+        /// The snapshot.
+        id: String,
+        /// How many live rows differ from the snapshot.
+        total: u64,
+        /// The first of them (bounded), with the columns that differ.
+        conflicts: Vec<crate::table::RowConflict>,
+    },
+
+    /// A table restore or undo failed inside its transaction: the transaction was rolled back,
+    /// the live data is as it was, and the safety snapshot (when one was taken) is kept.
+    #[error("table restore from {id} failed{} ({detail}); the transaction was rolled back and the live data was not changed{}", table.as_deref().map(|t| format!(" on table {t:?}")).unwrap_or_default(), safety_snapshot.as_deref().map(|s| format!("; safety snapshot {s} is kept")).unwrap_or_default())]
+    TableRestoreFailed {
+        /// The snapshot that was being restored.
+        id: String,
+        /// The table being written when it failed (`None` when the commit failed).
+        table: Option<String>,
+        /// The engine's message.
+        detail: String,
+        /// The safety snapshot taken before the transaction, if any.
+        safety_snapshot: Option<String>,
+    },
 }
 
 impl Error {

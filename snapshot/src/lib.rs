@@ -78,6 +78,7 @@ pub mod schedule;
 pub mod source;
 pub mod stats;
 pub mod store;
+pub mod table;
 mod verify;
 
 #[doc(hidden)]

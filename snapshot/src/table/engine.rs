@@ -1,0 +1,108 @@
+//! The seam between the engine-neutral record-level workflows and one database engine.
+//!
+//! A [`Session`] sees two sides at once — a verified snapshot image and (except for previews)
+//! the live database — and does every comparison and write inside the engine, so a table is
+//! never held in memory. Adding an engine is one file implementing [`Session`] plus one arm in
+//! [`open`].
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::table::diff::DiffCounts;
+use crate::table::schema::{TablePlan, TableShape};
+use crate::table::{RestoreMode, Value};
+
+/// Which side of a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The snapshot image (read-only).
+    Snapshot,
+    /// The live database.
+    Live,
+}
+
+/// Rows written by [`Session::apply`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Applied {
+    pub(crate) inserted: u64,
+    pub(crate) updated: u64,
+    pub(crate) deleted: u64,
+}
+
+/// One engine connection seeing a snapshot and the live database.
+pub(crate) trait Session {
+    /// Whether the engine matches identifiers ignoring ASCII case.
+    fn fold_case(&self) -> bool;
+
+    /// The user tables of one side, sorted.
+    fn tables(&mut self, side: Side) -> Result<Vec<String>>;
+
+    /// The table called `name` on one side (`None` when absent).
+    fn shape(&mut self, side: Side, name: &str) -> Result<Option<TableShape>>;
+
+    /// The first key value held by more than one row of the table on one side.
+    fn duplicate_key(
+        &mut self,
+        side: Side,
+        table: &TableShape,
+        key: &[String],
+    ) -> Result<Option<Vec<Value>>>;
+
+    /// The snapshot table's row count and the rows `offset..offset + limit` in key order.
+    fn page(
+        &mut self,
+        table: &TableShape,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<Vec<Value>>)>;
+
+    /// Counts (and samples up to `sample` rows of each kind of) the differences.
+    fn diff(&mut self, plan: &TablePlan, sample: usize) -> Result<DiffCounts>;
+
+    /// Starts a transaction: a write transaction that keeps other writers out until
+    /// [`commit`](Self::commit), or a read transaction (one consistent view).
+    fn begin(&mut self, write: bool) -> Result<()>;
+
+    /// Writes the snapshot's rows into the live table (inside the transaction).
+    fn apply(&mut self, plan: &TablePlan, mode: RestoreMode) -> Result<Applied>;
+
+    /// Commits the transaction.
+    fn commit(&mut self) -> Result<()>;
+
+    /// Rolls the transaction back (nothing happens when none is open).
+    fn rollback(&mut self);
+}
+
+/// Whether an engine for snapshots of `kind` is compiled in.
+pub(crate) fn supports(kind: &str) -> bool {
+    match kind {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => true,
+        _ => false,
+    }
+}
+
+/// Opens a session for snapshots of `kind`: the image at `image`, and the live database at
+/// `live` when given (`write` when it will be written).
+///
+/// # Errors
+/// [`Error::Unsupported`] when no engine for `kind` is compiled in; engine errors.
+#[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
+pub(crate) fn open(
+    kind: &str,
+    operation: &'static str,
+    image: &Path,
+    live: Option<&Path>,
+    write: bool,
+) -> Result<Box<dyn Session>> {
+    match kind {
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Box::new(super::sqlite::SqliteSession::open(
+            image, live, write,
+        )?)),
+        _ => Err(Error::Unsupported {
+            operation,
+            kind: kind.to_string(),
+        }),
+    }
+}

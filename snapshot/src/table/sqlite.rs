@@ -1,0 +1,790 @@
+//! The SQLite engine of record-level operations.
+//!
+//! The snapshot image is `ATTACH`ed read-only and immutable (schema `snap`) to a connection on
+//! the live database (schema `main`; an in-memory database for previews). Every count, sample
+//! and write is one SQL statement over both schemas: anti-joins (`NOT EXISTS`) on the key find
+//! added and removed rows, a join finds changed ones, `UPDATE … FROM` and `INSERT … SELECT`
+//! write them back. SQLite streams all of it; no table is held in memory.
+//!
+//! Values are compared exactly: `IS NOT` (NULL-safe) with `COLLATE BINARY` (a `NOCASE` column
+//! still shows a change of case), plus the storage class (`typeof`) where the declared type is
+//! unchanged, so `1`, `1.0` and `'1'` differ in a column without affinity. Keys are matched
+//! with `IS` under the column's own collation, as the table's uniqueness is defined.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rusqlite::types::{Value as SqlValue, ValueRef};
+use rusqlite::{Connection, ErrorCode, OpenFlags, params_from_iter};
+
+use crate::error::{Error, Result};
+use crate::table::diff::{DiffCounts, DiffKind, RowDiff};
+use crate::table::engine::{Applied, Session, Side};
+use crate::table::schema::{Column, TablePlan, TableShape};
+use crate::table::{RestoreMode, Value};
+
+/// Schema name of the attached snapshot image.
+const SNAP: &str = "snap";
+/// How long a statement waits for other connections' locks before reporting busy.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection on the live database (or memory) with the snapshot image attached.
+pub(crate) struct SqliteSession {
+    conn: Connection,
+    image: PathBuf,
+    live: PathBuf,
+}
+
+/// Quotes an identifier: `"` around, inner `"` doubled. Safe for any name SQLite accepts.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// A `file:` URI for `path`, percent-encoding everything but unreserved characters and `/`.
+fn uri(path: &Path) -> String {
+    let mut out = String::from("file:");
+    for b in path.as_os_str().as_encoded_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
+                out.push(*b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn err(path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
+    match e.sqlite_error_code() {
+        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::NotADatabase {
+            engine: "sqlite",
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+        Some(ErrorCode::CannotOpen) if !path.exists() => Error::SourceMissing {
+            kind: "sqlite",
+            path: path.to_path_buf(),
+        },
+        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy {
+            path: path.to_path_buf(),
+            attempts: 1,
+            waited_ms: BUSY_TIMEOUT.as_millis() as u64,
+            detail: format!("{op}: {e}"),
+        },
+        _ => Error::Engine {
+            engine: "sqlite",
+            op,
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        },
+    }
+}
+
+fn value(v: ValueRef<'_>) -> Value {
+    match v {
+        ValueRef::Null => Value::Null,
+        ValueRef::Integer(i) => Value::Integer(i),
+        ValueRef::Real(f) => Value::Real(f),
+        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+    }
+}
+
+fn schema(side: Side) -> &'static str {
+    match side {
+        Side::Snapshot => SNAP,
+        Side::Live => "main",
+    }
+}
+
+/// `alias."a", alias."b"`.
+fn list(alias: &str, columns: &[String]) -> String {
+    columns
+        .iter()
+        .map(|c| format!("{alias}.{}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The SQL fragments of one plan. `s` is the snapshot's row, `l` the live row.
+struct Fragments<'a> {
+    plan: &'a TablePlan,
+    /// `snap."table"`.
+    st: String,
+    /// `main."table"`.
+    lt: String,
+}
+
+impl<'a> Fragments<'a> {
+    fn new(plan: &'a TablePlan) -> Self {
+        Fragments {
+            plan,
+            st: format!("{SNAP}.{}", ident(&plan.snapshot_table)),
+            lt: format!("main.{}", ident(&plan.live_table)),
+        }
+    }
+
+    /// Key match probing `probe` for the row `outer` (the probed side's collation applies,
+    /// and its key index can serve the lookup).
+    fn on(&self, probe: &str, outer: &str) -> String {
+        self.plan
+            .key
+            .iter()
+            .map(|k| {
+                let k = ident(k);
+                format!("{probe}.{k} IS {outer}.{k}")
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+
+    /// Whether column `i` differs between `s` and `l` (0 or 1).
+    fn differs(&self, i: usize) -> String {
+        let c = ident(&self.plan.columns[i]);
+        if self.plan.same_type[i] {
+            format!("(s.{c} IS NOT l.{c} COLLATE BINARY OR typeof(s.{c}) <> typeof(l.{c}))")
+        } else {
+            format!("(s.{c} IS NOT l.{c} COLLATE BINARY)")
+        }
+    }
+
+    /// Whether any column differs.
+    fn any_differs(&self) -> String {
+        let all: Vec<String> = (0..self.plan.columns.len())
+            .map(|i| self.differs(i))
+            .collect();
+        format!("({})", all.join(" OR "))
+    }
+
+    /// The row filter on `alias` (`?1` the id as text, `?2` as an integer when it is one).
+    fn filter(&self, alias: &str) -> String {
+        match &self.plan.filter {
+            Some(f) => {
+                let c = ident(&f.column);
+                format!("({alias}.{c} = ?1 OR {alias}.{c} = ?2)")
+            }
+            None => "1".into(),
+        }
+    }
+
+    fn params(&self) -> Vec<SqlValue> {
+        match &self.plan.filter {
+            Some(f) => {
+                let text = SqlValue::Text(f.value.clone());
+                let number = f
+                    .value
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|i| i.to_string() == f.value)
+                    .map_or_else(|| text.clone(), SqlValue::Integer);
+                vec![text, number]
+            }
+            None => Vec::new(),
+        }
+    }
+}
+
+impl SqliteSession {
+    /// Opens the live database (or memory when `live` is `None`) and attaches the image.
+    ///
+    /// # Errors
+    /// [`Error::SourceMissing`] for a missing live database, [`Error::NotADatabase`] when
+    /// either side is not SQLite, engine errors.
+    pub(crate) fn open(image: &Path, live: Option<&Path>, write: bool) -> Result<Self> {
+        let base = OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let (conn, live_path) = match live {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(Error::SourceMissing {
+                        kind: "sqlite",
+                        path: path.to_path_buf(),
+                    });
+                }
+                let u = uri(path);
+                let conn =
+                    match Connection::open_with_flags(&u, base | OpenFlags::SQLITE_OPEN_READ_WRITE)
+                    {
+                        Ok(c) => c,
+                        Err(_) if !write => {
+                            Connection::open_with_flags(&u, base | OpenFlags::SQLITE_OPEN_READ_ONLY)
+                                .map_err(|e| err(path, "open", e))?
+                        }
+                        Err(e) => return Err(err(path, "open", e)),
+                    };
+                (conn, path.to_path_buf())
+            }
+            None => (
+                Connection::open_in_memory_with_flags(
+                    base | OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
+                )
+                .map_err(|e| err(Path::new(":memory:"), "open", e))?,
+                PathBuf::from(":memory:"),
+            ),
+        };
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(|e| err(&live_path, "open", e))?;
+        conn.execute(
+            &format!("ATTACH DATABASE ?1 AS {SNAP}"),
+            [format!("{}?mode=ro&immutable=1", uri(image))],
+        )
+        .map_err(|e| err(image, "attach snapshot", e))?;
+        if !write {
+            conn.execute_batch("PRAGMA query_only = ON")
+                .map_err(|e| err(&live_path, "open", e))?;
+        }
+        conn.query_row(
+            &format!("SELECT count(*) FROM {SNAP}.sqlite_master"),
+            [],
+            |_| Ok(()),
+        )
+        .map_err(|e| err(image, "read schema", e))?;
+        conn.query_row("SELECT count(*) FROM main.sqlite_master", [], |_| Ok(()))
+            .map_err(|e| err(&live_path, "read schema", e))?;
+        Ok(SqliteSession {
+            conn,
+            image: image.to_path_buf(),
+            live: live_path,
+        })
+    }
+
+    fn path(&self, side: Side) -> &Path {
+        match side {
+            Side::Snapshot => &self.image,
+            Side::Live => &self.live,
+        }
+    }
+
+    fn count(&self, sql: &str, params: &[SqlValue], op: &'static str) -> Result<u64> {
+        self.conn
+            .query_row(sql, params_from_iter(params), |r| r.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(|e| err(&self.live, op, e))
+    }
+
+    /// Runs a query returning rows of `width` values.
+    fn rows(
+        &self,
+        path: &Path,
+        sql: &str,
+        params: &[SqlValue],
+        width: usize,
+        op: &'static str,
+    ) -> Result<Vec<Vec<Value>>> {
+        let mut stmt = self.conn.prepare(sql).map_err(|e| err(path, op, e))?;
+        let mut rows = stmt
+            .query(params_from_iter(params))
+            .map_err(|e| err(path, op, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| err(path, op, e))? {
+            let mut values = Vec::with_capacity(width);
+            for i in 0..width {
+                values.push(value(row.get_ref(i).map_err(|e| err(path, op, e))?));
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+
+    fn execute(&self, sql: &str, params: &[SqlValue], op: &'static str) -> Result<u64> {
+        self.conn
+            .execute(sql, params_from_iter(params))
+            .map(|n| n as u64)
+            .map_err(|e| err(&self.live, op, e))
+    }
+
+    fn without_rowid(&self, side: Side, table: &str) -> bool {
+        // `pragma_table_list` needs SQLite 3.37; an older library treats every table as a
+        // rowid table (which only costs a duplicate-key check).
+        self.conn
+            .query_row(
+                "SELECT wr FROM pragma_table_list(?1, ?2)",
+                [table, schema(side)],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|wr| wr != 0)
+            .unwrap_or(false)
+    }
+}
+
+impl Drop for SqliteSession {
+    fn drop(&mut self) {
+        self.rollback();
+    }
+}
+
+impl Session for SqliteSession {
+    fn fold_case(&self) -> bool {
+        true
+    }
+
+    fn tables(&mut self, side: Side) -> Result<Vec<String>> {
+        let path = self.path(side).to_path_buf();
+        let sql = format!(
+            "SELECT name FROM {}.sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+            schema(side)
+        );
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| err(&path, "list tables", e))?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| err(&path, "list tables", e))?;
+        Ok(names)
+    }
+
+    fn shape(&mut self, side: Side, name: &str) -> Result<Option<TableShape>> {
+        let path = self.path(side).to_path_buf();
+        let sql = format!(
+            "SELECT name, type FROM {}.sqlite_master WHERE type IN ('table', 'view') \
+             AND name = ?1 COLLATE NOCASE",
+            schema(side)
+        );
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(|e| err(&path, "find table", e))?;
+        let found = stmt
+            .query_map([name], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| err(&path, "find table", e))?;
+        drop(stmt);
+        let Some((real, kind)) = found
+            .iter()
+            .find(|(n, _)| n == name)
+            .or(found.first())
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        if kind == "view" {
+            return Err(Error::invalid(
+                "table",
+                format!("{real:?} is a view in {}, not a table", path.display()),
+            ));
+        }
+        if real
+            .get(..7)
+            .is_some_and(|p| p.eq_ignore_ascii_case("sqlite_"))
+        {
+            return Err(Error::invalid(
+                "table",
+                format!("{real:?} is an internal table of SQLite"),
+            ));
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT name, type, \"notnull\", pk FROM pragma_table_info(?1, ?2) ORDER BY cid",
+            )
+            .map_err(|e| err(&path, "read columns", e))?;
+        let columns = stmt
+            .query_map([real.as_str(), schema(side)], |r| {
+                Ok(Column {
+                    name: r.get(0)?,
+                    declared_type: r.get(1)?,
+                    not_null: r.get::<_, i64>(2)? != 0,
+                    primary_key: u32::try_from(r.get::<_, i64>(3)?).unwrap_or(0),
+                })
+            })
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| err(&path, "read columns", e))?;
+        drop(stmt);
+        let pk: Vec<&Column> = columns.iter().filter(|c| c.primary_key > 0).collect();
+        let unique_pk = !pk.is_empty()
+            && (self.without_rowid(side, &real)
+                || (pk.len() == 1 && pk[0].declared_type.eq_ignore_ascii_case("INTEGER"))
+                || pk.iter().all(|c| c.not_null));
+        Ok(Some(TableShape {
+            name: real,
+            columns,
+            unique_pk,
+        }))
+    }
+
+    fn duplicate_key(
+        &mut self,
+        side: Side,
+        table: &TableShape,
+        key: &[String],
+    ) -> Result<Option<Vec<Value>>> {
+        let pk = table.primary_key();
+        let is_pk = pk.len() == key.len()
+            && key
+                .iter()
+                .all(|k| pk.iter().any(|c| c.name.eq_ignore_ascii_case(k)));
+        if table.unique_pk && is_pk {
+            return Ok(None);
+        }
+        let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
+        let cols = cols.join(", ");
+        let sql = format!(
+            "SELECT {cols} FROM {}.{} GROUP BY {cols} HAVING count(*) > 1 LIMIT 1",
+            schema(side),
+            ident(&table.name)
+        );
+        let path = self.path(side).to_path_buf();
+        Ok(self
+            .rows(&path, &sql, &[], key.len(), "check key")?
+            .into_iter()
+            .next())
+    }
+
+    fn page(
+        &mut self,
+        table: &TableShape,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(u64, Vec<Vec<Value>>)> {
+        let t = format!("{SNAP}.{}", ident(&table.name));
+        let image = self.image.clone();
+        let total = self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .map_err(|e| err(&image, "count rows", e))?;
+        let pk = table.primary_key();
+        let order = if pk.is_empty() {
+            "rowid".to_string()
+        } else {
+            pk.iter()
+                .map(|c| ident(&c.name))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
+        let clamp = |n: u64| SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        let rows = self.rows(
+            &image,
+            &format!(
+                "SELECT {} FROM {t} AS s ORDER BY {order} LIMIT ?1 OFFSET ?2",
+                list("s", &names)
+            ),
+            &[clamp(limit), clamp(offset)],
+            names.len(),
+            "read rows",
+        )?;
+        Ok((total.max(0) as u64, rows))
+    }
+
+    fn diff(&mut self, plan: &TablePlan, sample: usize) -> Result<DiffCounts> {
+        let f = Fragments::new(plan);
+        let p = f.params();
+        let (st, lt) = (&f.st, &f.lt);
+        let (fs, fl) = (f.filter("s"), f.filter("l"));
+        let (on_l, on_s) = (f.on("l", "s"), f.on("s", "l"));
+        let any = f.any_differs();
+        let n = plan.columns.len();
+
+        let snapshot_rows = self.count(
+            &format!("SELECT count(*) FROM {st} AS s WHERE {fs}"),
+            &p,
+            "count snapshot rows",
+        )?;
+        let live_rows = self.count(
+            &format!("SELECT count(*) FROM {lt} AS l WHERE {fl}"),
+            &p,
+            "count live rows",
+        )?;
+        let added = self.count(
+            &format!(
+                "SELECT count(*) FROM {lt} AS l WHERE {fl} \
+                 AND NOT EXISTS (SELECT 1 FROM {st} AS s WHERE {on_s})"
+            ),
+            &p,
+            "count added rows",
+        )?;
+        let sums: Vec<String> = (0..n)
+            .map(|i| format!("coalesce(sum({}), 0)", f.differs(i)))
+            .collect();
+        let joined = format!(
+            "SELECT count(*), coalesce(sum({any}), 0), {} FROM {st} AS s JOIN {lt} AS l ON {on_l} \
+             WHERE {fs}",
+            sums.join(", ")
+        );
+        let counts = self
+            .conn
+            .query_row(&joined, params_from_iter(&p), |r| {
+                (0..n + 2)
+                    .map(|i| r.get::<_, i64>(i).map(|v| v.max(0) as u64))
+                    .collect::<rusqlite::Result<Vec<u64>>>()
+            })
+            .map_err(|e| err(&self.live, "compare rows", e))?;
+        let (matched, changed, per_column) = (counts[0], counts[1], counts[2..].to_vec());
+
+        let mut out = Vec::new();
+        if sample > 0 {
+            let key_of = |row: &[Value]| -> Vec<Value> {
+                plan.key_index.iter().map(|&i| row[i].clone()).collect()
+            };
+            let live = self.live.clone();
+            let rows = self.rows(
+                &live,
+                &format!(
+                    "SELECT {} FROM {lt} AS l WHERE {fl} \
+                     AND NOT EXISTS (SELECT 1 FROM {st} AS s WHERE {on_s}) LIMIT {sample}",
+                    list("l", &plan.columns)
+                ),
+                &p,
+                n,
+                "sample added rows",
+            )?;
+            out.extend(rows.into_iter().map(|r| RowDiff {
+                kind: DiffKind::Added,
+                key: key_of(&r),
+                snapshot: None,
+                live: Some(r),
+                changed_columns: Vec::new(),
+            }));
+            let rows = self.rows(
+                &live,
+                &format!(
+                    "SELECT {} FROM {st} AS s WHERE {fs} \
+                     AND NOT EXISTS (SELECT 1 FROM {lt} AS l WHERE {on_l}) LIMIT {sample}",
+                    list("s", &plan.columns)
+                ),
+                &p,
+                n,
+                "sample removed rows",
+            )?;
+            out.extend(rows.into_iter().map(|r| RowDiff {
+                kind: DiffKind::Removed,
+                key: key_of(&r),
+                snapshot: Some(r),
+                live: None,
+                changed_columns: Vec::new(),
+            }));
+            let flags: Vec<String> = (0..n).map(|i| f.differs(i)).collect();
+            let rows = self.rows(
+                &live,
+                &format!(
+                    "SELECT {}, {}, {} FROM {st} AS s JOIN {lt} AS l ON {on_l} \
+                     WHERE {fs} AND {any} LIMIT {sample}",
+                    list("s", &plan.columns),
+                    list("l", &plan.columns),
+                    flags.join(", ")
+                ),
+                &p,
+                3 * n,
+                "sample changed rows",
+            )?;
+            for mut r in rows {
+                let flags = r.split_off(2 * n);
+                let l = r.split_off(n);
+                let changed_columns = plan
+                    .columns
+                    .iter()
+                    .zip(&flags)
+                    .filter(|(_, f)| f.as_i64().unwrap_or(0) != 0)
+                    .map(|(c, _)| c.clone())
+                    .collect();
+                out.push(RowDiff {
+                    kind: DiffKind::Changed,
+                    key: key_of(&r),
+                    snapshot: Some(r),
+                    live: Some(l),
+                    changed_columns,
+                });
+            }
+        }
+        Ok(DiffCounts {
+            snapshot_rows,
+            live_rows,
+            matched,
+            changed,
+            added,
+            per_column,
+            sample: out,
+        })
+    }
+
+    fn begin(&mut self, write: bool) -> Result<()> {
+        let sql = if write {
+            "BEGIN IMMEDIATE"
+        } else {
+            "BEGIN DEFERRED"
+        };
+        self.conn
+            .execute_batch(sql)
+            .map_err(|e| err(&self.live, "begin transaction", e))
+    }
+
+    fn apply(&mut self, plan: &TablePlan, mode: RestoreMode) -> Result<Applied> {
+        let f = Fragments::new(plan);
+        let p = f.params();
+        let (st, lt) = (&f.st, &f.lt);
+        let (fs, fl) = (f.filter("s"), f.filter("l"));
+        let (on_l, on_s) = (f.on("l", "s"), f.on("s", "l"));
+        let any = f.any_differs();
+        let mut applied = Applied::default();
+        // Deletes first: a row that leaves may hold a unique value a restored row needs.
+        if mode == RestoreMode::Replace {
+            applied.deleted = self.execute(
+                &format!(
+                    "DELETE FROM {lt} AS l WHERE {fl} \
+                     AND NOT EXISTS (SELECT 1 FROM {st} AS s WHERE {fs} AND {on_s})"
+                ),
+                &p,
+                "delete rows",
+            )?;
+        }
+        let set: Vec<String> = plan
+            .columns
+            .iter()
+            .map(|c| {
+                let c = ident(c);
+                format!("{c} = s.{c}")
+            })
+            .collect();
+        let aliased: Vec<String> = plan
+            .columns
+            .iter()
+            .map(|c| {
+                let c = ident(c);
+                format!("s.{c} AS {c}")
+            })
+            .collect();
+        applied.updated = self.execute(
+            &format!(
+                "UPDATE {lt} AS l SET {} FROM (SELECT {} FROM {st} AS s WHERE {fs}) AS s \
+                 WHERE {on_l} AND {any}",
+                set.join(", "),
+                aliased.join(", ")
+            ),
+            &p,
+            "update rows",
+        )?;
+        let cols: Vec<String> = plan.columns.iter().map(|c| ident(c)).collect();
+        applied.inserted = self.execute(
+            &format!(
+                "INSERT INTO {lt} ({}) SELECT {} FROM {st} AS s WHERE {fs} \
+                 AND NOT EXISTS (SELECT 1 FROM {lt} AS l WHERE {on_l})",
+                cols.join(", "),
+                list("s", &plan.columns)
+            ),
+            &p,
+            "insert rows",
+        )?;
+        Ok(applied)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        self.conn
+            .execute_batch("COMMIT")
+            .map_err(|e| err(&self.live, "commit", e))
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::table::schema;
+
+    fn db(path: &Path, sql: &str) -> Result<()> {
+        let c = Connection::open(path).map_err(|e| err(path, "open", e))?;
+        c.execute_batch(sql).map_err(|e| err(path, "setup", e))
+    }
+
+    #[test]
+    fn identifiers_and_uris_are_escaped() {
+        assert_eq!(ident(r#"a"b c"#), r#""a""b c""#);
+        assert_eq!(uri(Path::new("/x y/a?b#c%")), "file:/x%20y/a%3Fb%23c%25");
+    }
+
+    /// A table whose name and columns need quoting, compared and merged both ways.
+    #[test]
+    fn odd_names_compare_and_merge() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let (img, live) = (dir.path().join("i'mg ?.db"), dir.path().join("li\"ve.db"));
+        let schema_sql = r#"CREATE TABLE "t ""q"" ü" ("k ey" TEXT PRIMARY KEY NOT NULL, "v""al", "n" TEXT COLLATE NOCASE);"#;
+        db(
+            &img,
+            &format!(
+                r#"{schema_sql} INSERT INTO "t ""q"" ü" VALUES ('a', 1, 'x'), ('b', 2.5, 'y'), ('c', x'00', 'Z');"#
+            ),
+        )?;
+        db(
+            &live,
+            &format!(
+                r#"{schema_sql} INSERT INTO "t ""q"" ü" VALUES ('a', 1.0, 'x'), ('c', x'00', 'z'), ('d', NULL, NULL);"#
+            ),
+        )?;
+        let mut s = SqliteSession::open(&img, Some(&live), true)?;
+        let snap = s
+            .shape(Side::Snapshot, r#"T "Q" ü"#)?
+            .ok_or_else(|| Error::invalid("t", "missing"))?;
+        assert_eq!(snap.name, r#"t "q" ü"#);
+        let live_shape = s
+            .shape(Side::Live, r#"t "q" ü"#)?
+            .ok_or_else(|| Error::invalid("t", "missing"))?;
+        assert!(live_shape.unique_pk);
+        assert_eq!(s.tables(Side::Live)?, [r#"t "q" ü"#]);
+        let plan = schema::plan("t", &snap, &live_shape, None, true)?;
+        assert_eq!(s.duplicate_key(Side::Snapshot, &snap, &plan.key)?, None);
+        let d = s.diff(&plan, 10)?;
+        // 'a': 1 vs 1.0 differ in a column without affinity; 'c': 'Z' vs 'z' under NOCASE.
+        assert_eq!(
+            (d.snapshot_rows, d.live_rows, d.matched, d.changed, d.added),
+            (3, 3, 2, 2, 1)
+        );
+        assert_eq!(d.removed(), 1);
+        assert_eq!(d.per_column, [0, 1, 1]);
+        s.begin(true)?;
+        let a = s.apply(&plan, RestoreMode::Replace)?;
+        assert_eq!(
+            a,
+            Applied {
+                inserted: 1,
+                updated: 2,
+                deleted: 1
+            }
+        );
+        let d = s.diff(&plan, 10)?;
+        assert_eq!((d.changed, d.added, d.removed()), (0, 0, 0));
+        s.commit()?;
+        let (total, rows) = s.page(&snap, 1, 5)?;
+        assert_eq!(total, 3);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0][1], Value::Real(2.5));
+        Ok(())
+    }
+
+    #[test]
+    fn a_filter_matches_numeric_and_text_ids() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let (img, live) = (dir.path().join("img.db"), dir.path().join("live.db"));
+        let schema_sql = "CREATE TABLE c (id INTEGER PRIMARY KEY, parent INTEGER, tag);";
+        db(
+            &img,
+            &format!("{schema_sql} INSERT INTO c VALUES (1, 42, '42'), (2, 42, 42), (3, 7, 7);"),
+        )?;
+        db(&live, schema_sql)?;
+        let mut s = SqliteSession::open(&img, Some(&live), true)?;
+        let snap = s
+            .shape(Side::Snapshot, "c")?
+            .ok_or_else(|| Error::invalid("t", "missing"))?;
+        let live_shape = s
+            .shape(Side::Live, "c")?
+            .ok_or_else(|| Error::invalid("t", "missing"))?;
+        let mut plan = schema::plan("c", &snap, &live_shape, None, true)?;
+        for (column, n) in [("parent", 2), ("tag", 2)] {
+            plan.filter = Some(schema::RowFilter {
+                column: column.into(),
+                value: "42".into(),
+            });
+            assert_eq!(s.diff(&plan, 0)?.snapshot_rows, n, "{column}");
+        }
+        Ok(())
+    }
+}
