@@ -36,6 +36,14 @@
 //! # #[cfg(not(feature = "sqlite"))] fn main() {}
 //! ```
 //!
+//! ## Record-level restore
+//!
+//! [`table`] looks into a snapshot and puts back less than everything:
+//! [`preview`](SnapshotManager::preview) a table, [`compare`](SnapshotManager::compare) it with
+//! the live table (added, removed and changed rows), [`restore_tables`](SnapshotManager::restore_tables)
+//! in replace or merge mode in one transaction, or [`undo`](SnapshotManager::undo) exactly the
+//! rows one `#[with_snapshot]` call deleted — each after a safety snapshot (SQLite sources).
+//!
 //! ## Features
 //!
 //! | feature   | default | what it adds |

@@ -22,6 +22,7 @@ pub(crate) enum Side {
 }
 
 /// Rows written by [`Session::apply`].
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // read by the engines
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Applied {
     pub(crate) inserted: u64,

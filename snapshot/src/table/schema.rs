@@ -91,6 +91,7 @@ impl fmt::Display for SchemaDrift {
 }
 
 /// One side's table as an engine found it.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // read by the engines
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TableShape {
     /// The table's name as the schema spells it.
@@ -135,6 +136,7 @@ pub(crate) struct RowFilter {
 }
 
 /// What an engine compares and writes for one table.
+#[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // read by the engines
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TablePlan {
     /// The table as the snapshot spells it.

@@ -33,6 +33,8 @@ pub(crate) struct SqliteSession {
     conn: Connection,
     image: PathBuf,
     live: PathBuf,
+    /// Live tables written in the open transaction (to explain a foreign-key failure).
+    written: Vec<String>,
 }
 
 /// Quotes an identifier: `"` around, inner `"` doubled. Safe for any name SQLite accepts.
@@ -228,10 +230,16 @@ impl SqliteSession {
             [format!("{}?mode=ro&immutable=1", uri(image))],
         )
         .map_err(|e| err(image, "attach snapshot", e))?;
-        if !write {
-            conn.execute_batch("PRAGMA query_only = ON")
-                .map_err(|e| err(&live_path, "open", e))?;
-        }
+        // Writes honour the schema's foreign keys whatever the library's compiled default;
+        // they are checked at commit (`defer_foreign_keys`), so tables may be written in any
+        // order within one restore.
+        let pragma = if write {
+            "PRAGMA foreign_keys = ON"
+        } else {
+            "PRAGMA query_only = ON"
+        };
+        conn.execute_batch(pragma)
+            .map_err(|e| err(&live_path, "open", e))?;
         conn.query_row(
             &format!("SELECT count(*) FROM {SNAP}.sqlite_master"),
             [],
@@ -244,6 +252,7 @@ impl SqliteSession {
             conn,
             image: image.to_path_buf(),
             live: live_path,
+            written: Vec::new(),
         })
     }
 
@@ -290,6 +299,38 @@ impl SqliteSession {
             .execute(sql, params_from_iter(params))
             .map(|n| n as u64)
             .map_err(|e| err(&self.live, op, e))
+    }
+
+    /// The first foreign-key violation, in a written table first, as text (the transaction
+    /// is still open after a failed commit).
+    fn foreign_key_violation(&self) -> Option<String> {
+        let first = |table: Option<&str>| -> Option<String> {
+            let (sql, params): (&str, Vec<&str>) = match table {
+                Some(t) => (
+                    "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check(?1) LIMIT 1",
+                    vec![t],
+                ),
+                None => (
+                    "SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT 1",
+                    vec![],
+                ),
+            };
+            self.conn
+                .query_row(sql, params_from_iter(params), |r| {
+                    Ok(format!(
+                        "row {} of table {:?} refers to a row missing from table {:?}",
+                        r.get::<_, Option<i64>>(1)?
+                            .map_or_else(|| "?".to_string(), |i| i.to_string()),
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(2)?
+                    ))
+                })
+                .ok()
+        };
+        self.written
+            .iter()
+            .find_map(|t| first(Some(t)))
+            .or_else(|| first(None))
     }
 
     fn without_rowid(&self, side: Side, table: &str) -> bool {
@@ -604,8 +645,9 @@ impl Session for SqliteSession {
     }
 
     fn begin(&mut self, write: bool) -> Result<()> {
+        self.written.clear();
         let sql = if write {
-            "BEGIN IMMEDIATE"
+            "BEGIN IMMEDIATE; PRAGMA defer_foreign_keys = ON;"
         } else {
             "BEGIN DEFERRED"
         };
@@ -622,6 +664,7 @@ impl Session for SqliteSession {
         let (on_l, on_s) = (f.on("l", "s"), f.on("s", "l"));
         let any = f.any_differs();
         let mut applied = Applied::default();
+        self.written.push(plan.live_table.clone());
         // Deletes first: a row that leaves may hold a unique value a restored row needs.
         if mode == RestoreMode::Replace {
             applied.deleted = self.execute(
@@ -674,9 +717,19 @@ impl Session for SqliteSession {
     }
 
     fn commit(&mut self) -> Result<()> {
-        self.conn
-            .execute_batch("COMMIT")
-            .map_err(|e| err(&self.live, "commit", e))
+        match self.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let mut e = err(&self.live, "commit", e);
+                if let (Error::Engine { detail, .. }, Some(why)) =
+                    (&mut e, self.foreign_key_violation())
+                {
+                    detail.push_str(": ");
+                    detail.push_str(&why);
+                }
+                Err(e)
+            }
+        }
     }
 
     fn rollback(&mut self) {
