@@ -30,10 +30,15 @@ struct Fixture {
 impl Fixture {
     /// A WAL database with 50 measures, two area priorities each, and a table without key.
     fn new() -> Result<Self> {
+        Self::with_journal("WAL")
+    }
+
+    fn with_journal(mode: &str) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("app.db");
         let c = Connection::open(&db)?;
-        c.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
+        let set: String = c.query_row(&format!("PRAGMA journal_mode={mode}"), [], |r| r.get(0))?;
+        ensure!(set.eq_ignore_ascii_case(mode), "journal mode {set}");
         c.execute_batch(
             "CREATE TABLE measure (id INTEGER PRIMARY KEY, name TEXT NOT NULL, cost REAL,
                                    note TEXT, data BLOB);
@@ -84,7 +89,7 @@ impl Fixture {
         Ok(())
     }
 
-    /// Every row of `table`, ordered by its first column then rowid, with exact types.
+    /// Every row of `table`, ordered by all its columns, with exact types.
     fn rows(&self, table: &str) -> Result<Vec<Vec<Sql>>> {
         rows_of(&self.db, table)
     }
@@ -104,8 +109,9 @@ impl Fixture {
 fn rows_of(db: &Path, table: &str) -> Result<Vec<Vec<Sql>>> {
     let c = Connection::open(db)?;
     let q = format!("\"{}\"", table.replace('"', "\"\""));
-    let mut stmt = c.prepare(&format!("SELECT * FROM {q} ORDER BY 1, rowid"))?;
-    let n = stmt.column_count();
+    let n = c.prepare(&format!("SELECT * FROM {q}"))?.column_count();
+    let order: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+    let mut stmt = c.prepare(&format!("SELECT * FROM {q} ORDER BY {}", order.join(", ")))?;
     let rows = stmt
         .query_map([], |r| (0..n).map(|i| r.get::<_, Sql>(i)).collect())?
         .collect::<rusqlite::Result<Vec<Vec<Sql>>>>()?;
@@ -1079,5 +1085,60 @@ fn a_damaged_snapshot_is_refused_before_anything_is_read() -> Result<()> {
         Err(Error::ChecksumMismatch { .. })
     ));
     assert_eq!(f.count()?, 1);
+    Ok(())
+}
+
+#[test]
+fn without_rowid_and_keyless_tables_replace_and_merge() -> Result<()> {
+    let f = Fixture::new()?;
+    f.exec(
+        "CREATE TABLE w (a TEXT, b INTEGER, v, PRIMARY KEY (a, b)) WITHOUT ROWID;
+         INSERT INTO w VALUES ('x', 1, 'one'), ('x', 2, NULL), ('y', 1, 3.5);",
+    )?;
+    let (w0, log0) = (f.rows("w")?, f.rows("log")?);
+    let snap = f.take(SnapshotRequest::new("manual"))?;
+    f.exec(
+        "DELETE FROM w WHERE b = 2; UPDATE w SET v = 'uno' WHERE a = 'x'; INSERT INTO w VALUES ('z', 9, 0);
+         DELETE FROM log WHERE at = 't2'; INSERT INTO log VALUES ('t9', 'new'); UPDATE log SET msg = 'A' WHERE at = 't1';",
+    )?;
+    let r = f.m.restore_tables(&snap.snapshot_id, &["w"], &replace())?;
+    assert_eq!((r.inserted(), r.updated(), r.deleted()), (1, 1, 1));
+    assert_eq!(f.rows("w")?, w0);
+    let keyed = replace().key("log", ["at"]);
+    let dry =
+        f.m.restore_tables(&snap.snapshot_id, &["log"], &keyed.clone().dry_run(true))?;
+    let r = f.m.restore_tables(&snap.snapshot_id, &["log"], &keyed)?;
+    assert_eq!(r.tables, dry.tables);
+    assert_eq!(r.tables[0].key, ["at"]);
+    assert_eq!((r.inserted(), r.updated(), r.deleted()), (1, 1, 1));
+    assert_eq!(f.rows("log")?, log0);
+    Ok(())
+}
+
+#[test]
+fn rollback_journal_databases_work_too() -> Result<()> {
+    let f = Fixture::with_journal("DELETE")?;
+    let m0 = f.rows("measure")?;
+    let app = App {
+        conn: Connection::open(&f.db)?,
+        snapshots: f.m.clone(),
+    };
+    app.conn.execute_batch("PRAGMA foreign_keys = ON")?;
+    app.delete_measure(7)?;
+    let id =
+        f.m.list(&ListFilter::new().entity_id(7))?
+            .pop()
+            .context("the call's snapshot")?
+            .snapshot_id;
+    let r = f.m.undo_with(&id, &priorities())?;
+    assert_eq!(r.inserted(), 3);
+    let safety = r.safety_snapshot.context("safety snapshot")?;
+    assert!(f.m.verify(&safety)?.engine_checked);
+    assert_eq!(f.rows("measure")?, m0);
+    f.exec("UPDATE measure SET cost = NULL")?;
+    let r = f.m.restore_tables(&id, &["measure"], &replace())?;
+    assert_eq!(r.updated(), MEASURES as u64);
+    assert_eq!(f.rows("measure")?, m0);
+    assert!(!f.db.with_extension("db-journal").exists());
     Ok(())
 }

@@ -108,8 +108,13 @@ fn list(alias: &str, columns: &[String]) -> String {
         .join(", ")
 }
 
-/// The SQL fragments of one plan. `s` is the snapshot's row, `l` the live row.
-struct Fragments<'a> {
+/// The statements of one plan. `s` is the snapshot's row, `l` the live row.
+///
+/// Rows present on one side only are found with a `LEFT JOIN` on the key and an `IS NULL`
+/// marker (an anti-join): SQLite looks the key up in the probed side's index, or builds an
+/// automatic index when the key has none. (`NOT EXISTS` would be a correlated subquery, for
+/// which SQLite builds no automatic index: quadratic on a declared key without an index.)
+struct Statements<'a> {
     plan: &'a TablePlan,
     /// `snap."table"`.
     st: String,
@@ -117,17 +122,17 @@ struct Fragments<'a> {
     lt: String,
 }
 
-impl<'a> Fragments<'a> {
+impl<'a> Statements<'a> {
     fn new(plan: &'a TablePlan) -> Self {
-        Fragments {
+        Statements {
             plan,
             st: format!("{SNAP}.{}", ident(&plan.snapshot_table)),
             lt: format!("main.{}", ident(&plan.live_table)),
         }
     }
 
-    /// Key match probing `probe` for the row `outer` (the probed side's collation applies,
-    /// and its key index can serve the lookup).
+    /// `s."k" IS l."k" AND …`: the probed side first, so its collation applies and its index
+    /// serves the lookup.
     fn on(&self, probe: &str, outer: &str) -> String {
         self.plan
             .key
@@ -138,6 +143,31 @@ impl<'a> Fragments<'a> {
             })
             .collect::<Vec<_>>()
             .join(" AND ")
+    }
+
+    /// `LEFT JOIN` of `table` (as `alias`) on the key of the row `outer`; `alias.p IS NULL`
+    /// then means "no row with that key". Every column of the subquery is renamed, so no user
+    /// column can collide with the marker.
+    fn absent(&self, table: &str, alias: &str, outer: &str) -> String {
+        let keys: Vec<String> = self
+            .plan
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{alias}.{} AS k{i}", ident(k)))
+            .collect();
+        let on: Vec<String> = self
+            .plan
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{alias}.k{i} IS {outer}.{}", ident(k)))
+            .collect();
+        format!(
+            "LEFT JOIN (SELECT 1 AS p, {} FROM {table} AS {alias}) AS {alias} ON {}",
+            keys.join(", "),
+            on.join(" AND ")
+        )
     }
 
     /// Whether column `i` differs between `s` and `l` (0 or 1).
@@ -183,6 +213,111 @@ impl<'a> Fragments<'a> {
             }
             None => Vec::new(),
         }
+    }
+
+    /// Snapshot rows (matching the filter).
+    fn count_snapshot(&self) -> String {
+        format!(
+            "SELECT count(*) FROM {} AS s WHERE {}",
+            self.st,
+            self.filter("s")
+        )
+    }
+
+    /// Live rows (matching the filter).
+    fn count_live(&self) -> String {
+        format!(
+            "SELECT count(*) FROM {} AS l WHERE {}",
+            self.lt,
+            self.filter("l")
+        )
+    }
+
+    /// `what` of the live rows (matching the filter) whose key is not in the snapshot.
+    fn added(&self, what: &str) -> String {
+        format!(
+            "SELECT {what} FROM {} AS l {} WHERE {} AND s.p IS NULL",
+            self.lt,
+            self.absent(&self.st, "s", "l"),
+            self.filter("l")
+        )
+    }
+
+    /// `what` of the snapshot rows (matching the filter) whose key is not in the live table.
+    fn removed(&self, what: &str) -> String {
+        format!(
+            "SELECT {what} FROM {} AS s {} WHERE {} AND l.p IS NULL",
+            self.st,
+            self.absent(&self.lt, "l", "s"),
+            self.filter("s")
+        )
+    }
+
+    /// `what` of the snapshot rows (matching the filter) joined with their live rows, `only`
+    /// further restricting them.
+    fn matched(&self, what: &str, only: &str) -> String {
+        format!(
+            "SELECT {what} FROM {} AS s JOIN {} AS l ON {} WHERE {} AND {only}",
+            self.st,
+            self.lt,
+            self.on("l", "s"),
+            self.filter("s")
+        )
+    }
+
+    /// Deletes the live rows (matching the filter) whose key is not in the snapshot; `id`
+    /// names a live row (its rowid, or the primary key of a WITHOUT ROWID table).
+    fn delete_added(&self, id: &[String]) -> String {
+        let bare = id.join(", ");
+        let qualified: Vec<String> = id.iter().map(|c| format!("l.{c}")).collect();
+        format!(
+            "DELETE FROM {} WHERE ({bare}) IN ({})",
+            self.lt,
+            self.added(&qualified.join(", "))
+        )
+    }
+
+    /// Updates the live rows that differ from their snapshot rows (matching the filter).
+    fn update_changed(&self) -> String {
+        let set: Vec<String> = self
+            .plan
+            .columns
+            .iter()
+            .map(|c| {
+                let c = ident(c);
+                format!("{c} = s.{c}")
+            })
+            .collect();
+        let aliased: Vec<String> = self
+            .plan
+            .columns
+            .iter()
+            .map(|c| {
+                let c = ident(c);
+                format!("s.{c} AS {c}")
+            })
+            .collect();
+        format!(
+            "UPDATE {} AS l SET {} FROM (SELECT {} FROM {} AS s WHERE {}) AS s WHERE {} AND {}",
+            self.lt,
+            set.join(", "),
+            aliased.join(", "),
+            self.st,
+            self.filter("s"),
+            self.on("l", "s"),
+            self.any_differs()
+        )
+    }
+
+    /// Inserts the snapshot rows (matching the filter) whose key is not in the live table.
+    fn insert_removed(&self) -> String {
+        let cols: Vec<String> = self.plan.columns.iter().map(|c| ident(c)).collect();
+        format!(
+            "INSERT INTO {} ({}) {}",
+            self.lt,
+            cols.join(", "),
+            self.removed(&list("s", &self.plan.columns))
+        )
     }
 }
 
@@ -333,12 +468,47 @@ impl SqliteSession {
             .or_else(|| first(None))
     }
 
+    /// How a `DELETE … WHERE (id) IN (…)` names a row of the live table: its rowid (under
+    /// whichever of its three names no column shadows), or the primary key of a WITHOUT ROWID
+    /// table (never NULL there).
+    fn row_identity(&self, table: &str) -> Result<Vec<String>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name, pk FROM pragma_table_info(?1, 'main') ORDER BY pk, cid")
+            .map_err(|e| err(&self.live, "read columns", e))?;
+        let columns = stmt
+            .query_map([table], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+            })
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| err(&self.live, "read columns", e))?;
+        if self.without_rowid(Side::Live, table) {
+            return Ok(columns
+                .iter()
+                .filter(|(_, pk)| *pk > 0)
+                .map(|(name, _)| ident(name))
+                .collect());
+        }
+        ["rowid", "_rowid_", "oid"]
+            .into_iter()
+            .find(|alias| !columns.iter().any(|(c, _)| c.eq_ignore_ascii_case(alias)))
+            .map(|alias| vec![alias.to_string()])
+            .ok_or_else(|| {
+                Error::invalid(
+                    "table",
+                    format!(
+                        "{table:?} has columns named rowid, _rowid_ and oid: its rows cannot be deleted by a replace"
+                    ),
+                )
+            })
+    }
+
     fn without_rowid(&self, side: Side, table: &str) -> bool {
         // `pragma_table_list` needs SQLite 3.37; an older library treats every table as a
         // rowid table (which only costs a duplicate-key check).
         self.conn
             .query_row(
-                "SELECT wr FROM pragma_table_list(?1, ?2)",
+                "SELECT wr FROM pragma_table_list(?1) WHERE schema = ?2",
                 [table, schema(side)],
                 |r| r.get::<_, i64>(0),
             )
@@ -514,39 +684,22 @@ impl Session for SqliteSession {
     }
 
     fn diff(&mut self, plan: &TablePlan, sample: usize) -> Result<DiffCounts> {
-        let f = Fragments::new(plan);
-        let p = f.params();
-        let (st, lt) = (&f.st, &f.lt);
-        let (fs, fl) = (f.filter("s"), f.filter("l"));
-        let (on_l, on_s) = (f.on("l", "s"), f.on("s", "l"));
-        let any = f.any_differs();
+        let q = Statements::new(plan);
+        let p = q.params();
         let n = plan.columns.len();
-
-        let snapshot_rows = self.count(
-            &format!("SELECT count(*) FROM {st} AS s WHERE {fs}"),
-            &p,
-            "count snapshot rows",
-        )?;
-        let live_rows = self.count(
-            &format!("SELECT count(*) FROM {lt} AS l WHERE {fl}"),
-            &p,
-            "count live rows",
-        )?;
-        let added = self.count(
-            &format!(
-                "SELECT count(*) FROM {lt} AS l WHERE {fl} \
-                 AND NOT EXISTS (SELECT 1 FROM {st} AS s WHERE {on_s})"
-            ),
-            &p,
-            "count added rows",
-        )?;
+        let snapshot_rows = self.count(&q.count_snapshot(), &p, "count snapshot rows")?;
+        let live_rows = self.count(&q.count_live(), &p, "count live rows")?;
+        let added = self.count(&q.added("count(*)"), &p, "count added rows")?;
         let sums: Vec<String> = (0..n)
-            .map(|i| format!("coalesce(sum({}), 0)", f.differs(i)))
+            .map(|i| format!("coalesce(sum({}), 0)", q.differs(i)))
             .collect();
-        let joined = format!(
-            "SELECT count(*), coalesce(sum({any}), 0), {} FROM {st} AS s JOIN {lt} AS l ON {on_l} \
-             WHERE {fs}",
-            sums.join(", ")
+        let joined = q.matched(
+            &format!(
+                "count(*), coalesce(sum({}), 0), {}",
+                q.any_differs(),
+                sums.join(", ")
+            ),
+            "1",
         );
         let counts = self
             .conn
@@ -564,13 +717,10 @@ impl Session for SqliteSession {
                 plan.key_index.iter().map(|&i| row[i].clone()).collect()
             };
             let live = self.live.clone();
+            let limit = format!(" LIMIT {sample}");
             let rows = self.rows(
                 &live,
-                &format!(
-                    "SELECT {} FROM {lt} AS l WHERE {fl} \
-                     AND NOT EXISTS (SELECT 1 FROM {st} AS s WHERE {on_s}) LIMIT {sample}",
-                    list("l", &plan.columns)
-                ),
+                &(q.added(&list("l", &plan.columns)) + &limit),
                 &p,
                 n,
                 "sample added rows",
@@ -584,11 +734,7 @@ impl Session for SqliteSession {
             }));
             let rows = self.rows(
                 &live,
-                &format!(
-                    "SELECT {} FROM {st} AS s WHERE {fs} \
-                     AND NOT EXISTS (SELECT 1 FROM {lt} AS l WHERE {on_l}) LIMIT {sample}",
-                    list("s", &plan.columns)
-                ),
+                &(q.removed(&list("s", &plan.columns)) + &limit),
                 &p,
                 n,
                 "sample removed rows",
@@ -600,16 +746,16 @@ impl Session for SqliteSession {
                 live: None,
                 changed_columns: Vec::new(),
             }));
-            let flags: Vec<String> = (0..n).map(|i| f.differs(i)).collect();
+            let flags: Vec<String> = (0..n).map(|i| q.differs(i)).collect();
+            let what = format!(
+                "{}, {}, {}",
+                list("s", &plan.columns),
+                list("l", &plan.columns),
+                flags.join(", ")
+            );
             let rows = self.rows(
                 &live,
-                &format!(
-                    "SELECT {}, {}, {} FROM {st} AS s JOIN {lt} AS l ON {on_l} \
-                     WHERE {fs} AND {any} LIMIT {sample}",
-                    list("s", &plan.columns),
-                    list("l", &plan.columns),
-                    flags.join(", ")
-                ),
+                &(q.matched(&what, &q.any_differs()) + &limit),
                 &p,
                 3 * n,
                 "sample changed rows",
@@ -657,62 +803,17 @@ impl Session for SqliteSession {
     }
 
     fn apply(&mut self, plan: &TablePlan, mode: RestoreMode) -> Result<Applied> {
-        let f = Fragments::new(plan);
-        let p = f.params();
-        let (st, lt) = (&f.st, &f.lt);
-        let (fs, fl) = (f.filter("s"), f.filter("l"));
-        let (on_l, on_s) = (f.on("l", "s"), f.on("s", "l"));
-        let any = f.any_differs();
+        let q = Statements::new(plan);
+        let p = q.params();
         let mut applied = Applied::default();
         self.written.push(plan.live_table.clone());
         // Deletes first: a row that leaves may hold a unique value a restored row needs.
         if mode == RestoreMode::Replace {
-            applied.deleted = self.execute(
-                &format!(
-                    "DELETE FROM {lt} AS l WHERE {fl} \
-                     AND NOT EXISTS (SELECT 1 FROM {st} AS s WHERE {fs} AND {on_s})"
-                ),
-                &p,
-                "delete rows",
-            )?;
+            let id = self.row_identity(&plan.live_table)?;
+            applied.deleted = self.execute(&q.delete_added(&id), &p, "delete rows")?;
         }
-        let set: Vec<String> = plan
-            .columns
-            .iter()
-            .map(|c| {
-                let c = ident(c);
-                format!("{c} = s.{c}")
-            })
-            .collect();
-        let aliased: Vec<String> = plan
-            .columns
-            .iter()
-            .map(|c| {
-                let c = ident(c);
-                format!("s.{c} AS {c}")
-            })
-            .collect();
-        applied.updated = self.execute(
-            &format!(
-                "UPDATE {lt} AS l SET {} FROM (SELECT {} FROM {st} AS s WHERE {fs}) AS s \
-                 WHERE {on_l} AND {any}",
-                set.join(", "),
-                aliased.join(", ")
-            ),
-            &p,
-            "update rows",
-        )?;
-        let cols: Vec<String> = plan.columns.iter().map(|c| ident(c)).collect();
-        applied.inserted = self.execute(
-            &format!(
-                "INSERT INTO {lt} ({}) SELECT {} FROM {st} AS s WHERE {fs} \
-                 AND NOT EXISTS (SELECT 1 FROM {lt} AS l WHERE {on_l})",
-                cols.join(", "),
-                list("s", &plan.columns)
-            ),
-            &p,
-            "insert rows",
-        )?;
+        applied.updated = self.execute(&q.update_changed(), &p, "update rows")?;
+        applied.inserted = self.execute(&q.insert_removed(), &p, "insert rows")?;
         Ok(applied)
     }
 
@@ -837,6 +938,70 @@ mod tests {
                 value: "42".into(),
             });
             assert_eq!(s.diff(&plan, 0)?.snapshot_rows, n, "{column}");
+        }
+        Ok(())
+    }
+
+    /// Every statement looks keys up (in an index, or an automatic one) instead of scanning
+    /// the probed side once per row: no correlated subquery, one full scan per statement.
+    #[test]
+    fn statements_look_keys_up_instead_of_scanning() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let (img, live) = (dir.path().join("img.db"), dir.path().join("live.db"));
+        let sql = "CREATE TABLE log (at TEXT, msg TEXT, n);
+                   CREATE TABLE w (a TEXT, b INTEGER, v, PRIMARY KEY (a, b)) WITHOUT ROWID;
+                   CREATE TABLE r (id INTEGER PRIMARY KEY, rowid TEXT, v);";
+        for p in [&img, &live] {
+            let c = Connection::open(p).map_err(|e| err(p, "open", e))?;
+            c.execute_batch(sql).map_err(|e| err(p, "setup", e))?;
+        }
+        let mut s = SqliteSession::open(&img, Some(&live), true)?;
+        for (table, key) in [
+            ("log", Some(vec!["at".to_string(), "msg".to_string()])),
+            ("w", None),
+            ("r", None),
+        ] {
+            let a = s
+                .shape(Side::Snapshot, table)?
+                .ok_or_else(|| Error::invalid("t", "missing"))?;
+            let b = s
+                .shape(Side::Live, table)?
+                .ok_or_else(|| Error::invalid("t", "missing"))?;
+            let plan = schema::plan(table, &a, &b, key.as_deref(), true)?;
+            let q = Statements::new(&plan);
+            let id = s.row_identity(table)?;
+            let expected: &[&str] = match table {
+                "w" => &["\"a\"", "\"b\""],
+                "r" => &["_rowid_"],
+                _ => &["rowid"],
+            };
+            assert_eq!(id, expected);
+            for stmt in [
+                q.added("count(*)"),
+                q.removed("count(*)"),
+                q.matched("count(*)", &q.any_differs()),
+                q.delete_added(&id),
+                q.update_changed(),
+                q.insert_removed(),
+            ] {
+                let mut e = s
+                    .conn
+                    .prepare(&format!("EXPLAIN QUERY PLAN {stmt}"))
+                    .map_err(|e| err(&live, "explain", e))?;
+                let steps: Vec<String> = e
+                    .query_map([], |r| r.get::<_, String>(3))
+                    .and_then(|r| r.collect())
+                    .map_err(|e| err(&live, "explain", e))?;
+                assert!(
+                    !steps.iter().any(|x| x.contains("CORRELATED")),
+                    "{stmt}: {steps:?}"
+                );
+                assert_eq!(
+                    steps.iter().filter(|x| x.starts_with("SCAN")).count(),
+                    1,
+                    "{stmt}: {steps:?}"
+                );
+            }
         }
         Ok(())
     }
