@@ -16,8 +16,12 @@
 //! writing, a pinned `pre_restore` safety snapshot of the live data is taken (as a whole-file
 //! restore does); all tables are written in one transaction, so a failure midway leaves the
 //! live data as it was and the safety snapshot in the catalog
-//! ([`Error::TableRestoreFailed`]). A dry run reports the same counts without writing and
-//! without a safety snapshot.
+//! ([`Error::TableRestoreFailed`]). Foreign keys declared by the schema are enforced and
+//! checked at commit. A dry run reports the same counts without writing and without a safety
+//! snapshot.
+//!
+//! Every call first checks the snapshot's checksum (reading it once, in place for a local store),
+//! so a damaged snapshot is refused before anything is read from it.
 //!
 //! ## Undo
 //!
@@ -249,9 +253,14 @@ impl SnapshotManager {
     /// Restores `tables` of a snapshot into the live database, replacing or merging their
     /// rows (see [`RestoreMode`]), all in one transaction, after a pinned `pre_restore` safety
     /// snapshot of the live data. Other connections may stay open; writers wait for the
-    /// transaction. Triggers of the live tables fire for the rows written; foreign keys are
-    /// not enforced by the restore's connection (SQLite's default), so restore parents and
-    /// children together.
+    /// transaction (the safety snapshot is taken inside it, so it is exactly the state the
+    /// restore starts from). Only rows that differ are written: unchanged rows keep their
+    /// triggers quiet and their dependants alone. Triggers of the live tables fire for the
+    /// rows written, and the schema's foreign keys are enforced (checked at commit, so tables
+    /// may be named in any order): a restore that would leave a row referring to a missing one
+    /// fails and changes nothing, and `ON DELETE`/`ON UPDATE` actions apply to the rows a
+    /// restore deletes or changes. Rows changed by triggers and foreign-key actions are not
+    /// counted in the report.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for no table or a table named twice; the errors of

@@ -68,7 +68,8 @@ impl TableRestoreOptions {
     }
 }
 
-/// What a restore did (or would do) to one table.
+/// What a restore did (or would do) to one table. The counts are of rows the restore wrote
+/// itself; rows that triggers or foreign-key actions changed as a consequence are not counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableChanges {
     /// The table (as the live schema spells it).
