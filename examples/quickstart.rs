@@ -1,17 +1,26 @@
 //! Quickstart: an embedded SQLite app protected by snapshot.
 //!
-//! Run with `cargo run --example quickstart`. It creates a small database of measures, takes a
-//! snapshot before deleting one, deletes it, lists the catalog, restores the snapshot (after a
-//! safety snapshot of the present) and shows the data back. Everything lives in a temporary
+//! Run with `cargo run --example quickstart`. It creates a small database of measures and
+//! deletes one through a function marked `#[with_snapshot("delete", "measure")]`: the snapshot
+//! is taken before the body runs and marked committed after it. It then lists the catalog,
+//! restores the snapshot (after a safety snapshot of the present) and shows the data back. Everything lives in a temporary
 //! directory, printed at the start (set `QUICKSTART_DIR` to keep it somewhere).
 
 use std::path::PathBuf;
 
 use rusqlite::Connection;
 use snapshot::{
-    Environment, ListFilter, LocalStore, RetentionPolicy, SnapshotManager, SnapshotRequest,
-    SqliteSource,
+    Environment, ListFilter, LocalStore, RetentionPolicy, SnapshotManager, SqliteSource,
+    with_snapshot,
 };
+
+/// The application's destructive function. The attribute snapshots the database (with the
+/// entity id taken from the `id` parameter) before the body runs; if the snapshot fails, the
+/// body does not run and the error is returned.
+#[with_snapshot("delete", "measure")]
+fn delete_measure(db: &PathBuf, id: i64) -> Result<usize, Box<dyn std::error::Error>> {
+    Ok(Connection::open(db)?.execute("DELETE FROM measure WHERE id = ?", [id])?)
+}
 
 fn show(db: &PathBuf, title: &str) -> Result<(), Box<dyn std::error::Error>> {
     let conn = Connection::open(db)?;
@@ -61,18 +70,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     println!("\nenvironment: {}", manager.environment());
 
-    // Before a destructive call: snapshot, then destroy.
-    let taken = manager.snapshot(SnapshotRequest::new("delete").entity("measure", 42))?;
-    let Some(record) = taken.record() else {
-        println!("snapshots are disabled here: {taken:?}");
+    // Installed once at start-up: every #[with_snapshot] function uses it.
+    snapshot::install(manager.clone())?;
+    if !manager.is_enabled() {
+        println!("snapshots are disabled on this host; the delete runs unprotected");
+    }
+
+    let deleted = delete_measure(&db, 42)?;
+    show(
+        &db,
+        &format!("\nAfter `delete_measure(42)` ({deleted} row):"),
+    )?;
+    let Some(record) = manager.list(&ListFilter::new().limit(1))?.pop() else {
         return Ok(());
     };
     println!(
-        "\nsnapshot {} ({} bytes, {})",
-        record.snapshot_id, record.size_bytes, record.checksum
+        "\nsnapshot {} ({} bytes, {}, outcome {:?})",
+        record.snapshot_id, record.size_bytes, record.checksum, record.outcome
     );
-    Connection::open(&db)?.execute("DELETE FROM measure WHERE id = 42", [])?;
-    show(&db, "\nAfter `delete measure 42`:")?;
 
     println!("\nThe catalog (snapshot_metadata.json):");
     for r in manager.list(&ListFilter::new())? {

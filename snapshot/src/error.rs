@@ -332,14 +332,20 @@ impl From<Error> for io::Error {
             Error::Io { source, .. }
             | Error::StorageFull { source, .. }
             | Error::PermissionDenied { source, .. } => source.kind(),
-            Error::SourceMissing { .. } | Error::NotFound { .. } | Error::BlobMissing { .. } => {
-                io::ErrorKind::NotFound
-            }
+            Error::SourceMissing { .. }
+            | Error::NotFound { .. }
+            | Error::BlobMissing { .. }
+            | Error::TableMissing { .. } => io::ErrorKind::NotFound,
             Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
             Error::Busy { .. } | Error::TargetLocked { .. } | Error::StoreLocked { .. } => {
                 io::ErrorKind::ResourceBusy
             }
-            Error::InvalidInput { .. } => io::ErrorKind::InvalidInput,
+            Error::InvalidInput { .. }
+            | Error::NoKey { .. }
+            | Error::SchemaDrift { .. }
+            | Error::KeyCollision { .. }
+            | Error::UndoRefused { .. }
+            | Error::Unsupported { .. } => io::ErrorKind::InvalidInput,
             Error::NotADatabase { .. }
             | Error::ChecksumMismatch { .. }
             | Error::CatalogCorrupt { .. } => io::ErrorKind::InvalidData,

@@ -57,6 +57,7 @@ pub(crate) struct Inner {
     pub(crate) disabled_logged: AtomicBool,
     pub(crate) check_on_create: CheckLevel,
     pub(crate) host: String,
+    pub(crate) entities: Vec<crate::table::EntityMapping>,
 }
 
 /// Builds a [`SnapshotManager`]; see [`SnapshotManager::builder`].
@@ -67,6 +68,7 @@ pub struct SnapshotManagerBuilder {
     retention: Option<RetentionPolicy>,
     environment: Option<Environment>,
     check_on_create: Option<CheckLevel>,
+    entities: Vec<crate::table::EntityMapping>,
 }
 
 impl SnapshotManagerBuilder {
@@ -104,6 +106,17 @@ impl SnapshotManagerBuilder {
     /// The host environment (default: [`Environment::detect`] for the store's directory).
     pub fn environment(mut self, environment: Environment) -> Self {
         self.environment = Some(environment);
+        self
+    }
+
+    /// How [`undo`](SnapshotManager::undo) finds an entity's rows: its table, id column, key
+    /// and dependent tables (default for an entity not mapped here: the table named like the
+    /// entity, by its single-column primary key). A mapping in
+    /// [`UndoOptions`](crate::table::UndoOptions) wins over this one for that call.
+    pub fn entity(mut self, mapping: crate::table::EntityMapping) -> Self {
+        self.entities
+            .retain(|m| m.entity_type != mapping.entity_type);
+        self.entities.push(mapping);
         self
     }
 
@@ -150,6 +163,7 @@ impl SnapshotManagerBuilder {
                 disabled_logged: AtomicBool::new(false),
                 check_on_create: self.check_on_create.unwrap_or(CheckLevel::Header),
                 host: gethostname::gethostname().to_string_lossy().into_owned(),
+                entities: self.entities,
             }),
         })
     }

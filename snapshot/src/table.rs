@@ -400,7 +400,7 @@ impl SnapshotManager {
         if matches!(record.outcome, Outcome::Pending | Outcome::Failed) {
             return Err(refuse(UndoRefusal::NotCommitted(record.outcome)));
         }
-        let mapping = options.mapping_for(&entity_type);
+        let mapping = options.mapping_for(&entity_type, &self.inner.entities);
         let write = !options.dry_run;
         let mut o = self.open_tables(id, "undo", true, write)?;
         o.session.begin(write)?;

@@ -1037,6 +1037,45 @@ fn undo_follows_the_entity_mapping_and_text_ids() -> Result<()> {
     Ok(())
 }
 
+/// The mapping set once on the manager serves every undo; one in the options wins for its call.
+#[test]
+fn the_managers_entity_mapping_serves_plain_undo() -> Result<()> {
+    let f = Fixture::new()?;
+    f.exec(
+        "CREATE TABLE kit (code TEXT PRIMARY KEY, label TEXT);
+         CREATE TABLE kit_part (id INTEGER PRIMARY KEY, kit_code TEXT, part TEXT);
+         INSERT INTO kit VALUES ('k1', 'Lathe'), ('k2', 'Mill');
+         INSERT INTO kit_part VALUES (1, 'k1', 'chuck'), (2, 'k1', 'bed'), (3, 'k2', 'x');",
+    )?;
+    let m = SnapshotManager::builder()
+        .source(SqliteSource::new(&f.db))
+        .store(LocalStore::open(&f.store)?)
+        .environment(Environment::persistent())
+        .entity(EntityMapping::new("equipment").table("kit").column("code"))
+        .entity(
+            EntityMapping::new("equipment")
+                .table("kit")
+                .column("code")
+                .cascade(Cascade::new("kit_part", "kit_code")),
+        )
+        .build()?;
+    let before = (f.rows("kit")?, f.rows("kit_part")?);
+    let snap = m
+        .snapshot(SnapshotRequest::new("delete").entity("equipment", "k1"))?
+        .into_record()
+        .context("enabled")?;
+    f.exec("DELETE FROM kit_part WHERE kit_code = 'k1'; DELETE FROM kit WHERE code = 'k1';")?;
+    // A per-call mapping without the cascade wins: only the kit row comes back.
+    let only_kit = UndoOptions::new()
+        .dry_run(true)
+        .entity(EntityMapping::new("equipment").table("kit").column("code"));
+    assert_eq!(m.undo_with(&snap.snapshot_id, &only_kit)?.inserted(), 1);
+    // The manager's mapping (the later of the two for one entity) brings the parts too.
+    assert_eq!(m.undo(&snap.snapshot_id)?.inserted(), 3);
+    assert_eq!((f.rows("kit")?, f.rows("kit_part")?), before);
+    Ok(())
+}
+
 #[test]
 fn other_sources_are_refused_with_typed_errors() -> Result<()> {
     let f = Fixture::new()?;

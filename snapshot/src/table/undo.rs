@@ -148,9 +148,14 @@ impl UndoOptions {
         self
     }
 
-    pub(crate) fn mapping_for(&self, entity_type: &str) -> EntityMapping {
+    pub(crate) fn mapping_for(
+        &self,
+        entity_type: &str,
+        configured: &[EntityMapping],
+    ) -> EntityMapping {
         self.mappings
             .iter()
+            .chain(configured)
             .find(|m| m.entity_type == entity_type)
             .cloned()
             .unwrap_or_else(|| EntityMapping::new(entity_type))
