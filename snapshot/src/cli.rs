@@ -1,17 +1,19 @@
 //! The `snapshot` command-line tool (feature `cli`): take, list, show, verify, restore and prune
-//! snapshots, export tables, show status with database statistics, check and repair the store,
-//! and run scheduled jobs as a service.
+//! snapshots; preview a snapshot's tables, compare them with the live ones, restore whole tables
+//! (replace or merge) or undo exactly what one call deleted; export tables, show status with
+//! database statistics, check and repair the store, and run scheduled jobs as a service.
 //!
 //! The binary is `src/bin/snapshot.rs`, which calls [`main`]. Every command takes `--json` for
 //! scripts; human output is a table. The configuration is described in [`crate::config`].
 //!
 //! Exit codes (see [`ExitStatus`]): 0 ok, 1 error, 2 usage, 3 not found, 4 verification
-//! failed, 5 locked.
+//! failed, 5 locked, 6 conflict.
 
 mod commands;
 mod ctx;
 mod output;
 mod service;
+mod tables;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,10 @@ pub enum ExitStatus {
     VerifyFailed = 4,
     /// The store, the database or the scheduler is locked by another process.
     Locked = 5,
+    /// The live data changed since the snapshot in a way a write will not override unless
+    /// told: `undo` would overwrite rows changed since (`--force`), or a table's columns changed
+    /// (`--common-columns`). Nothing was changed.
+    Conflict = 6,
 }
 
 const EXIT_CODES: &str = "\
@@ -49,6 +55,9 @@ Exit codes:
   3  not found: no such snapshot, store, database file or table
   4  verification failed: checksum mismatch, missing blob, damaged image; doctor found problems
   5  locked: the store, the database or the scheduler is held by another process
+  6  conflict: the live data changed since the snapshot; nothing was changed: undo would
+     overwrite changed rows (--force overwrites them), or a table's columns changed
+     (--common-columns restores by the columns both sides have)
 
 Configuration: --config FILE, $SNAPSHOT_CONFIG, or ./snapshot.toml; overridden by
 $SNAPSHOT_DB, $SNAPSHOT_ENGINE, $SNAPSHOT_STORE, $SNAPSHOT_TABLE, then by flags.
@@ -102,6 +111,16 @@ pub enum Command {
     Verify(VerifyArgs),
     /// Restore a snapshot over the database (after a safety snapshot), or to another path.
     Restore(RestoreArgs),
+    /// Rows of a table in a snapshot, a page at a time; without --table, the snapshot's tables.
+    Preview(PreviewArgs),
+    /// Compare a table of a snapshot with the live table: rows added, removed and changed since.
+    Diff(DiffArgs),
+    /// Restore tables of a snapshot into the live database, replaced or merged by key, in one
+    /// transaction after a safety snapshot.
+    RestoreTable(RestoreTableArgs),
+    /// Undo the call a snapshot was taken for: put back the rows of its entity (and declared
+    /// dependants) as they were, by merge, after a safety snapshot.
+    Undo(UndoArgs),
     /// Remove snapshots the retention rules do not keep.
     Prune(PruneArgs),
     /// Store and database status with statistics.
@@ -191,6 +210,94 @@ pub struct RestoreArgs {
     /// of over the database.
     #[arg(long, value_name = "PATH")]
     pub to: Option<PathBuf>,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+/// `preview`.
+#[derive(Debug, Args)]
+pub struct PreviewArgs {
+    /// The snapshot.
+    pub id: String,
+    /// The table to show (default: list the snapshot's tables).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Rows to skip (primary key order).
+    #[arg(long, default_value_t = 0, requires = "table")]
+    pub offset: u64,
+    /// Rows to show.
+    #[arg(long, default_value_t = 20, requires = "table")]
+    pub limit: u64,
+}
+
+/// `diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// The snapshot.
+    pub id: String,
+    /// The table to compare.
+    #[arg(long)]
+    pub table: String,
+    /// Match rows by these columns instead of the primary key.
+    #[arg(long, value_name = "COL,...", value_delimiter = ',')]
+    pub key: Option<Vec<String>>,
+    /// Sample rows shown of each kind (added, removed, changed); 0 for counts only.
+    #[arg(long, value_name = "N", default_value_t = crate::table::DEFAULT_SAMPLE)]
+    pub sample: usize,
+}
+
+/// How `restore-table` treats the live rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    /// The table's content becomes the snapshot's: rows added since are deleted.
+    Replace,
+    /// Upsert by key: rows added since stay.
+    Merge,
+}
+
+/// `restore-table`.
+#[derive(Debug, Args)]
+pub struct RestoreTableArgs {
+    /// The snapshot.
+    pub id: String,
+    /// A table to restore (repeat for several: one transaction).
+    #[arg(long = "table", required = true, value_name = "TABLE")]
+    pub tables: Vec<String>,
+    /// replace: the table becomes the snapshot's; merge: upsert by key, rows added since stay.
+    #[arg(long, value_enum)]
+    pub mode: ModeArg,
+    /// Match a table's rows by these columns instead of its primary key: TABLE=COL[,COL…]
+    /// (just COL[,COL…] when one table is restored). Repeatable.
+    #[arg(long, value_name = "TABLE=COL,...")]
+    pub key: Vec<String>,
+    /// When a table's columns changed since the snapshot, restore by the columns both sides
+    /// have instead of refusing.
+    #[arg(long)]
+    pub common_columns: bool,
+    /// Report what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (required when stdin is not a terminal).
+    #[arg(long, short)]
+    pub yes: bool,
+}
+
+/// `undo`.
+#[derive(Debug, Args)]
+pub struct UndoArgs {
+    /// The snapshot taken for the call to undo (it records an entity type and id).
+    pub id: String,
+    /// Overwrite live rows that changed since the snapshot instead of refusing (exit 6).
+    #[arg(long)]
+    pub force: bool,
+    /// When a table's columns changed since the snapshot, restore by the columns both sides
+    /// have instead of refusing.
+    #[arg(long)]
+    pub common_columns: bool,
+    /// Report what would be put back, and the conflicts; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short)]
     pub yes: bool,
@@ -332,6 +439,14 @@ impl From<Error> for CliError {
             Error::NotADatabase { .. } => (ExitStatus::VerifyFailed, "not_a_database"),
             Error::CatalogCorrupt { .. } => (ExitStatus::VerifyFailed, "catalog_corrupt"),
             Error::RestoreFailed { .. } => (ExitStatus::VerifyFailed, "restore_failed"),
+            Error::TableMissing { .. } => (ExitStatus::NotFound, "table_missing"),
+            Error::UndoConflict { .. } => (ExitStatus::Conflict, "undo_conflict"),
+            Error::SchemaDrift { .. } => (ExitStatus::Conflict, "schema_drift"),
+            Error::NoKey { .. } => (ExitStatus::Usage, "no_key"),
+            Error::KeyCollision { .. } => (ExitStatus::Usage, "key_collision"),
+            Error::UndoRefused { .. } => (ExitStatus::Usage, "undo_refused"),
+            Error::Unsupported { .. } => (ExitStatus::Usage, "unsupported"),
+            Error::TableRestoreFailed { .. } => (ExitStatus::Error, "table_restore_failed"),
             Error::StoreLocked { .. } => (ExitStatus::Locked, "store_locked"),
             Error::TargetLocked { .. } => (ExitStatus::Locked, "target_locked"),
             Error::Busy { .. } => (ExitStatus::Locked, "busy"),
@@ -403,6 +518,10 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         Command::Show { id } => commands::show(&ctx, &id),
         Command::Verify(a) => commands::verify(&ctx, a),
         Command::Restore(a) => commands::restore(&ctx, a),
+        Command::Preview(a) => tables::preview(&ctx, a),
+        Command::Diff(a) => tables::diff(&ctx, a),
+        Command::RestoreTable(a) => tables::restore_table(&ctx, a),
+        Command::Undo(a) => tables::undo(&ctx, a),
         Command::Prune(a) => commands::prune(&ctx, a),
         Command::Status(_) => commands::status(&ctx),
         Command::Export(a) => commands::export(&ctx, a),
@@ -446,5 +565,67 @@ mod tests {
         );
         assert_eq!(code(Error::invalid("config", "bad")), ExitStatus::Usage);
         assert_eq!(code(Error::invalid("table", "nope")), ExitStatus::NotFound);
+        assert_eq!(
+            code(Error::TableMissing {
+                table: "t".into(),
+                location: "snapshot x".into()
+            }),
+            ExitStatus::NotFound
+        );
+        assert_eq!(
+            code(Error::UndoConflict {
+                id: "x".into(),
+                total: 1,
+                conflicts: vec![]
+            }),
+            ExitStatus::Conflict
+        );
+        assert_eq!(
+            code(Error::SchemaDrift {
+                id: "x".into(),
+                table: "t".into(),
+                drift: Default::default()
+            }),
+            ExitStatus::Conflict
+        );
+        assert_eq!(
+            code(Error::UndoRefused {
+                id: "x".into(),
+                reason: crate::table::UndoRefusal::NoEntity
+            }),
+            ExitStatus::Usage
+        );
+        assert_eq!(
+            code(Error::NoKey {
+                table: "t".into(),
+                reason: "r".into()
+            }),
+            ExitStatus::Usage
+        );
+        assert_eq!(
+            code(Error::KeyCollision {
+                table: "t".into(),
+                location: "l".into(),
+                key_columns: "k".into(),
+                key: "1".into()
+            }),
+            ExitStatus::Usage
+        );
+        assert_eq!(
+            code(Error::Unsupported {
+                operation: "undo",
+                kind: "file".into()
+            }),
+            ExitStatus::Usage
+        );
+        assert_eq!(
+            code(Error::TableRestoreFailed {
+                id: "x".into(),
+                table: None,
+                detail: "d".into(),
+                safety_snapshot: None
+            }),
+            ExitStatus::Error
+        );
     }
 }

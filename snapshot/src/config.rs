@@ -31,6 +31,12 @@
 //! type = "all"               # db | csv | json | all
 //! min_interval = "30m"       # skip ("backup not needed") when the job's last snapshot is younger
 //! retention = { keep_last = 24 }
+//!
+//! [entities.measure]         # where `snapshot undo` finds an entity's rows
+//! table = "measure"          # default: the table named like the entity
+//! column = "id"              # holds the entity id; default: the single-column primary key
+//! key = ["id"]               # matches rows; default: the primary key (or `column`)
+//! cascade = [{ table = "measure_area_priority", column = "measure_id" }]
 //! ```
 //!
 //! Unknown keys and wrong types are errors that name the key and the line. Precedence, lowest
@@ -48,6 +54,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::error::{Error, Result};
 use crate::retention::RetentionPolicy;
 use crate::schedule::{Schedule, TimeZone};
+use crate::table::{Cascade, EntityMapping};
 
 /// The file read when neither `--config` nor `SNAPSHOT_CONFIG` names one.
 pub const DEFAULT_FILE: &str = "snapshot.toml";
@@ -444,6 +451,43 @@ struct RawSchedule {
     jobs: Vec<toml::Spanned<JobConfig>>,
 }
 
+/// Key columns written as one name or a list of names.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum RawKey {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl RawKey {
+    fn columns(&self) -> Vec<String> {
+        match self {
+            RawKey::One(c) => vec![c.clone()],
+            RawKey::Many(c) => c.clone(),
+        }
+    }
+}
+
+/// One `cascade = [{ table, column, key }]` entry of an entity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCascade {
+    table: String,
+    column: String,
+    key: Option<RawKey>,
+}
+
+/// `[entities.<name>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEntity {
+    table: Option<String>,
+    column: Option<String>,
+    key: Option<RawKey>,
+    #[serde(default)]
+    cascade: Vec<RawCascade>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFile {
@@ -458,6 +502,8 @@ struct RawFile {
     status: RawStatus,
     #[serde(default)]
     schedule: RawSchedule,
+    #[serde(default)]
+    entities: BTreeMap<String, toml::Spanned<RawEntity>>,
 }
 
 /// Where an effective value came from.
@@ -546,6 +592,8 @@ pub struct Config {
     pub timezone: TimeZone,
     /// Scheduled jobs.
     pub jobs: Vec<JobConfig>,
+    /// Where `undo` finds each entity type's rows (`[entities.<name>]`), by entity type.
+    pub entities: Vec<EntityMapping>,
     /// Where each value came from, by key (`database.path`, `store.dir`, …).
     pub origins: BTreeMap<&'static str, Origin>,
 }
@@ -864,6 +912,24 @@ impl Config {
             jobs
         };
 
+        let mut entities = Vec::with_capacity(raw.entities.len());
+        for (name, e) in &raw.entities {
+            entities.push(entity_mapping(name, e.get_ref()).map_err(|reason| {
+                Error::invalid(
+                    "config",
+                    format!("{}: [entities.{name}]: {reason}", at(e.span())),
+                )
+            })?);
+        }
+        origins.insert(
+            "entities",
+            raw.entities
+                .values()
+                .map(|e| e.span())
+                .min_by_key(|s| s.start)
+                .map_or(Origin::Default, at),
+        );
+
         Ok(Config {
             file,
             database,
@@ -878,6 +944,7 @@ impl Config {
             schedule_log_keep,
             timezone,
             jobs,
+            entities,
             origins,
         })
     }
@@ -927,6 +994,70 @@ impl Config {
             )
         })
     }
+}
+
+/// The library mapping of one `[entities.<name>]` table, or why it is not one.
+fn entity_mapping(name: &str, e: &RawEntity) -> std::result::Result<EntityMapping, String> {
+    let named = |what: &str, v: &str| {
+        if v.trim().is_empty() {
+            Err(format!("{what} must not be empty"))
+        } else {
+            Ok(())
+        }
+    };
+    let key = |what: &str, k: &RawKey| {
+        let cols = k.columns();
+        if cols.is_empty() {
+            return Err(format!("{what} must name at least one column"));
+        }
+        for c in &cols {
+            named(what, c)?;
+        }
+        Ok(cols)
+    };
+    named("the entity name", name)?;
+    let mut m = EntityMapping::new(name);
+    if let Some(t) = &e.table {
+        named("table", t)?;
+        m = m.table(t.clone());
+    }
+    if let Some(c) = &e.column {
+        named("column", c)?;
+        m = m.column(c.clone());
+    }
+    if let Some(k) = &e.key {
+        m = m.key(key("key", k)?);
+    }
+    for c in &e.cascade {
+        named("cascade table", &c.table)?;
+        named("cascade column", &c.column)?;
+        let mut cascade = Cascade::new(c.table.clone(), c.column.clone());
+        if let Some(k) = &c.key {
+            cascade = cascade.key(key("cascade key", k)?);
+        }
+        m = m.cascade(cascade);
+    }
+    Ok(m)
+}
+
+/// One entity mapping as `config --show` prints it:
+/// `measure = table "measure", id in "id", with "measure_area_priority"."measure_id"`.
+pub(crate) fn describe_entity(m: &EntityMapping) -> String {
+    let table = m.table.as_deref().unwrap_or(&m.entity_type);
+    let mut s = format!(
+        "{} = table {table:?}, id in {}",
+        m.entity_type,
+        m.column
+            .as_deref()
+            .map_or_else(|| "the primary key".to_string(), |c| format!("{c:?}"))
+    );
+    if let Some(k) = &m.key {
+        s.push_str(&format!(", key ({})", k.join(", ")));
+    }
+    for c in &m.cascades {
+        s.push_str(&format!(", with {:?}.{:?}", c.table, c.column));
+    }
+    s
 }
 
 #[cfg(test)]
@@ -1015,6 +1146,64 @@ mod tests {
                 other => panic!("{text:?}: expected a config error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn entities_map_undo_and_bad_ones_name_key_and_line() -> Result<()> {
+        let c = load(
+            "[entities.measure]\ntable = \"measures\"\ncolumn = \"id\"\nkey = \"id\"\n\
+             cascade = [{ table = \"prio\", column = \"measure_id\", key = [\"id\"] }]\n\
+             [entities.area]\n",
+            &[],
+            Overrides::default(),
+        )?;
+        assert_eq!(
+            c.entities,
+            vec![
+                EntityMapping::new("area"),
+                EntityMapping::new("measure")
+                    .table("measures")
+                    .column("id")
+                    .key(["id"])
+                    .cascade(Cascade::new("prio", "measure_id").key(["id"])),
+            ]
+        );
+        assert!(matches!(c.origin("entities"), Origin::File { line: 1, .. }));
+        assert_eq!(
+            describe_entity(&c.entities[1]),
+            "measure = table \"measures\", id in \"id\", key (id), with \"prio\".\"measure_id\""
+        );
+        for (text, needle, line) in [
+            (
+                "[entities.measure]\ntable = \"m\"\ncolum = \"id\"\n",
+                "colum",
+                3,
+            ),
+            (
+                "[entities.measure]\ncascade = [{ table = \"p\", col = \"x\" }]\n",
+                "col",
+                2,
+            ),
+            ("[entities.measure]\ntable = 5\n", "table", 2),
+            ("\n[entities.measure]\ntable = \"\"\n", "table", 2),
+            ("[entities.measure]\nkey = []\n", "key", 1),
+        ] {
+            match load(text, &[], Overrides::default()) {
+                Err(Error::InvalidInput {
+                    field: "config",
+                    reason,
+                }) => {
+                    assert!(reason.contains(needle), "{text:?}: {reason}");
+                    assert!(
+                        reason.contains(&format!("line {line}"))
+                            || reason.contains(&format!(":{line}:")),
+                        "{text:?}: {reason}"
+                    );
+                }
+                other => panic!("{text:?}: expected a config error, got {other:?}"),
+            }
+        }
+        Ok(())
     }
 
     #[test]

@@ -780,6 +780,18 @@ pub(crate) fn config(ctx: &Ctx) -> CliResult {
                 jobs.join("; ")
             },
         ),
+        (
+            "entities",
+            if c.entities.is_empty() {
+                "(none: undo looks in the table named like the entity, by primary key)".into()
+            } else {
+                c.entities
+                    .iter()
+                    .map(crate::config::describe_entity)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            },
+        ),
     ];
     if ctx.json {
         let mut map = serde_json::Map::new();

@@ -105,13 +105,16 @@ impl Ctx {
     fn build(&self, source: Arc<dyn Source>, create: bool) -> Result<SnapshotManager> {
         let store = self.store(create)?;
         let environment = Environment::detect(Some(store.dir()));
-        SnapshotManager::builder()
+        let mut builder = SnapshotManager::builder()
             .source_arc(source)
             .store(store)
             .retention(self.config.retention_policy()?)
             .environment(environment)
-            .check_on_create(CheckLevel::Quick)
-            .build()
+            .check_on_create(CheckLevel::Quick);
+        for e in &self.config.entities {
+            builder = builder.entity(e.clone());
+        }
+        builder.build()
     }
 
     /// The manager of database snapshots.
@@ -201,19 +204,26 @@ impl Ctx {
         Some(bar)
     }
 
+    /// Refuses a destructive action that needs a confirmation (no `yes`) when standard input
+    /// is not a terminal, before any work is done to prepare the question.
+    pub(crate) fn can_confirm(&self, question: &str, yes: bool) -> Result<(), CliError> {
+        if yes || std::io::stdin().is_terminal() {
+            return Ok(());
+        }
+        Err(CliError::new(
+            ExitStatus::Usage,
+            "confirmation_required",
+            format!("{question} — refusing without --yes: standard input is not a terminal"),
+        ))
+    }
+
     /// Asks before a destructive action. `yes` answers for the user; without it, standard input
     /// must be a terminal.
     pub(crate) fn confirm(&self, question: &str, yes: bool) -> Result<(), CliError> {
         if yes {
             return Ok(());
         }
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::new(
-                ExitStatus::Usage,
-                "confirmation_required",
-                format!("{question} — refusing without --yes: standard input is not a terminal"),
-            ));
-        }
+        self.can_confirm(question, yes)?;
         eprint!("{question} [y/N] ");
         let _ = std::io::stderr().flush();
         let mut answer = String::new();
