@@ -365,7 +365,7 @@ fn with_keys(
                 ));
             }
         };
-        if !tables.iter().any(|t| *t == table) {
+        if !tables.contains(&table) {
             return Err(usage(
                 "invalid_input",
                 format!("--key {k:?}: {table:?} is not one of the --table tables"),
