@@ -612,3 +612,61 @@ fn configured_entity_mappings_put_back_cascaded_rows() -> Result<()> {
     );
     Ok(())
 }
+
+/// Runs the binary on a pseudo-terminal (`script`), typing `answer`.
+fn on_terminal(fx: &Fx, args: &str, answer: &str) -> Result<Output> {
+    use std::io::Write;
+    let cmd = format!("SNAPSHOT_EPHEMERAL=0 {BIN} --db {} {args}", fx.db.display());
+    let mut child = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .current_dir(fx.dir.path())
+        .env_remove("SNAPSHOT_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("no stdin")?
+        .write_all(answer.as_bytes())?;
+    Ok(child.wait_with_output()?)
+}
+
+#[test]
+fn on_a_terminal_undo_and_restore_table_show_the_plan_and_ask() -> Result<()> {
+    let fx = Fx::new()?;
+    let id = fx.snapshot_before_delete("42")?;
+    fx.conn()?
+        .execute("DELETE FROM measure WHERE id = 42", [])?;
+    let rows = fx.dump("measure")?;
+
+    let no = on_terminal(&fx, &format!("undo {id}"), "n\n")?;
+    let t = text(&no);
+    assert_eq!(code(&no), 1, "{t}");
+    assert!(
+        t.contains("plan:") && t.contains("1 row(s) put back") && t.contains("[y/N]"),
+        "{t}"
+    );
+    assert!(t.contains("aborted: nothing was changed"), "{t}");
+    assert_eq!(fx.dump("measure")?, rows, "answered no: nothing changed");
+
+    let no = on_terminal(
+        &fx,
+        &format!("restore-table {id} --table measure --mode replace"),
+        "\n",
+    )?;
+    assert_eq!(code(&no), 1, "{}", text(&no));
+    assert!(text(&no).contains("1 insert(s)"), "{}", text(&no));
+    assert_eq!(fx.dump("measure")?, rows);
+
+    let yes = on_terminal(&fx, &format!("undo {id}"), "y\n")?;
+    assert_eq!(code(&yes), 0, "{}", text(&yes));
+    assert!(text(&yes).contains("safety snapshot"), "{}", text(&yes));
+    assert_eq!(
+        fx.dump("measure")?.len(),
+        50,
+        "answered yes: the row is back"
+    );
+    Ok(())
+}
