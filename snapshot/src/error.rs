@@ -298,6 +298,32 @@ pub enum Error {
         /// The safety snapshot taken before the transaction, if any.
         safety_snapshot: Option<String>,
     },
+
+    /// A database server could not be reached (refused, unresolvable, timed out, or the
+    /// connection dropped); nothing was read or changed.
+    #[error("{engine} server at {address} is unreachable: {detail}")]
+    Unreachable {
+        /// The engine ("postgres").
+        engine: &'static str,
+        /// The server's address (`host:port`, or the socket directory).
+        address: String,
+        /// What the connection attempt reported.
+        detail: String,
+    },
+
+    /// A database server refused the connection's credentials: unknown user, wrong password,
+    /// or no permission to connect. Nothing was read or changed.
+    #[error("{engine} server at {address} refused access to user {user:?}: {detail}")]
+    AccessDenied {
+        /// The engine ("postgres").
+        engine: &'static str,
+        /// The server's address (`host:port`, or the socket directory).
+        address: String,
+        /// The user that was refused.
+        user: String,
+        /// What the server said.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -340,6 +366,8 @@ impl From<Error> for io::Error {
             Error::Busy { .. } | Error::TargetLocked { .. } | Error::StoreLocked { .. } => {
                 io::ErrorKind::ResourceBusy
             }
+            Error::Unreachable { .. } => io::ErrorKind::ConnectionRefused,
+            Error::AccessDenied { .. } => io::ErrorKind::PermissionDenied,
             Error::InvalidInput { .. }
             | Error::NoKey { .. }
             | Error::SchemaDrift { .. }

@@ -42,7 +42,8 @@
 //! [`preview`](SnapshotManager::preview) a table, [`compare`](SnapshotManager::compare) it with
 //! the live table (added, removed and changed rows), [`restore_tables`](SnapshotManager::restore_tables)
 //! in replace or merge mode in one transaction, or [`undo`](SnapshotManager::undo) exactly the
-//! rows one `#[with_snapshot]` call deleted — each after a safety snapshot (SQLite sources).
+//! rows one `#[with_snapshot]` call deleted — each after a safety snapshot (SQLite and
+//! PostgreSQL sources).
 //!
 //! ## Features
 //!
@@ -51,6 +52,7 @@
 //! | `macros`  | yes     | `#[with_snapshot]` (re-exported from `snapshot-macros`) |
 //! | `sqlite`  | no      | `SqliteSource`: live SQLite databases (rusqlite) |
 //! | `duckdb`  | no      | `DuckDbSource`: DuckDB files (duckdb) |
+//! | `postgres`| no      | `PostgresSource`: tables of a PostgreSQL server, exported consistently into one bundle; record-level restore on the server (postgres) |
 //! | `bundled` | no      | compile SQLite/DuckDB from source instead of linking the system's |
 //! | `export`  | no      | [`export`]: tables to CSV (+ schema) and typed JSON, as zip bundle snapshots |
 //! | `schedule`| no      | [`schedule`]: cron jobs with an interval gate, missed-run reports, an activity log |
@@ -106,6 +108,8 @@ pub use restore::{RestoreOptions, RestoreReport};
 pub use retention::{Decision, Reason, RetentionPlan, RetentionPolicy};
 #[cfg(feature = "duckdb")]
 pub use source::DuckDbSource;
+#[cfg(feature = "postgres")]
+pub use source::PostgresSource;
 #[cfg(feature = "sqlite")]
 pub use source::SqliteSource;
 pub use source::{BusyBudget, CheckLevel, FileSource, Source};

@@ -12,6 +12,10 @@
 //! ```
 //! A crash at any point leaves the target either as it was or fully restored, with at most a
 //! staging file beside it (found by [`doctor`](crate::SnapshotManager::doctor)).
+//!
+//! A source that is not a file ([`Source::is_file`](crate::Source::is_file) is false: a
+//! PostgreSQL server) has nothing to swap: its whole restore is a table restore of every table
+//! of the snapshot in `Replace` mode, in one transaction after the safety snapshot.
 
 use std::path::{Path, PathBuf};
 
@@ -98,10 +102,16 @@ impl SnapshotManager {
     /// source), [`Error::ChecksumMismatch`] / [`Error::BlobMissing`] / [`Error::NotADatabase`]
     /// (a damaged snapshot: nothing changed), [`Error::TargetLocked`] (nothing changed),
     /// [`Error::RestoreFailed`] when the result failed its check and the present was put back.
+    /// For a source that is not a file (PostgreSQL), the errors of
+    /// [`restore_tables`](Self::restore_tables): [`Error::TableRestoreFailed`] when the
+    /// transaction failed (nothing changed, the safety snapshot kept).
     pub fn restore_with(&self, id: &str, options: &RestoreOptions) -> Result<RestoreReport> {
         let record = self.get(id)?;
         let source = &self.inner.source;
         let live = options.target.is_none();
+        if live && !source.is_file() && record.source_kind == source.kind() {
+            return self.restore_by_tables(&record, options);
+        }
         let target = options
             .target
             .clone()
@@ -243,6 +253,81 @@ impl SnapshotManager {
             target,
             dry_run: false,
             safety_snapshot: safety,
+            bytes: record.size_bytes,
+            steps,
+        })
+    }
+
+    /// The whole restore of a source that is not a file (a database server): every table of
+    /// the image, in [`Replace`](crate::table::RestoreMode::Replace) mode, in one transaction
+    /// after the pinned safety snapshot — [`restore_tables`](Self::restore_tables) with the
+    /// tables in the order the source gives (tables referred to first). Tables of the live
+    /// database that the snapshot does not hold are left alone; a table of the snapshot
+    /// missing from the live database fails the restore before anything changed.
+    fn restore_by_tables(
+        &self,
+        record: &SnapshotRecord,
+        options: &RestoreOptions,
+    ) -> Result<RestoreReport> {
+        use crate::table::{RestoreMode, TableRestoreOptions};
+        let source = &self.inner.source;
+        let store = &self.inner.store;
+        let tables = match store.local_path(&record.blob_key) {
+            Some(p) if p.exists() => source.image_tables(&p)?,
+            Some(_) => {
+                return Err(Error::BlobMissing {
+                    key: record.blob_key.clone(),
+                });
+            }
+            None => {
+                let staged =
+                    self.stage_verified(record, &store.staging_dir()?, CheckLevel::Header, true)?;
+                source.image_tables(staged.path())?
+            }
+        };
+        let target = source.path().to_path_buf();
+        if tables.is_empty() {
+            return Ok(RestoreReport {
+                snapshot_id: record.snapshot_id.clone(),
+                target,
+                dry_run: options.dry_run,
+                safety_snapshot: None,
+                bytes: record.size_bytes,
+                steps: vec!["the snapshot holds no table: nothing to restore".into()],
+            });
+        }
+        let table_options = TableRestoreOptions::new(RestoreMode::Replace).dry_run(options.dry_run);
+        let report = self.restore_tables(&record.snapshot_id, &tables, &table_options)?;
+        let mut steps = vec![format!(
+            "verified {} ({} bytes, {})",
+            record.snapshot_id, record.size_bytes, record.checksum
+        )];
+        if let Some(s) = &report.safety_snapshot {
+            steps.push(format!("safety snapshot {s}"));
+        }
+        let verb = if options.dry_run {
+            "would replace"
+        } else {
+            "replaced"
+        };
+        for t in &report.tables {
+            steps.push(format!(
+                "{verb} table {:?}: {} inserted, {} updated, {} deleted",
+                t.table, t.inserted, t.updated, t.deleted
+            ));
+        }
+        if !options.dry_run {
+            steps.push(format!(
+                "committed the restore of {} table(s)",
+                report.tables.len()
+            ));
+            tracing::info!(id = %record.snapshot_id, target = %target.display(), "restored");
+        }
+        Ok(RestoreReport {
+            snapshot_id: record.snapshot_id.clone(),
+            target,
+            dry_run: options.dry_run,
+            safety_snapshot: report.safety_snapshot,
             bytes: record.size_bytes,
             steps,
         })

@@ -2,14 +2,17 @@
 //! image with its engine, and prepares the live location to be replaced by a restore.
 //!
 //! A new kind of data is one new file implementing this trait plus a feature flag. The built-in
-//! sources are [`FileSource`] (any single file), `SqliteSource` (feature `sqlite`) and
-//! `DuckDbSource` (feature `duckdb`).
+//! sources are [`FileSource`] (any single file), `SqliteSource` (feature `sqlite`),
+//! `DuckDbSource` (feature `duckdb`) and `PostgresSource` (feature `postgres`: tables of a
+//! server, exported as one bundle file).
 
 #[cfg(feature = "duckdb")]
 mod duckdb;
 mod file;
 mod holders;
 mod live_file;
+#[cfg(feature = "postgres")]
+pub(crate) mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 #[cfg(feature = "sqlite")]
@@ -17,6 +20,8 @@ mod sqlite_wal;
 
 #[cfg(feature = "duckdb")]
 pub use self::duckdb::DuckDbSource;
+#[cfg(feature = "postgres")]
+pub use self::postgres::PostgresSource;
 pub use file::FileSource;
 pub use holders::processes_holding;
 #[cfg(feature = "sqlite")]
@@ -96,5 +101,29 @@ pub trait Source: Send + Sync + Debug {
     /// (SQLite `-wal`/`-shm`, DuckDB `.wal`).
     fn companions(&self) -> Vec<PathBuf> {
         Vec::new()
+    }
+
+    /// Whether the live data is one file that a whole [`restore`](crate::SnapshotManager::restore)
+    /// swaps atomically (true for every source but a database server). A source that is not a
+    /// file — [`PostgresSource`](crate::source) — is restored table by table instead: every
+    /// table of the image in [`Replace`](crate::table::RestoreMode::Replace) mode, in one
+    /// transaction, after the safety snapshot (see
+    /// [`restore_tables`](crate::SnapshotManager::restore_tables)).
+    fn is_file(&self) -> bool {
+        true
+    }
+
+    /// For a source that is not a file: the tables of `image` in the order a whole restore
+    /// writes them (tables that others refer to first).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) for file sources (the default);
+    /// [`Error::NotADatabase`](crate::Error::NotADatabase) when `image` cannot be read.
+    fn image_tables(&self, image: &Path) -> Result<Vec<String>> {
+        let _ = image;
+        Err(crate::Error::Unsupported {
+            operation: "table-by-table restore",
+            kind: self.kind().to_string(),
+        })
     }
 }

@@ -48,8 +48,12 @@
 //!
 //! SQLite (feature `sqlite`): the snapshot image is attached read-only to a connection on the
 //! live database and every comparison and write is one SQL statement over both, so a large
-//! table is streamed by SQLite, never held in memory. Other sources answer
-//! [`Error::Unsupported`].
+//! table is streamed by SQLite, never held in memory.
+//!
+//! PostgreSQL (feature `postgres`): the snapshot bundle's tables are loaded into temporary
+//! tables on the live server (`COPY … FROM STDIN`, streamed) inside the session's transaction,
+//! and compared and written with SQL joins as on SQLite; a preview reads the bundle alone.
+//! Other sources answer [`Error::Unsupported`].
 //!
 //! ## Example
 //!
@@ -93,6 +97,8 @@
 
 mod diff;
 mod engine;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod restore;
 mod schema;
 #[cfg(feature = "sqlite")]

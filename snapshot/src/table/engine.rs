@@ -22,7 +22,7 @@ pub(crate) enum Side {
 }
 
 /// Rows written by [`Session::apply`].
-#[cfg_attr(not(feature = "sqlite"), allow(dead_code))] // read by the engines
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))] // read by the engines
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Applied {
     pub(crate) inserted: u64,
@@ -79,6 +79,8 @@ pub(crate) fn supports(kind: &str) -> bool {
     match kind {
         #[cfg(feature = "sqlite")]
         "sqlite" => true,
+        #[cfg(feature = "postgres")]
+        "postgres" => true,
         _ => false,
     }
 }
@@ -88,7 +90,10 @@ pub(crate) fn supports(kind: &str) -> bool {
 ///
 /// # Errors
 /// [`Error::Unsupported`] when no engine for `kind` is compiled in; engine errors.
-#[cfg_attr(not(feature = "sqlite"), allow(unused_variables))]
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres")),
+    allow(unused_variables)
+)]
 pub(crate) fn open(
     kind: &str,
     operation: &'static str,
@@ -99,6 +104,10 @@ pub(crate) fn open(
     match kind {
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Box::new(super::sqlite::SqliteSession::open(
+            image, live, write,
+        )?)),
+        #[cfg(feature = "postgres")]
+        "postgres" => Ok(Box::new(super::postgres::PgSession::open(
             image, live, write,
         )?)),
         _ => Err(Error::Unsupported {

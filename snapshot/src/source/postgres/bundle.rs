@@ -1,0 +1,732 @@
+//! The PostgreSQL snapshot bundle: one self-contained file holding a consistent export of
+//! tables — their schema and every row, in PostgreSQL's `COPY` text format.
+//!
+//! ```text
+//! SNAPSHOT-POSTGRES-BUNDLE 1\n                       magic line
+//! <rows of table 1>                                  COPY text: one line per row,
+//! <rows of table 2> …                                tab-separated, \N for NULL
+//! {"format":1,"tables":[…],…}\n                      manifest: one line of JSON
+//! SNAPSHOT-POSTGRES-MANIFEST <offset> <length>\n     trailer: 20-digit decimals
+//! ```
+//!
+//! Rows are written as they stream from the server, so the manifest — each table's columns,
+//! types, primary key, constraints, row count and the byte range of its rows — comes last,
+//! found through the fixed-size trailer. The text format keeps every value exactly when read
+//! back under the same session settings
+//! ([`SESSION_SETTINGS`](super::SESSION_SETTINGS), recorded in the manifest); rows are in
+//! primary key order, so a preview pages through a table without a server.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use ::postgres::Client;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::fs_util;
+use crate::source::CheckLevel;
+use crate::source::postgres::{SESSION_SETTINGS, Target, catalog, ident};
+
+/// The first line of every bundle.
+const MAGIC: &[u8] = b"SNAPSHOT-POSTGRES-BUNDLE 1\n";
+/// The start of the last line.
+const TRAILER_TAG: &[u8] = b"SNAPSHOT-POSTGRES-MANIFEST ";
+/// The length of the last line: tag, two 20-digit numbers, a space and a newline.
+const TRAILER_LEN: u64 = TRAILER_TAG.len() as u64 + 42;
+/// The format version written in the manifest.
+const FORMAT: u32 = 1;
+/// The largest manifest read (a sanity bound against a damaged trailer).
+const MAX_MANIFEST: u64 = 256 << 20;
+/// Copy buffer size.
+const CHUNK: usize = 256 << 10;
+
+/// What a bundle holds, written after its rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct Manifest {
+    /// The format version ([`FORMAT`]).
+    pub(crate) format: u32,
+    /// `server_version` of the server exported.
+    pub(crate) server_version: String,
+    /// The database exported.
+    pub(crate) database: String,
+    /// The schema of the tables.
+    pub(crate) schema: String,
+    /// When the export's transaction started reading.
+    pub(crate) taken_at: DateTime<Utc>,
+    /// The session settings the text of the rows was written under.
+    pub(crate) settings: Vec<(String, String)>,
+    /// The tables, in the order of their rows in the file.
+    pub(crate) tables: Vec<TableEntry>,
+}
+
+/// One table of a bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub(crate) struct TableEntry {
+    /// The table's name.
+    pub(crate) name: String,
+    /// Its columns in table order (generated columns left out).
+    pub(crate) columns: Vec<ColumnEntry>,
+    /// Its other constraints (unique, check, foreign key, exclusion).
+    #[serde(default)]
+    pub(crate) constraints: Vec<ConstraintEntry>,
+    /// The tables of the same schema its foreign keys refer to.
+    #[serde(default)]
+    pub(crate) references: Vec<String>,
+    /// Its rows.
+    pub(crate) rows: u64,
+    /// Where its rows start in the file.
+    pub(crate) offset: u64,
+    /// The length of its rows in bytes.
+    pub(crate) length: u64,
+}
+
+/// A column of a bundled table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ColumnEntry {
+    /// The column's name.
+    pub(crate) name: String,
+    /// Its type, as `format_type` writes it (`numeric(30,10)`, `timestamp with time zone`).
+    pub(crate) data_type: String,
+    /// Whether it is `NOT NULL`.
+    pub(crate) not_null: bool,
+    /// Its position in the primary key (1-based), 0 when not part of it.
+    pub(crate) primary_key: u32,
+    /// Its default expression.
+    #[serde(default)]
+    pub(crate) default: Option<String>,
+    /// `ALWAYS` or `BY DEFAULT` for an identity column.
+    #[serde(default)]
+    pub(crate) identity: Option<String>,
+}
+
+/// A named table constraint and its definition (`pg_get_constraintdef`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ConstraintEntry {
+    /// The constraint's name.
+    pub(crate) name: String,
+    /// `UNIQUE (…)`, `CHECK (…)`, `FOREIGN KEY (…) REFERENCES …`.
+    pub(crate) definition: String,
+}
+
+impl TableEntry {
+    /// The primary key's columns in key order.
+    pub(crate) fn primary_key(&self) -> Vec<&ColumnEntry> {
+        let mut pk: Vec<&ColumnEntry> = self.columns.iter().filter(|c| c.primary_key > 0).collect();
+        pk.sort_by_key(|c| c.primary_key);
+        pk
+    }
+}
+
+fn damaged(path: &Path, detail: impl Into<String>) -> Error {
+    Error::NotADatabase {
+        engine: "postgres",
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// Writes a bundle of the tables of `target`'s schema (all of them, or `tables`) to the new
+/// file `dest`, reading them in one `REPEATABLE READ READ ONLY` transaction.
+///
+/// # Errors
+/// [`Error::SourceMissing`] when the schema does not exist; [`Error::TableMissing`] for a
+/// named table that does not; [`Error::InvalidInput`] for a name that is a view; engine and
+/// I/O errors. `dest` is left for the caller to remove.
+pub(crate) fn export(
+    client: &mut Client,
+    target: &Target,
+    tables: Option<&[String]>,
+    dest: &Path,
+) -> Result<()> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .map_err(|e| target.error("begin transaction", e))?;
+    let result = export_in(client, target, tables, dest);
+    // Read-only: nothing to commit.
+    let _ = client.batch_execute("ROLLBACK");
+    result
+}
+
+fn export_in(
+    client: &mut Client,
+    target: &Target,
+    tables: Option<&[String]>,
+    dest: &Path,
+) -> Result<()> {
+    let schema = target.schema().to_string();
+    let head = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_database()::text,
+                    transaction_timestamp()",
+            &[],
+        )
+        .map_err(|e| target.error("read server", e))?;
+    if !catalog::schema_exists(client, target, &schema)? {
+        return Err(Error::SourceMissing {
+            kind: super::KIND,
+            path: target.location().to_path_buf(),
+        });
+    }
+    let names = match tables {
+        Some(t) => t.to_vec(),
+        None => catalog::tables(client, target, &schema)?,
+    };
+    let mut manifest = Manifest {
+        format: FORMAT,
+        server_version: head.get(0),
+        database: head.get(1),
+        schema: schema.clone(),
+        taken_at: head.get(2),
+        settings: SESSION_SETTINGS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        tables: Vec::with_capacity(names.len()),
+    };
+    let file = fs_util::create_new_private(dest)?;
+    let mut out = Counter {
+        inner: std::io::BufWriter::with_capacity(CHUNK, file),
+        bytes: 0,
+        lines: 0,
+    };
+    out.write_all(MAGIC)
+        .map_err(|e| Error::io("write", dest, e))?;
+    for name in &names {
+        let rel =
+            catalog::find(client, target, &schema, name)?.ok_or_else(|| Error::TableMissing {
+                table: name.clone(),
+                location: format!("the live database {}", target.location().display()),
+            })?;
+        if !rel.is_table() {
+            return Err(Error::invalid(
+                "tables",
+                format!("{:?} is {}, not a table", rel.name, rel.kind_name()),
+            ));
+        }
+        if manifest.tables.iter().any(|t| t.name == rel.name) {
+            return Err(Error::invalid(
+                "tables",
+                format!("{:?} is named twice", rel.name),
+            ));
+        }
+        let columns = catalog::columns(client, target, rel.oid)?;
+        let (constraints, references) = catalog::constraints(client, target, &schema, rel.oid)?;
+        let mut entry = TableEntry {
+            name: rel.name.clone(),
+            columns,
+            constraints,
+            references,
+            rows: 0,
+            offset: out.bytes,
+            length: 0,
+        };
+        let cols: Vec<String> = entry.columns.iter().map(|c| ident(&c.name)).collect();
+        let pk: Vec<String> = entry.primary_key().iter().map(|c| ident(&c.name)).collect();
+        let order = if pk.is_empty() {
+            String::new()
+        } else {
+            format!(" ORDER BY {}", pk.join(", "))
+        };
+        let sql = format!(
+            "COPY (SELECT {} FROM {}.{}{order}) TO STDOUT",
+            cols.join(", "),
+            ident(&schema),
+            ident(&rel.name)
+        );
+        let lines_before = out.lines;
+        {
+            let mut reader = client
+                .copy_out(&sql)
+                .map_err(|e| target.error("copy rows", e))?;
+            let mut buf = vec![0u8; CHUNK];
+            loop {
+                let n = match reader.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Error::Engine {
+                            engine: super::KIND,
+                            op: "copy rows",
+                            path: target.location().to_path_buf(),
+                            detail: format!("table {:?}: {e}", rel.name),
+                        });
+                    }
+                };
+                out.write_all(&buf[..n])
+                    .map_err(|e| Error::io("write", dest, e))?;
+            }
+        }
+        entry.rows = out.lines - lines_before;
+        entry.length = out.bytes - entry.offset;
+        manifest.tables.push(entry);
+    }
+    let json = serde_json::to_vec(&manifest)
+        .map_err(|e| Error::invalid("manifest", format!("cannot serialise: {e}")))?;
+    let manifest_at = out.bytes;
+    out.write_all(&json)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| Error::io("write", dest, e))?;
+    let trailer = format!(
+        "{}{manifest_at:020} {:020}\n",
+        String::from_utf8_lossy(TRAILER_TAG),
+        json.len() + 1
+    );
+    out.write_all(trailer.as_bytes())
+        .and_then(|()| out.inner.flush())
+        .map_err(|e| Error::io("write", dest, e))?;
+    Ok(())
+}
+
+/// Counts the bytes and lines written through it.
+struct Counter<W> {
+    inner: W,
+    bytes: u64,
+    lines: u64,
+}
+
+impl<W: Write> Write for Counter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        self.lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A bundle whose structure has been checked: magic, trailer, manifest, and that the tables'
+/// rows tile the file between them.
+#[derive(Debug, Clone)]
+pub(crate) struct Bundle {
+    path: PathBuf,
+    manifest: Manifest,
+}
+
+impl Bundle {
+    /// Opens a bundle and checks its structure ([`CheckLevel::Quick`]).
+    ///
+    /// # Errors
+    /// [`Error::NotADatabase`] when it is not a sound bundle; I/O errors.
+    pub(crate) fn open(path: &Path) -> Result<Bundle> {
+        let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+        let size = file
+            .metadata()
+            .map_err(|e| Error::io("stat", path, e))?
+            .len();
+        let (at, len) = header(&file, path, size)?;
+        let mut json = vec![0u8; len as usize];
+        file.read_exact_at(&mut json, at)
+            .map_err(|e| Error::io("read", path, e))?;
+        let manifest: Manifest = serde_json::from_slice(&json)
+            .map_err(|e| damaged(path, format!("the manifest does not parse: {e}")))?;
+        if manifest.format != FORMAT {
+            return Err(damaged(
+                path,
+                format!(
+                    "bundle format {} (this library reads {FORMAT})",
+                    manifest.format
+                ),
+            ));
+        }
+        let mut next = MAGIC.len() as u64;
+        for t in &manifest.tables {
+            if t.offset != next || t.offset.checked_add(t.length).is_none_or(|end| end > at) {
+                return Err(damaged(
+                    path,
+                    format!(
+                        "the rows of table {:?} are not where the manifest says",
+                        t.name
+                    ),
+                ));
+            }
+            next = t.offset + t.length;
+            if (t.length == 0) != (t.rows == 0) {
+                return Err(damaged(
+                    path,
+                    format!("table {:?}: {} rows in {} bytes", t.name, t.rows, t.length),
+                ));
+            }
+            if t.length > 0 {
+                let mut last = [0u8];
+                file.read_exact_at(&mut last, next - 1)
+                    .map_err(|e| Error::io("read", path, e))?;
+                if last[0] != b'\n' {
+                    return Err(damaged(
+                        path,
+                        format!("the rows of table {:?} are cut short", t.name),
+                    ));
+                }
+            }
+        }
+        if next != at {
+            return Err(damaged(path, "bytes between the rows and the manifest"));
+        }
+        Ok(Bundle {
+            path: path.to_path_buf(),
+            manifest,
+        })
+    }
+
+    /// Checks a bundle: [`CheckLevel::Header`] the magic and trailer, `Quick` also the
+    /// manifest and the layout of the rows, `Full` also every row's line and field count.
+    ///
+    /// # Errors
+    /// [`Error::NotADatabase`] when it is not a sound bundle; I/O errors.
+    pub(crate) fn check(path: &Path, level: CheckLevel) -> Result<()> {
+        if level == CheckLevel::Header {
+            let file = File::open(path).map_err(|e| Error::io("open", path, e))?;
+            let size = file
+                .metadata()
+                .map_err(|e| Error::io("stat", path, e))?
+                .len();
+            return header(&file, path, size).map(drop);
+        }
+        let bundle = Bundle::open(path)?;
+        if level == CheckLevel::Full {
+            for t in &bundle.manifest.tables {
+                bundle.check_rows(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The bundle's file.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The manifest.
+    pub(crate) fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The table called `name`: the exact name first, else the one equal ignoring case.
+    pub(crate) fn table(&self, name: &str) -> Option<&TableEntry> {
+        let tables = &self.manifest.tables;
+        tables.iter().find(|t| t.name == name).or_else(|| {
+            let folded: Vec<&TableEntry> = tables
+                .iter()
+                .filter(|t| t.name.to_lowercase() == name.to_lowercase())
+                .collect();
+            folded
+                .iter()
+                .find(|t| t.name == name.to_lowercase())
+                .or_else(|| (folded.len() == 1).then(|| &folded[0]))
+                .copied()
+        })
+    }
+
+    /// The tables in the order a whole restore writes them: a table after the tables it refers
+    /// to (by name otherwise; tables in a reference cycle by name).
+    pub(crate) fn restore_order(&self) -> Vec<String> {
+        let mut left: Vec<&TableEntry> = self.manifest.tables.iter().collect();
+        left.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut order: Vec<String> = Vec::with_capacity(left.len());
+        while !left.is_empty() {
+            let ready = left.iter().position(|t| {
+                t.references.iter().all(|r| {
+                    r == &t.name || order.contains(r) || !left.iter().any(|l| &l.name == r)
+                })
+            });
+            let next = left.remove(ready.unwrap_or(0));
+            order.push(next.name.clone());
+        }
+        order
+    }
+
+    /// The rows of a table, as COPY text lines.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub(crate) fn rows(&self, table: &TableEntry) -> Result<impl BufRead + use<>> {
+        let mut file = File::open(&self.path).map_err(|e| Error::io("open", &self.path, e))?;
+        file.seek(SeekFrom::Start(table.offset))
+            .map_err(|e| Error::io("seek", &self.path, e))?;
+        Ok(BufReader::with_capacity(CHUNK, file.take(table.length)))
+    }
+
+    /// Reads every line of a table's rows and checks its count and field count.
+    fn check_rows(&self, t: &TableEntry) -> Result<()> {
+        let mut rows = self.rows(t)?;
+        let mut line = Vec::new();
+        let mut n = 0u64;
+        loop {
+            line.clear();
+            let got = rows
+                .read_until(b'\n', &mut line)
+                .map_err(|e| Error::io("read", &self.path, e))?;
+            if got == 0 {
+                break;
+            }
+            n += 1;
+            let fields = parse_line(&line)
+                .map_err(|e| damaged(&self.path, format!("table {:?}, row {n}: {e}", t.name)))?;
+            if fields.len() != t.columns.len().max(1) {
+                return Err(damaged(
+                    &self.path,
+                    format!(
+                        "table {:?}, row {n}: {} fields for {} columns",
+                        t.name,
+                        fields.len(),
+                        t.columns.len()
+                    ),
+                ));
+            }
+        }
+        if n != t.rows {
+            return Err(damaged(
+                &self.path,
+                format!(
+                    "table {:?} holds {n} rows, the manifest says {}",
+                    t.name, t.rows
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks the magic line and the trailer; returns the manifest's offset and length.
+fn header(file: &File, path: &Path, size: u64) -> Result<(u64, u64)> {
+    if size < MAGIC.len() as u64 + TRAILER_LEN {
+        return Err(damaged(
+            path,
+            format!("{size} bytes is too short for a bundle"),
+        ));
+    }
+    let mut magic = vec![0u8; MAGIC.len()];
+    file.read_exact_at(&mut magic, 0)
+        .map_err(|e| Error::io("read", path, e))?;
+    if magic != MAGIC {
+        return Err(damaged(path, "not a snapshot bundle of PostgreSQL tables"));
+    }
+    let mut trailer = vec![0u8; TRAILER_LEN as usize];
+    file.read_exact_at(&mut trailer, size - TRAILER_LEN)
+        .map_err(|e| Error::io("read", path, e))?;
+    let numbers = trailer
+        .strip_prefix(TRAILER_TAG)
+        .and_then(|t| t.strip_suffix(b"\n"))
+        .and_then(|t| std::str::from_utf8(t).ok())
+        .and_then(|t| t.split_once(' '))
+        .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok()?)));
+    match numbers {
+        Some((at, len))
+            if len > 0
+                && len <= MAX_MANIFEST
+                && at >= MAGIC.len() as u64
+                && at.checked_add(len) == Some(size - TRAILER_LEN) =>
+        {
+            Ok((at, len))
+        }
+        _ => Err(damaged(
+            path,
+            "the trailer is damaged or the file is cut short",
+        )),
+    }
+}
+
+/// Splits one line of COPY text into its fields, unescaped: `None` for `\N` (NULL).
+///
+/// # Errors
+/// A message when the line does not end with a newline.
+pub(crate) fn parse_line(line: &[u8]) -> std::result::Result<Vec<Option<Vec<u8>>>, String> {
+    let line = line
+        .strip_suffix(b"\n")
+        .ok_or_else(|| "the line does not end".to_string())?;
+    Ok(line
+        .split(|&b| b == b'\t')
+        .map(|f| (f != b"\\N").then(|| unescape(f)))
+        .collect())
+}
+
+/// Decodes COPY text escapes: `\b \f \n \r \t \v \\`, octal `\ooo`, hex `\xhh`, and a
+/// backslash before any other character stands for that character.
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        let b = field[i];
+        i += 1;
+        if b != b'\\' || i == field.len() {
+            out.push(b);
+            continue;
+        }
+        let c = field[i];
+        i += 1;
+        match c {
+            b'b' => out.push(8),
+            b'f' => out.push(12),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(11),
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match field.get(i) {
+                        Some(&d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            b'x' if field.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut v = 0u32;
+                for _ in 0..2 {
+                    match field.get(i).and_then(|d| (*d as char).to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_lines_unescape() -> std::result::Result<(), String> {
+        let line = b"1\t\\N\ta\\tb\\nc\\\\d\t\\x41\\101\\q\t\n";
+        let f = parse_line(line)?;
+        assert_eq!(f.len(), 5);
+        assert_eq!(f[0].as_deref(), Some(&b"1"[..]));
+        assert_eq!(f[1], None);
+        assert_eq!(f[2].as_deref(), Some(&b"a\tb\nc\\d"[..]));
+        assert_eq!(f[3].as_deref(), Some(&b"AAq"[..]));
+        assert_eq!(f[4].as_deref(), Some(&b""[..]));
+        assert!(parse_line(b"no newline").is_err());
+        // A bytea value: the hex form's backslash is escaped.
+        assert_eq!(
+            parse_line(b"\\\\x00ff\n")?[0].as_deref(),
+            Some(&b"\\x00ff"[..])
+        );
+        Ok(())
+    }
+
+    fn entry(name: &str, refs: &[&str]) -> TableEntry {
+        TableEntry {
+            name: name.into(),
+            columns: Vec::new(),
+            constraints: Vec::new(),
+            references: refs.iter().map(|r| r.to_string()).collect(),
+            rows: 0,
+            offset: 0,
+            length: 0,
+        }
+    }
+
+    #[test]
+    fn restore_order_puts_referenced_tables_first() {
+        let bundle = Bundle {
+            path: PathBuf::from("x"),
+            manifest: Manifest {
+                format: FORMAT,
+                server_version: String::new(),
+                database: String::new(),
+                schema: "public".into(),
+                taken_at: Utc::now(),
+                settings: Vec::new(),
+                tables: vec![
+                    entry("a_child", &["b_parent", "gone"]),
+                    entry("b_parent", &["c_root"]),
+                    entry("c_root", &["c_root"]),
+                    entry("d_x", &["e_y"]),
+                    entry("e_y", &["d_x"]),
+                ],
+            },
+        };
+        assert_eq!(
+            bundle.restore_order(),
+            ["c_root", "b_parent", "a_child", "d_x", "e_y"]
+        );
+    }
+
+    #[test]
+    fn damaged_bundles_are_refused() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let p = dir.path().join("b");
+        let json = br#"{"format":1,"server_version":"15","database":"d","schema":"public","taken_at":"2026-01-01T00:00:00Z","settings":[],"tables":[{"name":"t","columns":[{"name":"id","data_type":"integer","not_null":true,"primary_key":1}],"rows":2,"offset":27,"length":4}]}"#;
+        let mut good = MAGIC.to_vec();
+        good.extend_from_slice(b"1\n2\n");
+        let at = good.len();
+        good.extend_from_slice(json);
+        good.push(b'\n');
+        good.extend_from_slice(
+            format!(
+                "SNAPSHOT-POSTGRES-MANIFEST {at:020} {:020}\n",
+                json.len() + 1
+            )
+            .as_bytes(),
+        );
+        std::fs::write(&p, &good).map_err(|e| Error::io("write", &p, e))?;
+        Bundle::check(&p, CheckLevel::Full)?;
+        let b = Bundle::open(&p)?;
+        assert_eq!(b.table("T").map(|t| t.rows), Some(2));
+        let cases: Vec<Vec<u8>> = vec![
+            good[..good.len() - 1].to_vec(),
+            good.iter()
+                .map(|&c| if c == b'2' { b'3' } else { c })
+                .collect(),
+            {
+                let mut g = good.clone();
+                g[28] = b'x'; // "1\n" becomes "1x": the section no longer tiles
+                g
+            },
+            {
+                let mut g = good.clone();
+                g[0] = b's';
+                g
+            },
+        ];
+        for (i, bad) in cases.iter().enumerate() {
+            std::fs::write(&p, bad).map_err(|e| Error::io("write", &p, e))?;
+            let r = Bundle::check(&p, CheckLevel::Full);
+            assert!(
+                matches!(r, Err(Error::NotADatabase { .. })),
+                "case {i}: {r:?}"
+            );
+        }
+        // A row count off by one is found by the full check only.
+        let miscounted = String::from_utf8_lossy(&good).replace("\"rows\":2", "\"rows\":3");
+        let fixed = fix_trailer(miscounted.as_bytes(), at);
+        std::fs::write(&p, &fixed).map_err(|e| Error::io("write", &p, e))?;
+        Bundle::check(&p, CheckLevel::Quick)?;
+        assert!(matches!(
+            Bundle::check(&p, CheckLevel::Full),
+            Err(Error::NotADatabase { .. })
+        ));
+        Ok(())
+    }
+
+    fn fix_trailer(bytes: &[u8], at: usize) -> Vec<u8> {
+        let body = &bytes[..bytes.len() - TRAILER_LEN as usize];
+        let mut out = body.to_vec();
+        out.extend_from_slice(
+            format!(
+                "SNAPSHOT-POSTGRES-MANIFEST {at:020} {:020}\n",
+                body.len() - at
+            )
+            .as_bytes(),
+        );
+        out
+    }
+}
