@@ -60,6 +60,9 @@ fn writer_thread(db: &Path, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Re
                  COMMIT;",
             )?;
             commits += 1;
+            // An application does other work between commits; a writer that retakes the lock
+            // at once would starve the other process (SQLite's busy handler polls).
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(commits)
     })
@@ -84,7 +87,21 @@ fn live_snapshots_are_committed_states(journal_mode: &str) -> Result<()> {
         .stdout(Stdio::piped())
         .spawn()
         .context("start the writer process")?;
-    std::thread::sleep(Duration::from_millis(200));
+    // Both writers are committing before the first snapshot.
+    let probe = Connection::open(&db)?;
+    probe.busy_timeout(Duration::from_secs(10))?;
+    let started = std::time::Instant::now();
+    while probe.query_row("SELECT count(*) FROM log WHERE who = 'process'", [], |r| {
+        r.get::<_, i64>(0)
+    })? == 0
+    {
+        ensure!(
+            started.elapsed() < Duration::from_secs(20),
+            "the writer process made no commit in 20 s"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    drop(probe);
 
     let mut last = -1i64;
     let mut distinct = std::collections::BTreeSet::new();

@@ -475,7 +475,6 @@ impl SnapshotManager {
     pub(crate) fn take(&self, request: SnapshotRequest) -> Result<SnapshotRecord> {
         request.validate()?;
         let inner = &self.inner;
-        inner.catalog.ensure_index()?;
         let now = Utc::now();
         let staging_dir = inner.store.staging_dir()?;
         let staged = StagingGuard::new(fs_util::staging_path(
@@ -487,6 +486,10 @@ impl SnapshotManager {
             .source
             .check_image(staged.path(), inner.check_on_create)?;
         let sealed = fs_util::seal(staged.path())?;
+        // A store's first snapshot: the (empty) index exists before any object is published, so
+        // that a crash from here on leaves an orphan for doctor, never a store without an index
+        // that would look lost. Created only now so that a failed capture leaves nothing.
+        inner.catalog.ensure_index()?;
 
         let description = request.description.clone().unwrap_or_else(|| {
             let mut d = format!("Before {}", request.operation_type);

@@ -50,6 +50,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
              COMMIT;",
         )?;
         commits += 1;
+        // Like an application, do something else between commits: a writer that retakes the
+        // lock at once starves the others (SQLite's busy handler polls).
+        std::thread::sleep(Duration::from_millis(1));
         if commits % 50 == 0 {
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 .ok();
