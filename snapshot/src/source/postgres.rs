@@ -176,6 +176,17 @@ impl PostgresSource {
         self.target.connect().map(drop)
     }
 
+    /// A new connection with this source's settings, for the application's own work (creating
+    /// tables, the writes `#[with_snapshot]` guards). Its session uses the schema as
+    /// `search_path`, UTC as `TimeZone` and ISO dates, as snapshots read them. The client is
+    /// the `postgres` crate's, version 0.19.
+    ///
+    /// # Errors
+    /// As [`ping`](Self::ping).
+    pub fn connect(&self) -> Result<::postgres::Client> {
+        self.target.connect()
+    }
+
     fn from_config(mut config: Config) -> Self {
         if config.get_hosts().is_empty() {
             config.host("localhost");
