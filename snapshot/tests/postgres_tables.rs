@@ -1244,3 +1244,46 @@ fn an_unreachable_server_and_refused_users_are_typed_errors() -> Result<()> {
     assert!(matches!(e, Err(Error::Unreachable { .. })), "{e:?}");
     Ok(())
 }
+
+/// Snapshots taken while another session moves rows between two tables, one transaction per
+/// move, always see the two tables at one moment: no row is in both, none in neither.
+#[test]
+fn a_snapshot_reads_every_table_at_one_moment_while_writers_go_on() -> Result<()> {
+    let f = Fixture::new("consistent")?;
+    f.exec(
+        "CREATE TABLE todo (id integer PRIMARY KEY);
+         CREATE TABLE done (id integer PRIMARY KEY);
+         INSERT INTO todo SELECT generate_series(1, 2000);",
+    )?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mover = {
+        let (url, stop) = (f.db.url.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<u64> {
+            let mut c = Client::connect(&url, NoTls)?;
+            let mut moved = 0;
+            for id in 1..=2000i32 {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                let mut t = c.transaction()?;
+                t.execute("DELETE FROM todo WHERE id = $1", &[&id])?;
+                t.execute("INSERT INTO done VALUES ($1)", &[&id])?;
+                t.commit()?;
+                moved += 1;
+            }
+            Ok(moved)
+        })
+    };
+    for _ in 0..5 {
+        let snap = f.take(SnapshotRequest::new("manual"))?;
+        let todo = f.m.preview(&snap.snapshot_id, "todo", 0, 0)?.total_rows;
+        let done = f.m.preview(&snap.snapshot_id, "done", 0, 0)?.total_rows;
+        assert_eq!(todo + done, 2000, "todo {todo} + done {done}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    let moved = mover
+        .join()
+        .map_err(|_| anyhow::anyhow!("mover panicked"))??;
+    ensure!(moved > 0);
+    Ok(())
+}
