@@ -105,7 +105,7 @@ pub trait Source: Send + Sync + Debug {
 
     /// Whether the live data is one file that a whole [`restore`](crate::SnapshotManager::restore)
     /// swaps atomically (true for every source but a database server). A source that is not a
-    /// file — [`PostgresSource`](crate::source) — is restored table by table instead: every
+    /// file — `PostgresSource`, a database server — is restored table by table instead: every
     /// table of the image in [`Replace`](crate::table::RestoreMode::Replace) mode, in one
     /// transaction, after the safety snapshot (see
     /// [`restore_tables`](crate::SnapshotManager::restore_tables)).
