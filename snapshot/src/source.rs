@@ -26,6 +26,8 @@ pub use file::FileSource;
 pub use holders::processes_holding;
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteSource;
+#[cfg(feature = "sqlite")]
+pub(crate) use sqlite::uri_path;
 
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};

@@ -155,8 +155,8 @@ pub(crate) fn sqlite_error(path: &Path, op: &'static str, e: rusqlite::Error) ->
     }
 }
 
-/// Percent-encodes a path for a `file:` URI.
-fn uri_path(path: &Path) -> String {
+/// Percent-encodes a path for a `file:` URI (everything but unreserved characters and `/`).
+pub(crate) fn uri_path(path: &Path) -> String {
     let mut out = String::from("file:");
     for b in path.as_os_str().as_encoded_bytes() {
         match b {

@@ -18,6 +18,7 @@ use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, ErrorCode, OpenFlags, params_from_iter};
 
 use crate::error::{Error, Result};
+use crate::source::uri_path;
 use crate::table::diff::{DiffCounts, DiffKind, RowDiff};
 use crate::table::engine::{Applied, Session, Side};
 use crate::table::schema::{Column, TablePlan, TableShape};
@@ -40,20 +41,6 @@ pub(crate) struct SqliteSession {
 /// Quotes an identifier: `"` around, inner `"` doubled. Safe for any name SQLite accepts.
 fn ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A `file:` URI for `path`, percent-encoding everything but unreserved characters and `/`.
-fn uri(path: &Path) -> String {
-    let mut out = String::from("file:");
-    for b in path.as_os_str().as_encoded_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(*b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 fn err(path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
@@ -337,7 +324,7 @@ impl SqliteSession {
                         path: path.to_path_buf(),
                     });
                 }
-                let u = uri(path);
+                let u = uri_path(path);
                 let conn =
                     match Connection::open_with_flags(&u, base | OpenFlags::SQLITE_OPEN_READ_WRITE)
                     {
@@ -362,7 +349,7 @@ impl SqliteSession {
             .map_err(|e| err(&live_path, "open", e))?;
         conn.execute(
             &format!("ATTACH DATABASE ?1 AS {SNAP}"),
-            [format!("{}?mode=ro&immutable=1", uri(image))],
+            [format!("{}?mode=ro&immutable=1", uri_path(image))],
         )
         .map_err(|e| err(image, "attach snapshot", e))?;
         // Writes honour the schema's foreign keys whatever the library's compiled default;
@@ -853,7 +840,10 @@ mod tests {
     #[test]
     fn identifiers_and_uris_are_escaped() {
         assert_eq!(ident(r#"a"b c"#), r#""a""b c""#);
-        assert_eq!(uri(Path::new("/x y/a?b#c%")), "file:/x%20y/a%3Fb%23c%25");
+        assert_eq!(
+            uri_path(Path::new("/x y/a?b#c%")),
+            "file:/x%20y/a%3Fb%23c%25"
+        );
     }
 
     /// A table whose name and columns need quoting, compared and merged both ways.
