@@ -8,6 +8,20 @@
 //!
 //! Exit codes (see [`ExitStatus`]): 0 ok, 1 error, 2 usage, 3 not found, 4 verification
 //! failed, 5 locked, 6 conflict.
+//!
+//! # PostgreSQL
+//!
+//! The database can be a PostgreSQL server (feature `postgres`): `--db` (or `SNAPSHOT_DB`)
+//! takes a `postgres://` or `postgresql://` URL (any libpq settings string with `--engine
+//! postgres`), or the configuration names it (`[database] url` / `url_env`, see
+//! [`crate::config`]); `--pg-schema` picks the schema and `create --tables` the tables. A store
+//! must be given (`--store`, `SNAPSHOT_STORE` or `[store] dir`). `create` (type `db`), `list`,
+//! `show`, `verify`, `restore` (every table of the snapshot replaced in one transaction, after a
+//! safety snapshot), `preview`, `diff`, `restore-table`, `undo`, `prune`, `status`, `schedule`
+//! (jobs of type `db`) and `doctor` work on it; CSV/JSON exports (`create --type csv|json|all`,
+//! `export`) need a file and are refused with exit code 2 (`unsupported`). An unreachable server
+//! exits 1 (`unreachable`), refused credentials 1 (`access_denied`), a missing database 3
+//! (`source_missing`). Passwords are never printed.
 
 mod commands;
 mod ctx;
@@ -29,10 +43,12 @@ use crate::error::Error;
 pub enum ExitStatus {
     /// Done.
     Ok = 0,
-    /// Any other error (I/O, engine, disk full, …), or a confirmation answered "no".
+    /// Any other error (I/O, engine, disk full, an unreachable database server, refused
+    /// credentials, …), or a confirmation answered "no".
     Error = 1,
     /// Bad command line, configuration or input; a confirmation refused because standard input
-    /// is not a terminal.
+    /// is not a terminal; a command the database cannot serve (CSV/JSON exports of a
+    /// PostgreSQL server).
     Usage = 2,
     /// No such snapshot, store, database file or table.
     NotFound = 3,
@@ -58,10 +74,16 @@ Exit codes:
   6  conflict: the live data changed since the snapshot; nothing was changed: undo would
      overwrite changed rows (--force overwrites them), or a table's columns changed
      (--common-columns restores by the columns both sides have)
+A PostgreSQL server that cannot be reached or refuses the user exits 1 (kinds unreachable,
+access_denied); a missing PostgreSQL database exits 3.
 
 Configuration: --config FILE, $SNAPSHOT_CONFIG, or ./snapshot.toml; overridden by
 $SNAPSHOT_DB, $SNAPSHOT_ENGINE, $SNAPSHOT_STORE, $SNAPSHOT_TABLE, then by flags.
-`snapshot config --show` prints the effective values and where each came from.";
+`snapshot config --show` prints the effective values and where each came from.
+
+PostgreSQL: --db postgres://user@host:port/database (or [database] url / url_env in the file;
+keep passwords in $SNAPSHOT_DB, the url_env variable or PGPASSWORD rather than on the command
+line), --pg-schema SCHEMA, create --tables A,B; a store is required (--store DIR).";
 
 /// `snapshot`: consistent, verified snapshots of an application's database.
 #[derive(Debug, Parser)]
@@ -81,12 +103,17 @@ pub struct GlobalArgs {
     /// Configuration file (default: $SNAPSHOT_CONFIG, else ./snapshot.toml when present).
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The database file.
-    #[arg(long, global = true, value_name = "PATH")]
+    /// The database file, or a PostgreSQL server as a postgres:// or postgresql:// URL
+    /// (with --engine postgres: any libpq settings string).
+    #[arg(long, global = true, value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
-    /// The database engine (default: guessed from the file).
+    /// The database engine (default: guessed from the file; postgres for a postgres:// URL).
     #[arg(long, global = true, value_enum)]
     pub engine: Option<Engine>,
+    /// The schema of a PostgreSQL database whose tables are snapshotted (default: `[database]
+    /// schema`, else public).
+    #[arg(long, global = true, value_name = "SCHEMA")]
+    pub pg_schema: Option<String>,
     /// The store directory (default: `backups` beside the database).
     #[arg(long, global = true, value_name = "DIR")]
     pub store: Option<PathBuf>,
@@ -153,7 +180,9 @@ pub struct CreateArgs {
     /// Entity id recorded with the snapshot (needs --entity).
     #[arg(long, requires = "entity")]
     pub id: Option<String>,
-    /// Tables to export (default: `[exports]` tables, else every table).
+    /// Tables to export (default: `[exports]` tables, else every table); for a PostgreSQL
+    /// database, the tables of the snapshot (default: `[database] tables`, else every table of
+    /// the schema).
     #[arg(long, value_delimiter = ',')]
     pub tables: Option<Vec<String>>,
     /// Pin the snapshot (retention never removes it).
@@ -456,6 +485,8 @@ impl From<Error> for CliError {
             Error::AlreadyExists { .. } => (ExitStatus::Error, "already_exists"),
             Error::StorageFull { .. } => (ExitStatus::Error, "storage_full"),
             Error::PermissionDenied { .. } => (ExitStatus::Error, "permission_denied"),
+            Error::Unreachable { .. } => (ExitStatus::Error, "unreachable"),
+            Error::AccessDenied { .. } => (ExitStatus::Error, "access_denied"),
             _ => (ExitStatus::Error, "error"),
         };
         CliError::new(status, kind, e.to_string())
@@ -504,6 +535,7 @@ pub fn run(cli: Cli) -> Result<(), CliError> {
         config: cli.global.config.clone(),
         db: cli.global.db.clone(),
         engine: cli.global.engine,
+        pg_schema: cli.global.pg_schema.clone(),
         store: cli.global.store.clone(),
         table: match &cli.command {
             Command::Status(s) => s.table.clone(),
@@ -617,6 +649,24 @@ mod tests {
                 kind: "file".into()
             }),
             ExitStatus::Usage
+        );
+        assert_eq!(
+            code(Error::Unreachable {
+                engine: "postgres",
+                address: "127.0.0.1:1".into(),
+                detail: "refused".into()
+            }),
+            ExitStatus::Error
+        );
+        assert_eq!(
+            CliError::from(Error::AccessDenied {
+                engine: "postgres",
+                address: "127.0.0.1:1".into(),
+                user: "u".into(),
+                detail: "no".into()
+            })
+            .kind,
+            "access_denied"
         );
         assert_eq!(
             code(Error::TableRestoreFailed {

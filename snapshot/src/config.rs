@@ -4,10 +4,10 @@
 //! ```toml
 //! [database]
 //! path = "plant.db"          # relative paths are relative to this file
-//! engine = "sqlite"          # sqlite | duckdb | file; default: guessed from the file
+//! engine = "sqlite"          # sqlite | duckdb | file | postgres; default: guessed from the file
 //!
 //! [store]
-//! dir = "backups"            # default: `backups` beside the database
+//! dir = "backups"            # default: `backups` beside the database (required for postgres)
 //!
 //! [retention]                # store-wide; default: keep_last = 10
 //! keep_last = 10
@@ -42,7 +42,45 @@
 //! Unknown keys and wrong types are errors that name the key and the line. Precedence, lowest
 //! first: built-in default, the file (`--config`, `SNAPSHOT_CONFIG`, or `./snapshot.toml` when it
 //! exists), environment (`SNAPSHOT_DB`, `SNAPSHOT_ENGINE`, `SNAPSHOT_STORE`, `SNAPSHOT_TABLE`),
-//! flags (`--db`, `--engine`, `--store`, `--table`).
+//! flags (`--db`, `--engine`, `--pg-schema`, `--store`, `--table`).
+//!
+//! # A PostgreSQL database
+//!
+//! A database server instead of a file ([`PostgresConfig`]; the tool needs the `postgres`
+//! feature to reach it):
+//!
+//! ```toml
+//! [database]
+//! engine = "postgres"        # implied by url / url_env
+//! url_env = "EQUIPMENT_PG_URL"   # the variable holding the URL: no password in this file
+//! # url = "postgres://app@127.0.0.1:5432/equipment"   # or the URL (or libpq key=value string)
+//! schema = "public"          # default: public
+//! tables = ["equipment", "select_options"]   # default: every table of the schema
+//!
+//! [store]
+//! dir = "backups"            # required: a server has no file to put `backups` beside
+//! ```
+//!
+//! - `url`: a `postgres://` or `postgresql://` URL, or a libpq `key=value` string. Give `url`
+//!   or `url_env`, not both. With neither, the settings come from the environment as
+//!   [`PostgresSource::from_env`](crate::PostgresSource) reads them: `SNAPSHOT_PG_URL`, else
+//!   `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` and `PGPASSWORD`.
+//! - `url_env`: the name of an environment variable holding the URL; it must be set when the
+//!   configuration is loaded.
+//! - `schema`, `tables`: what is snapshotted (they apply to whichever PostgreSQL database is in
+//!   effect, also one named by `--db`).
+//! - On the command line or in `SNAPSHOT_DB`, a value starting with `postgres://` or
+//!   `postgresql://` names a PostgreSQL database (with `--engine postgres`, any libpq settings
+//!   string does); `--pg-schema` overrides `schema`.
+//!
+//! Passwords are never shown: `snapshot config --show`, `status` and error messages print the
+//! settings with the password replaced by `***`, or the server's password-free location
+//! (`postgres://user@host:port/database`). A PostgreSQL database in the file cannot also have a
+//! `path`, and `url`, `url_env`, `schema` and `tables` do not apply to a file engine: these
+//! mistakes are [`Error::InvalidInput`] errors whose field is the key (`database.url`,
+//! `database.url_env`, `database.schema`, `database.tables`, `database.engine`,
+//! `database.path`) and whose message names the file, the line and the `[database]` table (or
+//! the flag or variable that gave the value).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -69,6 +107,11 @@ pub enum Engine {
     Duckdb,
     /// Any single file, copied as is (no exports, no statistics).
     File,
+    /// Tables of a PostgreSQL server (`[database] url`, or a `postgres://` URL as `--db`): a
+    /// consistent export of every table of a schema (no CSV/JSON exports).
+    #[value(alias = "postgresql")]
+    #[serde(alias = "postgresql")]
+    Postgres,
 }
 
 impl Engine {
@@ -78,11 +121,13 @@ impl Engine {
             Engine::Sqlite => "sqlite",
             Engine::Duckdb => "duckdb",
             Engine::File => "file",
+            Engine::Postgres => "postgres",
         }
     }
 
     /// Guesses the engine of `path`: from its first bytes when it exists, else from its
-    /// extension (`.duckdb`/`.ddb` → DuckDB, `.db`/`.sqlite`/`.sqlite3` → SQLite).
+    /// extension (`.duckdb`/`.ddb` → DuckDB, `.db`/`.sqlite`/`.sqlite3` → SQLite). A file is
+    /// never guessed to be [`Engine::Postgres`] (see [`is_postgres_url`]).
     pub fn guess(path: &Path) -> Engine {
         use std::io::Read;
         let mut head = [0u8; 16];
@@ -415,6 +460,314 @@ pub struct JobConfig {
 struct RawDatabase {
     path: Option<toml::Spanned<PathBuf>>,
     engine: Option<toml::Spanned<Engine>>,
+    url: Option<toml::Spanned<String>>,
+    url_env: Option<toml::Spanned<String>>,
+    schema: Option<toml::Spanned<String>>,
+    tables: Option<toml::Spanned<Vec<String>>>,
+}
+
+/// Whether `text` is a PostgreSQL URL: it starts with `postgres://` or `postgresql://` (any
+/// case). Such a value given as `--db` or `SNAPSHOT_DB` names a PostgreSQL database.
+pub fn is_postgres_url(text: &str) -> bool {
+    let t = text.trim_start().as_bytes();
+    ["postgres://", "postgresql://"]
+        .iter()
+        .any(|p| t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
+}
+
+/// PostgreSQL connection settings (a URL or a libpq `key=value` string) with the password
+/// replaced by `***`, and the password itself (to scrub it from messages).
+fn redact_settings(text: &str) -> (String, Option<String>) {
+    if is_postgres_url(text) {
+        return redact_url(text);
+    }
+    redact_key_values(text)
+}
+
+/// `postgres://user:***@host/db?password=***`: the credentials end at the first `@` (as the
+/// client parses them); query parameters named like a password are redacted too.
+fn redact_url(text: &str) -> (String, Option<String>) {
+    let (scheme, rest) = text.split_once("://").unwrap_or(("", text));
+    let mut password = None;
+    let mut out = format!("{scheme}://");
+    let rest = match rest.split_once('@') {
+        Some((creds, tail)) => {
+            match creds.split_once(':') {
+                Some((user, pw)) => {
+                    password = Some(pw.to_string());
+                    out.push_str(user);
+                    out.push_str(":***");
+                }
+                None => out.push_str(creds),
+            }
+            out.push('@');
+            tail
+        }
+        None => rest,
+    };
+    match rest.split_once('?') {
+        Some((head, query)) => {
+            out.push_str(head);
+            out.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if k.to_ascii_lowercase().contains("password") => {
+                        password = password.clone().or_else(|| Some(v.to_string()));
+                        format!("{k}=***")
+                    }
+                    _ => kv.to_string(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(rest),
+    }
+    (out, password.filter(|p| !p.is_empty()))
+}
+
+/// `host=h password=*** dbname=d`: libpq's `key = value` pairs, a value bare or in single
+/// quotes with backslash escapes.
+fn redact_key_values(text: &str) -> (String, Option<String>) {
+    let mut out = String::with_capacity(text.len());
+    let mut password = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if c.is_whitespace() {
+            out.push(c);
+            chars.next();
+            continue;
+        }
+        // The keyword, up to whitespace or `=`.
+        let mut end = start;
+        while let Some(&(i, c)) = chars.peek() {
+            if c.is_whitespace() || c == '=' {
+                break;
+            }
+            end = i + c.len_utf8();
+            chars.next();
+        }
+        let keyword = &text[start..end];
+        out.push_str(keyword);
+        // Whitespace, `=`, whitespace.
+        while let Some(&(_, c)) = chars.peek() {
+            if c.is_whitespace() || c == '=' {
+                out.push(c);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        // The value.
+        let mut value = String::new();
+        let mut raw = String::new();
+        if chars.peek().is_some_and(|&(_, c)| c == '\'') {
+            raw.push('\'');
+            chars.next();
+            while let Some((_, c)) = chars.next() {
+                raw.push(c);
+                match c {
+                    '\\' => {
+                        if let Some((_, n)) = chars.next() {
+                            raw.push(n);
+                            value.push(n);
+                        }
+                    }
+                    '\'' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            while let Some(&(_, c)) = chars.peek() {
+                if c.is_whitespace() {
+                    break;
+                }
+                raw.push(c);
+                chars.next();
+                if c == '\\' {
+                    if let Some((_, n)) = chars.next() {
+                        raw.push(n);
+                        value.push(n);
+                    }
+                } else {
+                    value.push(c);
+                }
+            }
+        }
+        if keyword.to_ascii_lowercase().contains("password") {
+            out.push_str("***");
+            if !value.is_empty() {
+                password = Some(value);
+            }
+        } else {
+            out.push_str(&raw);
+        }
+    }
+    (out, password)
+}
+
+/// `message` with every occurrence of the password of `settings` replaced by `***`.
+fn scrub(message: &str, settings: &str) -> String {
+    match redact_settings(settings).1 {
+        Some(pw) => message.replace(&pw, "***"),
+        None => message.to_string(),
+    }
+}
+
+/// Why `settings` cannot be PostgreSQL connection settings (the message carries no password).
+fn check_pg_settings(settings: &str) -> std::result::Result<(), String> {
+    let t = settings.trim();
+    if t.is_empty() {
+        return Err("the PostgreSQL settings are empty".into());
+    }
+    if let Some((scheme, _)) = t.split_once("://")
+        && !is_postgres_url(t)
+        && !scheme.contains(char::is_whitespace)
+        && !scheme.contains('=')
+    {
+        return Err(format!(
+            "a {scheme}:// URL is not a PostgreSQL URL (postgres:// or postgresql://)"
+        ));
+    }
+    #[cfg(feature = "postgres")]
+    {
+        use std::str::FromStr;
+        if let Err(e) = ::postgres::Config::from_str(&normalize_scheme(t)) {
+            let mut detail = e.to_string();
+            let mut cause = std::error::Error::source(&e);
+            while let Some(c) = cause {
+                detail.push_str(": ");
+                detail.push_str(&c.to_string());
+                cause = c.source();
+            }
+            return Err(format!(
+                "cannot parse the PostgreSQL settings ({}; expected \
+                 postgres://user[:password]@host[:port]/database or libpq key=value pairs)",
+                scrub(&detail, t)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The settings with a URL's scheme in lower case (the client only knows `postgres://` and
+/// `postgresql://`).
+fn normalize_scheme(settings: &str) -> String {
+    let t = settings.trim();
+    match t.split_once("://") {
+        Some((scheme, rest)) if is_postgres_url(t) => {
+            format!("{}://{rest}", scheme.to_ascii_lowercase())
+        }
+        _ => t.to_string(),
+    }
+}
+
+/// Where the PostgreSQL connection settings come from.
+#[derive(Clone, PartialEq, Eq)]
+enum PgSettings {
+    /// A URL or `key=value` string, maybe with a password; `from` names the variable it was
+    /// read from, if any.
+    Given { text: String, from: Option<String> },
+    /// libpq's variables (`PGHOST`, …), read when the source is made.
+    Libpq,
+}
+
+/// A PostgreSQL database of the configuration: `[database] engine = "postgres"` with `url`,
+/// `url_env` or neither (the environment), or a `postgres://` URL given as `--db` or
+/// `SNAPSHOT_DB`.
+///
+/// Its `Debug` output and [`describe`](Self::describe) never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresConfig {
+    settings: PgSettings,
+    /// The schema whose tables are snapshotted (`None`: `public`).
+    pub schema: Option<String>,
+    /// The tables snapshotted (`None`: every table of the schema).
+    pub tables: Option<Vec<String>>,
+}
+
+impl fmt::Debug for PostgresConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("settings", &self.describe())
+            .field("schema", &self.schema)
+            .field("tables", &self.tables)
+            .finish()
+    }
+}
+
+impl PostgresConfig {
+    /// The connection settings as given, password included (`None`: libpq's environment
+    /// variables). Never print them: [`describe`](Self::describe) is for people.
+    pub fn settings(&self) -> Option<&str> {
+        match &self.settings {
+            PgSettings::Given { text, .. } => Some(text),
+            PgSettings::Libpq => None,
+        }
+    }
+
+    /// The settings for people, password replaced by `***`:
+    /// `postgres://app:***@127.0.0.1:5432/equipment`, `$EQUIPMENT_PG_URL =
+    /// postgres://…`, or `libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE,
+    /// PGPASSWORD)`.
+    pub fn describe(&self) -> String {
+        match &self.settings {
+            PgSettings::Given { text, from } => {
+                let shown = redact_settings(text).0;
+                match from {
+                    Some(var) => format!("${var} = {shown}"),
+                    None => shown,
+                }
+            }
+            PgSettings::Libpq => {
+                "libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD)".into()
+            }
+        }
+    }
+
+    /// `message` with the password of the settings replaced by `***`.
+    pub fn scrub(&self, message: &str) -> String {
+        match self.settings() {
+            Some(s) => scrub(message, s),
+            None => message.to_string(),
+        }
+    }
+
+    /// The source these settings describe (nothing is connected yet).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] when the settings (or `PGPORT`) cannot be parsed.
+    #[cfg(feature = "postgres")]
+    pub fn source(&self) -> Result<crate::PostgresSource> {
+        let mut source = match self.settings() {
+            Some(s) => crate::PostgresSource::new(s).map_err(|e| match e {
+                Error::InvalidInput { field, reason } => Error::InvalidInput {
+                    field,
+                    reason: self.scrub(&reason),
+                },
+                other => other,
+            })?,
+            None => crate::PostgresSource::from_env()?,
+        };
+        if let Some(schema) = &self.schema {
+            source = source.schema(schema.clone());
+        }
+        if let Some(tables) = &self.tables {
+            source = source.tables(tables.clone());
+        }
+        Ok(source)
+    }
+
+    /// Where the data lives, without a password: the source's location
+    /// (`postgres://user@host:port/database`, `?schema=…` for another schema than `public`),
+    /// else (a build without the `postgres` feature) the redacted settings.
+    pub fn location(&self) -> String {
+        #[cfg(feature = "postgres")]
+        if let Ok(s) = self.source() {
+            return crate::source::Source::path(&s).display().to_string();
+        }
+        self.describe()
+    }
 }
 
 /// `[store]`.
@@ -548,15 +901,301 @@ impl fmt::Display for Origin {
     }
 }
 
+/// The layers of the configuration, lowest precedence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Layer {
+    File,
+    Env,
+    Flag,
+}
+
+/// A database as one layer names it.
+#[derive(Debug, Clone)]
+enum DbValue {
+    /// A file (absolute).
+    Path(PathBuf),
+    /// A PostgreSQL server.
+    Postgres(PgSettings),
+    /// A value of `SNAPSHOT_DB` or `--db` that is not a PostgreSQL URL: a file, or libpq
+    /// settings when the engine says postgres.
+    Text(String),
+}
+
+impl fmt::Debug for PgSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PgSettings::Given { text, from } => f
+                .debug_struct("Given")
+                .field("text", &redact_settings(text).0)
+                .field("from", from)
+                .finish(),
+            PgSettings::Libpq => f.write_str("Libpq"),
+        }
+    }
+}
+
+/// The database of one layer, and where it was given.
+#[derive(Debug, Clone)]
+struct GivenDb {
+    value: DbValue,
+    layer: Layer,
+    origin: Origin,
+}
+
+impl GivenDb {
+    /// `SNAPSHOT_DB` or `--db`: a PostgreSQL URL, or a text resolved once the engine is known.
+    fn from_text(text: &str, layer: Layer, origin: Origin) -> GivenDb {
+        let value = if is_postgres_url(text) {
+            DbValue::Postgres(PgSettings::Given {
+                text: normalize_scheme(text),
+                from: None,
+            })
+        } else {
+            DbValue::Text(text.to_string())
+        };
+        GivenDb {
+            value,
+            layer,
+            origin,
+        }
+    }
+}
+
+/// The database the file's `[database]` table names, after checking that its keys fit
+/// together: a file (`path`), a PostgreSQL server (`url`, `url_env`, or `engine = "postgres"`
+/// alone), or nothing. Errors name the file and line, `[database]` and the key.
+fn file_database(
+    raw: &RawDatabase,
+    at: &dyn Fn(std::ops::Range<usize>) -> Origin,
+    abs: &dyn Fn(&Path) -> PathBuf,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<GivenDb>> {
+    let bad = |field: &'static str, key: &str, span: std::ops::Range<usize>, reason: String| {
+        Error::invalid(field, format!("{}: [database] {key}: {reason}", at(span)))
+    };
+    let engine = raw.database_engine();
+    let pg_keys = raw.url.is_some() || raw.url_env.is_some();
+    if let (Some(u), Some(e)) = (&raw.url, &raw.url_env) {
+        return Err(bad(
+            "database.url_env",
+            "url_env",
+            e.span(),
+            format!(
+                "give url (line {}) or url_env, not both",
+                line_of(&at(u.span()))
+            ),
+        ));
+    }
+    if let Some(p) = &raw.path {
+        let text = p.get_ref().to_string_lossy();
+        if is_postgres_url(&text) {
+            return Err(bad(
+                "database.path",
+                "path",
+                p.span(),
+                format!(
+                    "{} is a PostgreSQL URL, not a file: write url = \"…\" (or url_env = \
+                     \"VARIABLE\" to keep the password out of this file) instead of path",
+                    redact_settings(&text).0
+                ),
+            ));
+        }
+        if pg_keys {
+            let (key, span) = match (&raw.url, &raw.url_env) {
+                (Some(u), _) => ("url", u.span()),
+                (_, Some(e)) => ("url_env", e.span()),
+                _ => unreachable!("pg_keys"),
+            };
+            return Err(bad(
+                if key == "url" {
+                    "database.url"
+                } else {
+                    "database.url_env"
+                },
+                key,
+                span,
+                format!(
+                    "names a PostgreSQL server, but path (line {}) names a database file: keep one",
+                    line_of(&at(p.span()))
+                ),
+            ));
+        }
+        if engine == Some(Engine::Postgres) {
+            return Err(bad(
+                "database.path",
+                "path",
+                p.span(),
+                "engine = \"postgres\" takes url or url_env (or neither: the environment), \
+                 not a file path"
+                    .into(),
+            ));
+        }
+    }
+    if pg_keys
+        && let Some(e) = &raw.engine
+        && *e.get_ref() != Engine::Postgres
+    {
+        return Err(bad(
+            "database.engine",
+            "engine",
+            e.span(),
+            format!(
+                "url / url_env name a PostgreSQL server, but engine is {}: make it \"postgres\" \
+                 or leave it out",
+                e.get_ref()
+            ),
+        ));
+    }
+    let file_engine = raw.path.is_some() || engine.is_some_and(|e| e != Engine::Postgres);
+    if file_engine {
+        let what = match (engine, &raw.path) {
+            (Some(e), _) => format!("a {e} database"),
+            (None, Some(p)) => format!("the database file {}", p.get_ref().display()),
+            (None, None) => "a database file".into(),
+        };
+        if let Some(sc) = &raw.schema {
+            return Err(bad(
+                "database.schema",
+                "schema",
+                sc.span(),
+                format!("applies to a PostgreSQL database (engine = \"postgres\"), not to {what}"),
+            ));
+        }
+        if let Some(t) = &raw.tables {
+            return Err(bad(
+                "database.tables",
+                "tables",
+                t.span(),
+                format!(
+                    "applies to a PostgreSQL database (engine = \"postgres\"), not to {what} \
+                     (the tables of exports are [exports] tables)"
+                ),
+            ));
+        }
+    }
+    if let Some(sc) = &raw.schema
+        && sc.get_ref().trim().is_empty()
+    {
+        return Err(bad(
+            "database.schema",
+            "schema",
+            sc.span(),
+            "must not be empty (leave it out for public)".into(),
+        ));
+    }
+    if let Some(t) = &raw.tables {
+        if t.get_ref().is_empty() {
+            return Err(bad(
+                "database.tables",
+                "tables",
+                t.span(),
+                "must name at least one table (leave it out for every table of the schema)".into(),
+            ));
+        }
+        if t.get_ref().iter().any(|n| n.trim().is_empty()) {
+            return Err(bad(
+                "database.tables",
+                "tables",
+                t.span(),
+                "a table name must not be empty".into(),
+            ));
+        }
+    }
+
+    if let Some(p) = &raw.path {
+        return Ok(Some(GivenDb {
+            value: DbValue::Path(abs(p.get_ref())),
+            layer: Layer::File,
+            origin: at(p.span()),
+        }));
+    }
+    if let Some(u) = &raw.url {
+        check_pg_settings(u.get_ref())
+            .map_err(|reason| bad("database.url", "url", u.span(), reason))?;
+        return Ok(Some(GivenDb {
+            value: DbValue::Postgres(PgSettings::Given {
+                text: normalize_scheme(u.get_ref()),
+                from: None,
+            }),
+            layer: Layer::File,
+            origin: at(u.span()),
+        }));
+    }
+    if let Some(e) = &raw.url_env {
+        let var = e.get_ref().trim();
+        if var.is_empty() || var.contains(['=', '\0']) {
+            return Err(bad(
+                "database.url_env",
+                "url_env",
+                e.span(),
+                format!("{var:?} is not the name of an environment variable"),
+            ));
+        }
+        let Some(text) = vars(var) else {
+            return Err(bad(
+                "database.url_env",
+                "url_env",
+                e.span(),
+                format!(
+                    "the environment variable {var} is not set (or empty): set it to the \
+                     PostgreSQL URL (postgres://user:password@host:port/database)"
+                ),
+            ));
+        };
+        check_pg_settings(&text).map_err(|reason| {
+            bad(
+                "database.url_env",
+                "url_env",
+                e.span(),
+                format!("the value of {var}: {reason}"),
+            )
+        })?;
+        return Ok(Some(GivenDb {
+            value: DbValue::Postgres(PgSettings::Given {
+                text: normalize_scheme(&text),
+                from: Some(var.to_string()),
+            }),
+            layer: Layer::File,
+            origin: at(e.span()),
+        }));
+    }
+    if engine == Some(Engine::Postgres)
+        && let Some(e) = &raw.engine
+    {
+        return Ok(Some(GivenDb {
+            value: DbValue::Postgres(PgSettings::Libpq),
+            layer: Layer::File,
+            origin: at(e.span()),
+        }));
+    }
+    Ok(None)
+}
+
+/// The line of a file origin (0 for others).
+fn line_of(origin: &Origin) -> usize {
+    match origin {
+        Origin::File { line, .. } => *line,
+        _ => 0,
+    }
+}
+
+impl RawDatabase {
+    fn database_engine(&self) -> Option<Engine> {
+        self.engine.as_ref().map(|e| *e.get_ref())
+    }
+}
+
 /// Values given on the command line (highest precedence).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     /// `--config`.
     pub config: Option<PathBuf>,
-    /// `--db`.
+    /// `--db`: a database file, or a PostgreSQL URL (see [`is_postgres_url`]).
     pub db: Option<PathBuf>,
     /// `--engine`.
     pub engine: Option<Engine>,
+    /// `--pg-schema`: the schema of a PostgreSQL database.
+    pub pg_schema: Option<String>,
     /// `--store`.
     pub store: Option<PathBuf>,
     /// `--table` (the statistics table).
@@ -568,10 +1207,13 @@ pub struct Overrides {
 pub struct Config {
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
-    /// The database file (absolute), when one is configured.
+    /// The database file (absolute), when one is configured (`None` for a PostgreSQL
+    /// database: see [`postgres`](Self::postgres)).
     pub database: Option<PathBuf>,
-    /// Its engine.
+    /// Its engine ([`Engine::Postgres`] exactly when [`postgres`](Self::postgres) is set).
     pub engine: Engine,
+    /// The PostgreSQL database, when the engine is [`Engine::Postgres`].
+    pub postgres: Option<PostgresConfig>,
     /// The store directory (absolute).
     pub store: Option<PathBuf>,
     /// The store-wide retention rules (`None`: the library default, keep the last 10).
@@ -663,80 +1305,282 @@ impl Config {
         };
         let mut origins = BTreeMap::new();
 
-        // database.path
-        let mut database = None;
-        if let Some(p) = &raw.database.path {
-            database = Some(abs(&base, p.get_ref()));
-            origins.insert("database.path", at(p.span()));
-        }
-        if let Some(p) = vars("SNAPSHOT_DB") {
-            database = Some(abs(cwd, Path::new(&p)));
-            origins.insert(
-                "database.path",
+        // [database]: a file or a PostgreSQL server, then the engine.
+        let file_db = file_database(&raw.database, &|span| at(span), &|p| abs(&base, p), vars)?;
+        let mut db: Option<GivenDb> = file_db.clone();
+        if let Some(v) = vars("SNAPSHOT_DB") {
+            db = Some(GivenDb::from_text(
+                &v,
+                Layer::Env,
                 Origin::Env {
                     var: "SNAPSHOT_DB".into(),
                 },
-            );
+            ));
         }
         if let Some(p) = &overrides.db {
-            database = Some(abs(cwd, p));
-            origins.insert(
-                "database.path",
-                Origin::Flag {
-                    flag: "--db".into(),
+            let origin = Origin::Flag {
+                flag: "--db".into(),
+            };
+            db = Some(match p.to_str() {
+                Some(text) => GivenDb::from_text(text, Layer::Flag, origin),
+                None => GivenDb {
+                    value: DbValue::Path(abs(cwd, p)),
+                    layer: Layer::Flag,
+                    origin,
                 },
-            );
+            });
         }
 
-        // database.engine
-        let mut engine = None;
+        let mut engine_given: Option<(Engine, Layer, Origin)> = None;
         if let Some(e) = &raw.database.engine {
-            engine = Some(*e.get_ref());
-            origins.insert("database.engine", at(e.span()));
+            engine_given = Some((*e.get_ref(), Layer::File, at(e.span())));
         }
         if let Some(e) = vars("SNAPSHOT_ENGINE") {
             let parsed = match e.to_ascii_lowercase().as_str() {
                 "sqlite" => Engine::Sqlite,
                 "duckdb" => Engine::Duckdb,
                 "file" => Engine::File,
+                "postgres" | "postgresql" => Engine::Postgres,
                 _ => {
                     return Err(Error::invalid(
                         "config",
-                        format!("SNAPSHOT_ENGINE={e:?}: expected sqlite, duckdb or file"),
+                        format!("SNAPSHOT_ENGINE={e:?}: expected sqlite, duckdb, file or postgres"),
                     ));
                 }
             };
-            engine = Some(parsed);
-            origins.insert(
-                "database.engine",
+            engine_given = Some((
+                parsed,
+                Layer::Env,
                 Origin::Env {
                     var: "SNAPSHOT_ENGINE".into(),
                 },
-            );
+            ));
         }
         if let Some(e) = overrides.engine {
-            engine = Some(e);
-            origins.insert(
-                "database.engine",
+            engine_given = Some((
+                e,
+                Layer::Flag,
                 Origin::Flag {
                     flag: "--engine".into(),
                 },
-            );
+            ));
         }
-        let engine = match (engine, &database) {
-            (Some(e), _) => e,
-            (None, Some(db)) => {
-                origins.insert(
-                    "database.engine",
-                    Origin::Derived {
-                        from: "guessed from the database file".into(),
+
+        // What the database is, given the engine: a text from the environment or a flag is a
+        // file unless it is a PostgreSQL URL or an engine at least as high says postgres.
+        let pg_engine_at =
+            |layer: Layer| matches!(&engine_given, Some((Engine::Postgres, l, _)) if *l >= layer);
+        let db = db.map(|g| match g.value {
+            DbValue::Text(t) if pg_engine_at(g.layer) => GivenDb {
+                value: DbValue::Postgres(PgSettings::Given {
+                    text: normalize_scheme(&t),
+                    from: None,
+                }),
+                ..g
+            },
+            DbValue::Text(t) => GivenDb {
+                value: DbValue::Path(abs(cwd, Path::new(&t))),
+                ..g
+            },
+            _ => g,
+        });
+
+        let mut database = None;
+        let mut pg_settings = None;
+        let engine = match (db, engine_given) {
+            (Some(g), eng) if matches!(g.value, DbValue::Postgres(_)) => {
+                let DbValue::Postgres(settings) = g.value else {
+                    unreachable!("matched above")
+                };
+                let engine_origin = match eng {
+                    Some((e, l, o)) if l >= g.layer && e != Engine::Postgres => {
+                        return Err(Error::invalid(
+                            "database.engine",
+                            format!(
+                                "{o}: engine {e} conflicts with the PostgreSQL database given by \
+                                 {}: leave the engine out or make it postgres",
+                                g.origin
+                            ),
+                        ));
+                    }
+                    Some((Engine::Postgres, _, o)) => o,
+                    _ => Origin::Derived {
+                        from: format!("the database ({}) is a PostgreSQL server", g.origin),
                     },
-                );
-                Engine::guess(db)
+                };
+                origins.insert("database.engine", engine_origin);
+                let settings = match settings {
+                    PgSettings::Libpq => match vars("SNAPSHOT_PG_URL") {
+                        Some(url) => {
+                            check_pg_settings(&url).map_err(|reason| {
+                                Error::invalid(
+                                    "database.url",
+                                    format!("env SNAPSHOT_PG_URL: {reason}"),
+                                )
+                            })?;
+                            origins.insert(
+                                "database.url",
+                                Origin::Env {
+                                    var: "SNAPSHOT_PG_URL".into(),
+                                },
+                            );
+                            PgSettings::Given {
+                                text: normalize_scheme(&url),
+                                from: Some("SNAPSHOT_PG_URL".into()),
+                            }
+                        }
+                        None => {
+                            origins.insert(
+                                "database.url",
+                                Origin::Derived {
+                                    from: "libpq environment variables".into(),
+                                },
+                            );
+                            PgSettings::Libpq
+                        }
+                    },
+                    PgSettings::Given { text, from } => {
+                        if g.layer != Layer::File {
+                            // The file's own values were checked as they were read.
+                            check_pg_settings(&text).map_err(|reason| {
+                                Error::invalid("database.url", format!("{}: {reason}", g.origin))
+                            })?;
+                        }
+                        origins.insert("database.url", g.origin.clone());
+                        PgSettings::Given { text, from }
+                    }
+                };
+                pg_settings = Some(settings);
+                Engine::Postgres
+            }
+            (Some(g), eng) => {
+                let DbValue::Path(path) = g.value else {
+                    unreachable!("texts were resolved above")
+                };
+                origins.insert("database.path", g.origin.clone());
+                let engine = match eng {
+                    Some((Engine::Postgres, l, o)) if l >= g.layer => {
+                        return Err(Error::invalid(
+                            "database.engine",
+                            format!(
+                                "{o}: engine postgres, but the database {} ({}) is a file: \
+                                 name the server with --db postgres://…, SNAPSHOT_DB or \
+                                 [database] url / url_env",
+                                path.display(),
+                                g.origin
+                            ),
+                        ));
+                    }
+                    Some((e, _, o)) if e != Engine::Postgres => {
+                        origins.insert("database.engine", o);
+                        e
+                    }
+                    _ => {
+                        origins.insert(
+                            "database.engine",
+                            Origin::Derived {
+                                from: "guessed from the database file".into(),
+                            },
+                        );
+                        Engine::guess(&path)
+                    }
+                };
+                database = Some(path);
+                engine
+            }
+            (None, Some((e, _, o))) => {
+                origins.insert("database.engine", o);
+                e
             }
             (None, None) => {
                 origins.insert("database.engine", Origin::Default);
                 Engine::Sqlite
+            }
+        };
+
+        // A postgres engine with no database named anywhere: the settings of the environment.
+        if engine == Engine::Postgres && pg_settings.is_none() {
+            pg_settings = Some(match vars("SNAPSHOT_PG_URL") {
+                Some(url) => {
+                    check_pg_settings(&url).map_err(|reason| {
+                        Error::invalid("database.url", format!("env SNAPSHOT_PG_URL: {reason}"))
+                    })?;
+                    origins.insert(
+                        "database.url",
+                        Origin::Env {
+                            var: "SNAPSHOT_PG_URL".into(),
+                        },
+                    );
+                    PgSettings::Given {
+                        text: normalize_scheme(&url),
+                        from: Some("SNAPSHOT_PG_URL".into()),
+                    }
+                }
+                None => {
+                    origins.insert(
+                        "database.url",
+                        Origin::Derived {
+                            from: "libpq environment variables".into(),
+                        },
+                    );
+                    PgSettings::Libpq
+                }
+            });
+        }
+
+        // schema and tables of a PostgreSQL database.
+        let postgres = match pg_settings {
+            Some(settings) => {
+                let mut schema = None;
+                origins.insert("database.schema", Origin::Default);
+                if let Some(sc) = &raw.database.schema {
+                    schema = Some(sc.get_ref().clone());
+                    origins.insert("database.schema", at(sc.span()));
+                }
+                if let Some(sc) = &overrides.pg_schema {
+                    if sc.trim().is_empty() {
+                        return Err(Error::invalid(
+                            "database.schema",
+                            "flag --pg-schema: the schema name must not be empty",
+                        ));
+                    }
+                    schema = Some(sc.clone());
+                    origins.insert(
+                        "database.schema",
+                        Origin::Flag {
+                            flag: "--pg-schema".into(),
+                        },
+                    );
+                }
+                let tables = raw.database.tables.as_ref().map(|t| t.get_ref().clone());
+                origins.insert(
+                    "database.tables",
+                    raw.database
+                        .tables
+                        .as_ref()
+                        .map_or(Origin::Default, |t| at(t.span())),
+                );
+                Some(PostgresConfig {
+                    settings,
+                    schema,
+                    tables,
+                })
+            }
+            None => {
+                if overrides.pg_schema.is_some() {
+                    return Err(Error::invalid(
+                        "database.schema",
+                        format!(
+                            "flag --pg-schema applies to a PostgreSQL database; the database is \
+                             {} ({engine})",
+                            database.as_deref().map_or_else(
+                                || "not configured".to_string(),
+                                |p| p.display().to_string()
+                            )
+                        ),
+                    ));
+                }
+                None
             }
         };
 
@@ -934,6 +1778,7 @@ impl Config {
             file,
             database,
             engine,
+            postgres,
             store,
             retention,
             export_tables,
@@ -968,17 +1813,45 @@ impl Config {
     /// The database path, or an error telling how to set one.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] (field `database.path`) when none is configured.
+    /// [`Error::InvalidInput`] (field `database.path`) when none is configured, or when the
+    /// database is a PostgreSQL server (it has no file).
     pub fn database_path(&self) -> Result<&Path> {
+        if let Some(pg) = &self.postgres {
+            return Err(Error::invalid(
+                "database.path",
+                format!(
+                    "the database is a PostgreSQL server ({}), not a file",
+                    pg.location()
+                ),
+            ));
+        }
         self.database.as_deref().ok_or_else(|| {
             Error::invalid(
                 "database.path",
                 format!(
-                    "no database configured: pass --db PATH, set SNAPSHOT_DB, or write \
-                     [database] path = \"…\" in {DEFAULT_FILE}"
+                    "no database configured: pass --db PATH (or a postgres:// URL), set \
+                     SNAPSHOT_DB, or write [database] path = \"…\" (or url / url_env) in \
+                     {DEFAULT_FILE}"
                 ),
             )
         })
+    }
+
+    /// Whether a database is configured: a file or a PostgreSQL server.
+    pub fn has_database(&self) -> bool {
+        self.database.is_some() || self.postgres.is_some()
+    }
+
+    /// The database for people: the file's path, or a PostgreSQL server's location without its
+    /// password (`postgres://user@host:port/database`).
+    ///
+    /// # Errors
+    /// As [`database_path`](Self::database_path) when none is configured.
+    pub fn database_display(&self) -> Result<String> {
+        match &self.postgres {
+            Some(pg) => Ok(pg.location()),
+            None => Ok(self.database_path()?.display().to_string()),
+        }
     }
 
     /// The store directory, or an error telling how to set one.
@@ -987,6 +1860,16 @@ impl Config {
     /// [`Error::InvalidInput`] (field `store.dir`) when none is configured.
     pub fn store_dir(&self) -> Result<&Path> {
         self.store.as_deref().ok_or_else(|| {
+            if self.postgres.is_some() {
+                return Error::invalid(
+                    "store.dir",
+                    format!(
+                        "no store configured: a PostgreSQL database has no file to keep \
+                         `backups` beside: pass --store DIR, set SNAPSHOT_STORE, or write \
+                         [store] dir = \"…\" in {DEFAULT_FILE}"
+                    ),
+                );
+            }
             Error::invalid(
                 "store.dir",
                 "no store configured: pass --store DIR or --db PATH (the store defaults to \
@@ -1204,6 +2087,348 @@ mod tests {
             }
         }
         Ok(())
+    }
+
+    /// The field and message of an invalid-input error, or a panic naming what came instead.
+    fn invalid(r: Result<Config>) -> (&'static str, String) {
+        match r {
+            Err(Error::InvalidInput { field, reason }) => (field, reason),
+            other => panic!("expected an invalid-input error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_postgres_database_from_the_file_env_or_flags() -> Result<()> {
+        // url_env: the URL from the named variable; schema and tables.
+        let c = load(
+            "[database]\nengine = \"postgres\"\nurl_env = \"EQUIP_URL\"\nschema = \"inv\"\n\
+             tables = [\"a\", \"b\"]\n[store]\ndir = \"b\"\n",
+            &[("EQUIP_URL", "postgres://app:s3cret@db.example:6543/equip")],
+            Overrides::default(),
+        )?;
+        assert_eq!(c.engine, Engine::Postgres);
+        assert_eq!(c.database, None);
+        let pg = c.postgres.clone().expect("a postgres database");
+        assert_eq!(
+            pg.settings(),
+            Some("postgres://app:s3cret@db.example:6543/equip")
+        );
+        assert_eq!(
+            pg.describe(),
+            "$EQUIP_URL = postgres://app:***@db.example:6543/equip"
+        );
+        assert_eq!(pg.schema.as_deref(), Some("inv"));
+        assert_eq!(pg.tables, Some(vec!["a".to_string(), "b".to_string()]));
+        assert!(matches!(
+            c.origin("database.url"),
+            Origin::File { line: 3, .. }
+        ));
+        assert!(matches!(
+            c.origin("database.engine"),
+            Origin::File { line: 2, .. }
+        ));
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        assert!(c.has_database());
+        assert!(c.database_path().is_err());
+
+        // url implies the engine; --pg-schema overrides the file's schema.
+        let c = load(
+            "[database]\nurl = \"postgresql://u@h/d\"\nschema = \"s\"\n",
+            &[],
+            Overrides {
+                pg_schema: Some("other".into()),
+                ..Default::default()
+            },
+        )?;
+        assert_eq!(c.engine, Engine::Postgres);
+        let pg = c.postgres.clone().expect("a postgres database");
+        assert_eq!(pg.schema.as_deref(), Some("other"));
+        assert!(matches!(
+            c.origin("database.engine"),
+            Origin::Derived { .. }
+        ));
+        assert_eq!(
+            c.origin("database.schema"),
+            Origin::Flag {
+                flag: "--pg-schema".into()
+            }
+        );
+        // No store beside a server.
+        assert_eq!(c.store, None);
+        assert!(
+            matches!(c.store_dir(), Err(Error::InvalidInput { field: "store.dir", reason }) if reason.contains("PostgreSQL"))
+        );
+
+        // --db with a URL (any case of the scheme) beats the file's database file.
+        let c = load(
+            "[database]\npath = \"plant.db\"\n",
+            &[],
+            Overrides {
+                db: Some("POSTGRES://u:pw@h:5/d".into()),
+                ..Default::default()
+            },
+        )?;
+        assert_eq!(c.engine, Engine::Postgres);
+        assert_eq!(c.database, None);
+        let pg = c.postgres.clone().expect("a postgres database");
+        assert_eq!(pg.settings(), Some("postgres://u:pw@h:5/d"));
+        assert_eq!(
+            c.origin("database.url"),
+            Origin::Flag {
+                flag: "--db".into()
+            }
+        );
+
+        // SNAPSHOT_DB with a URL; a file --db beats a postgres file database.
+        let c = load(
+            "",
+            &[("SNAPSHOT_DB", "postgres://u@h/d")],
+            Overrides::default(),
+        )?;
+        assert_eq!(c.engine, Engine::Postgres);
+        let c = load(
+            "[database]\nengine = \"postgres\"\nurl = \"postgres://u@h/d\"\n",
+            &[],
+            Overrides {
+                db: Some("/x/plant.sqlite3".into()),
+                ..Default::default()
+            },
+        )?;
+        assert_eq!(c.engine, Engine::Sqlite);
+        assert_eq!(c.postgres, None);
+        assert_eq!(c.database.as_deref(), Some(Path::new("/x/plant.sqlite3")));
+
+        // --engine postgres takes a libpq key=value string as --db.
+        let c = load(
+            "",
+            &[],
+            Overrides {
+                db: Some("host=/run/pg dbname=d password=pw".into()),
+                engine: Some(Engine::Postgres),
+                ..Default::default()
+            },
+        )?;
+        let pg = c.postgres.clone().expect("a postgres database");
+        assert_eq!(pg.describe(), "host=/run/pg dbname=d password=***");
+
+        // engine = "postgres" alone: SNAPSHOT_PG_URL, else libpq's variables.
+        let c = load(
+            "[database]\nengine = \"postgres\"\n",
+            &[],
+            Overrides::default(),
+        )?;
+        let pg = c.postgres.clone().expect("a postgres database");
+        assert_eq!(pg.settings(), None);
+        assert!(pg.describe().contains("PGHOST"), "{}", pg.describe());
+        let c = load(
+            "[database]\nengine = \"postgres\"\n",
+            &[("SNAPSHOT_PG_URL", "postgres://x:pw@h/d")],
+            Overrides::default(),
+        )?;
+        let pg = c.postgres.clone().expect("a postgres database");
+        assert_eq!(pg.settings(), Some("postgres://x:pw@h/d"));
+        assert_eq!(
+            c.origin("database.url"),
+            Origin::Env {
+                var: "SNAPSHOT_PG_URL".into()
+            }
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn postgres_mistakes_name_the_file_the_table_and_the_key() {
+        for (text, env, field, needle, line) in [
+            (
+                "[database]\nurl = \"postgres://u:pw@h/d\"\nurl_env = \"X\"\n",
+                vec![("X", "postgres://u@h/d")],
+                "database.url_env",
+                "not both",
+                3,
+            ),
+            (
+                "[database]\npath = \"a.db\"\nurl = \"postgres://u@h/d\"\n",
+                vec![],
+                "database.url",
+                "keep one",
+                3,
+            ),
+            (
+                "[database]\nengine = \"sqlite\"\nurl = \"postgres://u@h/d\"\n",
+                vec![],
+                "database.engine",
+                "make it \"postgres\"",
+                2,
+            ),
+            (
+                "[database]\nengine = \"postgres\"\npath = \"a.db\"\n",
+                vec![],
+                "database.path",
+                "not a file path",
+                3,
+            ),
+            (
+                "[database]\npath = \"postgres://u:pw@h/d\"\n",
+                vec![],
+                "database.path",
+                "write url",
+                2,
+            ),
+            (
+                "[database]\npath = \"a.db\"\nschema = \"s\"\n",
+                vec![],
+                "database.schema",
+                "PostgreSQL",
+                3,
+            ),
+            (
+                "[database]\nengine = \"duckdb\"\ntables = [\"t\"]\n",
+                vec![],
+                "database.tables",
+                "duckdb",
+                3,
+            ),
+            (
+                "[database]\nurl = \"postgres://u@h/d\"\ntables = []\n",
+                vec![],
+                "database.tables",
+                "at least one",
+                3,
+            ),
+            (
+                "[database]\nurl = \"postgres://u@h/d\"\nschema = \" \"\n",
+                vec![],
+                "database.schema",
+                "empty",
+                3,
+            ),
+            (
+                "\n[database]\nurl_env = \"NOT_SET\"\n",
+                vec![],
+                "database.url_env",
+                "NOT_SET is not set",
+                3,
+            ),
+            (
+                "[database]\nurl = \"mysql://u:pw@h/d\"\n",
+                vec![],
+                "database.url",
+                "mysql:// URL is not a PostgreSQL URL",
+                2,
+            ),
+        ] {
+            let (f, reason) = invalid(load(text, &env, Overrides::default()));
+            assert_eq!(f, field, "{text:?}: {reason}");
+            assert!(reason.contains(needle), "{text:?}: {reason}");
+            assert!(reason.contains("[database]"), "{text:?}: {reason}");
+            assert!(
+                reason.contains(&format!("snapshot.toml:{line}:")),
+                "{text:?}: {reason}"
+            );
+            assert!(!reason.contains(":pw@"), "{text:?}: {reason}");
+        }
+
+        // Flags: a conflicting engine, --pg-schema on a file, a bad URL.
+        let (f, reason) = invalid(load(
+            "",
+            &[],
+            Overrides {
+                db: Some("postgres://u:pw@h/d".into()),
+                engine: Some(Engine::Duckdb),
+                ..Default::default()
+            },
+        ));
+        assert_eq!(f, "database.engine");
+        assert!(
+            reason.contains("--engine") && reason.contains("--db"),
+            "{reason}"
+        );
+        let (f, reason) = invalid(load(
+            "",
+            &[],
+            Overrides {
+                db: Some("plant.db".into()),
+                pg_schema: Some("s".into()),
+                ..Default::default()
+            },
+        ));
+        assert_eq!(f, "database.schema");
+        assert!(reason.contains("--pg-schema"), "{reason}");
+        let (f, reason) = invalid(load(
+            "[database]\npath = \"a.db\"\n",
+            &[],
+            Overrides {
+                engine: Some(Engine::Postgres),
+                ..Default::default()
+            },
+        ));
+        assert_eq!(f, "database.engine");
+        assert!(reason.contains("is a file"), "{reason}");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn unparseable_postgres_settings_are_refused_without_their_password() {
+        for (db, needle) in [
+            ("postgres://u:hunter2@h:port/d", "port"),
+            ("postgres://u:hunter2@h/d?nope=1", "nope"),
+        ] {
+            let (f, reason) = invalid(load(
+                "",
+                &[],
+                Overrides {
+                    db: Some(db.into()),
+                    ..Default::default()
+                },
+            ));
+            assert_eq!(f, "database.url");
+            assert!(
+                reason.contains("flag --db") && reason.contains(needle),
+                "{reason}"
+            );
+            assert!(!reason.contains("hunter2"), "{reason}");
+        }
+        let (f, reason) = invalid(load(
+            "[database]\nurl = \"host=h password=hunter2 port=zz\"\n",
+            &[],
+            Overrides::default(),
+        ));
+        assert_eq!(f, "database.url");
+        assert!(!reason.contains("hunter2"), "{reason}");
+        let (f, reason) = invalid(load(
+            "",
+            &[("SNAPSHOT_DB", "postgres://u:hunter2@h/d?x=1")],
+            Overrides::default(),
+        ));
+        assert_eq!(f, "database.url");
+        assert!(reason.contains("env SNAPSHOT_DB"), "{reason}");
+    }
+
+    #[test]
+    fn passwords_are_redacted_from_urls_and_key_value_strings() {
+        assert_eq!(
+            redact_settings("postgres://app:p%40ss@h:1/d?sslmode=disable&password=x"),
+            (
+                "postgres://app:***@h:1/d?sslmode=disable&password=***".into(),
+                Some("p%40ss".into())
+            )
+        );
+        assert_eq!(
+            redact_settings("postgresql://app@h/d").0,
+            "postgresql://app@h/d"
+        );
+        assert_eq!(
+            redact_settings("host=h password='a b\\'c' user=u"),
+            ("host=h password=*** user=u".into(), Some("a b'c".into()))
+        );
+        assert_eq!(
+            redact_settings("host = h password = secret").0,
+            "host = h password = ***"
+        );
+        assert_eq!(scrub("x secret y", "password=secret"), "x *** y");
+        assert!(is_postgres_url("  PostgreSQL://x"));
+        assert!(!is_postgres_url("postgres.db"));
+        assert_eq!(normalize_scheme("POSTGRES://u@h/d"), "postgres://u@h/d");
     }
 
     #[test]

@@ -40,16 +40,27 @@ fn entity(r: &SnapshotRecord) -> String {
 }
 
 pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
-    if a.kind == SnapshotType::Db && a.tables.is_some() {
+    let postgres = ctx.config.postgres.is_some();
+    if a.kind == SnapshotType::Db && a.tables.is_some() && !postgres {
         return Err(usage(
             "conflicting_flags",
-            "--tables applies to exports: use it with --type csv, json or all",
+            "--tables applies to exports (or to a PostgreSQL database): use it with --type csv, \
+             json or all",
         ));
     }
     let formats = formats_of(a.kind);
+    if !formats.is_empty() {
+        ctx.refuse_exports_of_postgres(&format!("create --type {}", a.kind.name()))?;
+    }
+    if let Some(t) = &a.tables
+        && t.iter().any(|n| n.trim().is_empty())
+    {
+        return Err(usage("invalid_input", "--tables: a table name is empty"));
+    }
     let mut managers = Vec::new();
     if matches!(a.kind, SnapshotType::Db | SnapshotType::All) {
-        managers.push(ctx.db_manager(true)?);
+        let tables = if postgres { a.tables.clone() } else { None };
+        managers.push(ctx.db_manager_with(true, tables)?);
     }
     if !formats.is_empty() {
         managers.push(ctx.export_manager(&formats, a.tables.clone(), true)?);
@@ -372,16 +383,21 @@ pub(crate) fn restore(ctx: &Ctx, a: RestoreArgs) -> CliResult {
     match &a.to {
         Some(to) => options = options.target(to),
         None => {
-            let db = ctx.config.database_path()?;
+            let db = ctx.database_display()?;
             if !a.dry_run {
-                ctx.confirm(
-                    &format!(
-                        "Restore {} over {}? (a safety snapshot of the present is taken first)",
-                        record.snapshot_id,
-                        db.display()
-                    ),
-                    a.yes,
-                )?;
+                let question = if ctx.config.postgres.is_some() {
+                    format!(
+                        "Replace every table of {} in {db} with its rows in the snapshot? (one \
+                         transaction, after a safety snapshot of the present)",
+                        record.snapshot_id
+                    )
+                } else {
+                    format!(
+                        "Restore {} over {db}? (a safety snapshot of the present is taken first)",
+                        record.snapshot_id
+                    )
+                };
+                ctx.confirm(&question, a.yes)?;
             }
         }
     }
@@ -609,6 +625,7 @@ pub(crate) fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
     if formats.is_empty() {
         return Err(usage("invalid_input", "--format must be csv, json or all"));
     }
+    ctx.refuse_exports_of_postgres("export")?;
     let db = ctx.config.database_path()?;
     let mut src = ctx
         .export_source(db, ctx.config.engine, &formats)
@@ -748,9 +765,25 @@ pub(crate) fn config(ctx: &Ctx) -> CliResult {
             )
         })
         .collect();
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("database.path", path(&c.database)),
         ("database.engine", c.engine.to_string()),
+    ];
+    if let Some(pg) = &c.postgres {
+        // The settings with the password replaced by `***`; never the settings themselves.
+        rows.push(("database.url", pg.describe()));
+        rows.push((
+            "database.schema",
+            pg.schema.clone().unwrap_or_else(|| "public".into()),
+        ));
+        rows.push((
+            "database.tables",
+            pg.tables
+                .as_ref()
+                .map_or_else(|| "(every table of the schema)".into(), |t| t.join(", ")),
+        ));
+    }
+    rows.extend(vec![
         ("store.dir", path(&c.store)),
         ("retention", retention),
         (
@@ -765,7 +798,13 @@ pub(crate) fn config(ctx: &Ctx) -> CliResult {
         ),
         (
             "status.order_by",
-            c.status_order_by.clone().unwrap_or_else(|| "rowid".into()),
+            c.status_order_by.clone().unwrap_or_else(|| {
+                if c.postgres.is_some() {
+                    "the primary key (else physical order)".into()
+                } else {
+                    "rowid".into()
+                }
+            }),
         ),
         ("schedule.log", path(&c.schedule_log)),
         (
@@ -792,7 +831,7 @@ pub(crate) fn config(ctx: &Ctx) -> CliResult {
                     .join("; ")
             },
         ),
-    ];
+    ]);
     if ctx.json {
         let mut map = serde_json::Map::new();
         for (k, v) in &rows {

@@ -1,5 +1,6 @@
-//! What every command needs: the configuration, the store, managers for the database and for
-//! export bundles, progress bars on a terminal, and confirmations.
+//! What every command needs: the configuration, the store, managers for the database (a file
+//! or a PostgreSQL server) and for export bundles, progress bars on a terminal, and
+//! confirmations.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -60,7 +61,9 @@ impl Ctx {
             .unwrap_or_else(|| PathBuf::from(NO_DATABASE))
     }
 
-    /// A source for the configured database.
+    /// A source of `engine` at `path`: a file, or for [`Engine::Postgres`] the location a
+    /// PostgreSQL snapshot records (`postgres://user@host:port/database[?schema=…]`, no
+    /// password: one comes from `PGPASSWORD` if the server needs it).
     fn db_source(&self, path: &Path, engine: Engine) -> Result<Arc<dyn Source>> {
         Ok(match engine {
             #[cfg(feature = "sqlite")]
@@ -68,14 +71,76 @@ impl Ctx {
             #[cfg(feature = "duckdb")]
             Engine::Duckdb => Arc::new(crate::source::DuckDbSource::new(path)),
             Engine::File => Arc::new(FileSource::new(path)),
-            #[allow(unreachable_patterns)]
-            other => {
-                return Err(Error::invalid(
-                    "database.engine",
-                    format!("this build of snapshot has no {other} support (feature `{other}`)"),
-                ));
+            #[cfg(feature = "postgres")]
+            Engine::Postgres => {
+                let text = path.to_string_lossy();
+                let (url, schema) = match text.split_once("?schema=") {
+                    Some((u, s)) => (u, Some(s)),
+                    None => (text.as_ref(), None),
+                };
+                let mut source = crate::source::PostgresSource::new(url)?;
+                if let Some(s) = schema {
+                    source = source.schema(s);
+                }
+                Arc::new(source)
             }
+            #[allow(unreachable_patterns)]
+            other => return Err(no_support(other)),
         })
+    }
+
+    /// The source of the configured database: its file, or its PostgreSQL server (with
+    /// `tables` instead of the configured ones when given). Nothing is connected yet.
+    fn configured_source(
+        &self,
+        create: bool,
+        tables: Option<Vec<String>>,
+    ) -> Result<Arc<dyn Source>> {
+        if let Some(pg) = &self.config.postgres {
+            #[cfg(feature = "postgres")]
+            {
+                let mut source = pg.source()?;
+                if let Some(t) = tables {
+                    source = source.tables(t);
+                }
+                return Ok(Arc::new(source));
+            }
+            #[cfg(not(feature = "postgres"))]
+            {
+                let _ = (pg, tables);
+                return Err(no_support(Engine::Postgres));
+            }
+        }
+        let _ = tables;
+        let path = if create {
+            self.config.database_path()?.to_path_buf()
+        } else {
+            self.database()
+        };
+        self.db_source(&path, self.config.engine)
+    }
+
+    /// Refuses CSV/JSON exports of a PostgreSQL database (they read a SQLite or DuckDB file):
+    /// exit code 2, kind `unsupported`.
+    pub(crate) fn refuse_exports_of_postgres(&self, what: &str) -> Result<(), CliError> {
+        let Some(pg) = &self.config.postgres else {
+            return Ok(());
+        };
+        Err(CliError::new(
+            ExitStatus::Usage,
+            "unsupported",
+            format!(
+                "{what}: CSV/JSON exports read a SQLite or DuckDB file, and the database is the \
+                 PostgreSQL server {}; take `snapshot create --type db` instead (every table, \
+                 exactly, in one bundle)",
+                pg.location()
+            ),
+        ))
+    }
+
+    /// The database for people: a path, or a PostgreSQL location without password.
+    pub(crate) fn database_display(&self) -> Result<String> {
+        self.config.database_display()
     }
 
     /// An export source of the given engine and formats.
@@ -90,6 +155,12 @@ impl Ctx {
             Engine::Sqlite => return Ok(ExportSource::sqlite(path).formats(formats)),
             #[cfg(feature = "duckdb")]
             Engine::Duckdb => return Ok(ExportSource::duckdb(path).formats(formats)),
+            Engine::Postgres => {
+                return Err(Error::invalid(
+                    "type",
+                    "CSV/JSON exports read a SQLite or DuckDB file, not a PostgreSQL server",
+                ));
+            }
             _ => {}
         }
         let _ = formats;
@@ -119,12 +190,17 @@ impl Ctx {
 
     /// The manager of database snapshots.
     pub(crate) fn db_manager(&self, create: bool) -> Result<SnapshotManager> {
-        let path = if create {
-            self.config.database_path()?.to_path_buf()
-        } else {
-            self.database()
-        };
-        let source = self.db_source(&path, self.config.engine)?;
+        self.db_manager_with(create, None)
+    }
+
+    /// The manager of database snapshots; for a PostgreSQL database, of `tables` instead of
+    /// the configured ones when given.
+    pub(crate) fn db_manager_with(
+        &self,
+        create: bool,
+        tables: Option<Vec<String>>,
+    ) -> Result<SnapshotManager> {
+        let source = self.configured_source(create, tables)?;
         self.build(self.with_progress(source), create)
     }
 
@@ -166,12 +242,13 @@ impl Ctx {
                 Err(_) => self.db_manager(false),
             };
         }
-        if self.config.database.is_some() && kind == self.config.engine.name() {
+        if self.config.has_database() && kind == self.config.engine.name() {
             return self.db_manager(false);
         }
         let engine = match kind {
             "sqlite" => Engine::Sqlite,
             "duckdb" => Engine::Duckdb,
+            "postgres" => Engine::Postgres,
             _ => Engine::File,
         };
         let path = PathBuf::from(&record.source_path);
@@ -181,9 +258,11 @@ impl Ctx {
         }
     }
 
-    /// Wraps a source so that its capture shows a progress bar on a terminal.
+    /// Wraps a file source so that its capture shows a progress bar on a terminal. A database
+    /// server's source is left as it is: the table engine reaches its connection settings
+    /// through the source itself.
     fn with_progress(&self, source: Arc<dyn Source>) -> Arc<dyn Source> {
-        if self.progress {
+        if self.progress && source.is_file() {
             Arc::new(Progressed { inner: source })
         } else {
             source
@@ -333,4 +412,18 @@ impl Source for Progressed {
     fn companions(&self) -> Vec<PathBuf> {
         self.inner.companions()
     }
+    fn is_file(&self) -> bool {
+        self.inner.is_file()
+    }
+    fn image_tables(&self, image: &Path) -> Result<Vec<String>> {
+        self.inner.image_tables(image)
+    }
+}
+
+/// The error of an engine this build was compiled without.
+fn no_support(engine: Engine) -> Error {
+    Error::invalid(
+        "database.engine",
+        format!("this build of snapshot has no {engine} support (feature `{engine}`)"),
+    )
 }

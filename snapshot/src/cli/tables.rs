@@ -163,9 +163,10 @@ fn show_changes(columns: &[String], snap: &[Value], live: &[Value], changed: &[S
         .join("; ")
 }
 
-/// The manager of the configured database, for a command that reads or writes the live data.
+/// The manager of the configured database (a file or a PostgreSQL server), for a command that
+/// reads or writes the live data.
 fn live_manager(ctx: &Ctx) -> Result<SnapshotManager, CliError> {
-    ctx.config.database_path()?;
+    ctx.database_display()?;
     Ok(ctx.db_manager(false)?)
 }
 
@@ -446,15 +447,14 @@ pub(crate) fn restore_table(ctx: &Ctx, a: RestoreTableArgs) -> CliResult {
         .collect::<Vec<_>>()
         .join(", ");
     if !a.dry_run && !a.yes {
-        let db = ctx.config.database_path()?;
+        let db = ctx.database_display()?;
         let question = format!(
-            "{} table(s) {names} of {} into {}?",
+            "{} table(s) {names} of {} into {db}?",
             match mode {
                 RestoreMode::Replace => "Replace",
                 RestoreMode::Merge => "Merge",
             },
             record.snapshot_id,
-            db.display()
         );
         ctx.can_confirm(&question, false)?;
         let plan = spin(ctx, format!("planning the restore from {}", a.id), || {
@@ -591,11 +591,10 @@ pub(crate) fn undo(ctx: &Ctx, a: UndoArgs) -> CliResult {
         _ => record.operation_type.clone(),
     };
     if !a.dry_run && !a.yes {
-        let db = ctx.config.database_path()?;
+        let db = ctx.database_display()?;
         let question = format!(
-            "Undo the {what} of snapshot {} in {}?",
-            record.snapshot_id,
-            db.display()
+            "Undo the {what} of snapshot {} in {db}?",
+            record.snapshot_id
         );
         ctx.can_confirm(&question, false)?;
         let plan = spin(ctx, format!("planning the undo of {}", a.id), || {
