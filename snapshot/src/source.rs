@@ -29,6 +29,7 @@ pub use sqlite::SqliteSource;
 #[cfg(feature = "sqlite")]
 pub(crate) use sqlite::uri_path;
 
+use std::any::Any;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -127,5 +128,15 @@ pub trait Source: Send + Sync + Debug {
             operation: "table-by-table restore",
             kind: self.kind().to_string(),
         })
+    }
+
+    /// The concrete source, for code that needs more than this trait: the record-level engines
+    /// ([`table`](crate::table)) reach a `PostgresSource`'s connection settings and a
+    /// `DuckDbSource`'s open connection through it. The built-in sources return themselves;
+    /// the default is `None`. A source that wraps another (to add logging, progress…) should
+    /// return the inner source's answer, or record-level operations on a database server cannot
+    /// connect to it.
+    fn as_any(&self) -> Option<&dyn Any> {
+        None
     }
 }

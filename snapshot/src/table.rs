@@ -593,7 +593,7 @@ impl SnapshotManager {
             &record.source_kind,
             operation,
             &image.path,
-            live.then(|| source.path()),
+            live.then_some(&**source),
             write,
         )?;
         Ok(Opened {

@@ -288,6 +288,87 @@ fn a_snapshot_is_one_verified_bundle_of_every_table() -> Result<()> {
     Ok(())
 }
 
+/// A source wrapping a `PostgresSource`, forwarding `as_any` or not.
+#[derive(Debug)]
+struct Wrapped {
+    inner: PostgresSource,
+    forward: bool,
+}
+
+impl snapshot::Source for Wrapped {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn path(&self) -> &std::path::Path {
+        self.inner.path()
+    }
+    fn extension(&self) -> &str {
+        self.inner.extension()
+    }
+    fn capture(&self, dest: &std::path::Path) -> snapshot::Result<()> {
+        self.inner.capture(dest)
+    }
+    fn check_image(&self, image: &std::path::Path, level: CheckLevel) -> snapshot::Result<()> {
+        self.inner.check_image(image, level)
+    }
+    fn prepare_replace(&self) -> snapshot::Result<()> {
+        self.inner.prepare_replace()
+    }
+    fn is_file(&self) -> bool {
+        self.inner.is_file()
+    }
+    fn image_tables(&self, image: &std::path::Path) -> snapshot::Result<Vec<String>> {
+        self.inner.image_tables(image)
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        if self.forward {
+            self.inner.as_any()
+        } else {
+            None
+        }
+    }
+}
+
+/// The table engine connects with the settings of the manager's own source object (no
+/// process-wide registry of locations): a wrapper that forwards `as_any` works, one that hides
+/// the source is refused with a typed error naming it.
+#[test]
+fn the_table_engine_connects_through_the_managers_source() -> Result<()> {
+    let f = Fixture::new("wrapped")?;
+    let snap = f.take(SnapshotRequest::new("manual"))?;
+    f.exec(
+        "DELETE FROM measure_area_priority WHERE measure_id = 3; DELETE FROM measure WHERE id = 3",
+    )?;
+    for forward in [true, false] {
+        let m = SnapshotManager::builder()
+            .source(Wrapped {
+                inner: PostgresSource::new(&f.db.url)?,
+                forward,
+            })
+            .store(LocalStore::open(&f.store)?)
+            .environment(Environment::persistent())
+            .build()?;
+        // A preview reads the bundle alone: no connection needed either way.
+        assert_eq!(
+            m.preview(&snap.snapshot_id, "measure", 0, 1)?.total_rows,
+            50
+        );
+        match m.compare(&snap.snapshot_id, "measure", &CompareOptions::new()) {
+            Ok(d) if forward => assert_eq!(d.removed, 1),
+            Err(Error::InvalidInput { field, reason }) if !forward => {
+                assert_eq!(field, "source");
+                assert!(reason.contains("as_any"), "{reason}");
+                assert!(
+                    reason.contains(&*f.m.source().path().to_string_lossy()),
+                    "{reason}"
+                );
+            }
+            other => bail!("forward {forward}: unexpected {other:?}"),
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn delete_compare_merge_replace_round_trip() -> Result<()> {
     let f = Fixture::new("round")?;

@@ -75,6 +75,14 @@ impl DuckDbSource {
         self
     }
 
+    /// The connection cloned from the application's, when the source was made with
+    /// [`with_connection`](Self::with_connection) (for the table engine, which must not open
+    /// the file a second time).
+    #[allow(dead_code)] // read by the table engine
+    pub(crate) fn connection(&self) -> Option<&Mutex<Connection>> {
+        self.conn.as_ref()
+    }
+
     fn err(&self, op: &'static str, e: duckdb::Error) -> Error {
         duck_error(&self.path, op, e)
     }
@@ -309,5 +317,9 @@ impl Source for DuckDbSource {
                 PathBuf::from(s)
             })
             .collect()
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }

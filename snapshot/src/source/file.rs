@@ -92,4 +92,8 @@ impl Source for FileSource {
     fn prepare_replace(&self) -> Result<()> {
         Ok(())
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }

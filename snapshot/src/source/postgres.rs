@@ -22,11 +22,9 @@
 pub(crate) mod bundle;
 pub(crate) mod catalog;
 
-use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use ::postgres::config::Host;
@@ -70,12 +68,6 @@ pub(crate) struct Target {
     schema: String,
     location: PathBuf,
 }
-
-/// The connection settings of every source made in this process, by location: a table
-/// session is opened from the location a snapshot's source reports
-/// ([`Source::path`]), which carries no password.
-static TARGETS: LazyLock<Mutex<HashMap<PathBuf, Target>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
 
 impl fmt::Debug for PostgresSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -145,7 +137,6 @@ impl PostgresSource {
     pub fn schema(mut self, schema: impl Into<String>) -> Self {
         self.target.schema = schema.into();
         self.target.location = location(&self.target.config, &self.target.schema);
-        self.target.register();
         self
     }
 
@@ -187,6 +178,11 @@ impl PostgresSource {
         self.target.connect()
     }
 
+    /// Where to connect and which schema (for the table engine).
+    pub(crate) fn target(&self) -> &Target {
+        &self.target
+    }
+
     fn from_config(mut config: Config) -> Self {
         if config.get_hosts().is_empty() {
             config.host("localhost");
@@ -214,7 +210,6 @@ impl PostgresSource {
             config,
             schema,
         };
-        target.register();
         PostgresSource {
             target,
             tables: None,
@@ -275,39 +270,6 @@ pub(crate) const SESSION_SETTINGS: &[(&str, &str)] = &[
 ];
 
 impl Target {
-    fn register(&self) {
-        if let Ok(mut map) = TARGETS.lock() {
-            map.insert(self.location.clone(), self.clone());
-        }
-    }
-
-    /// The settings of the source whose location is `location`; for a location no source of
-    /// this process reported, the location itself (its password, if any, from `PGPASSWORD`).
-    pub(crate) fn for_location(location: &Path) -> Result<Target> {
-        if let Some(t) = TARGETS.lock().ok().and_then(|m| m.get(location).cloned()) {
-            return Ok(t);
-        }
-        let text = location.to_string_lossy();
-        let (url, schema) = match text.split_once("?schema=") {
-            Some((u, s)) => (u.to_string(), s.to_string()),
-            None => (text.to_string(), "public".to_string()),
-        };
-        let mut config = Config::from_str(&url).map_err(|e| {
-            Error::invalid("source", format!("{text} is not a postgres location: {e}"))
-        })?;
-        if let Some(p) = std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()) {
-            config.password(p);
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(CONNECT_TIMEOUT);
-        }
-        Ok(Target {
-            location: location.to_path_buf(),
-            config,
-            schema,
-        })
-    }
-
     /// The schema of the live tables.
     pub(crate) fn schema(&self) -> &str {
         &self.schema
@@ -500,6 +462,10 @@ impl Source for PostgresSource {
     fn image_tables(&self, image: &Path) -> Result<Vec<String>> {
         Ok(bundle::Bundle::open(image)?.restore_order())
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]
@@ -516,9 +482,10 @@ mod tests {
             Path::new("postgres://app@db.example:6543/equip?schema=inventory")
         );
         assert!(!format!("{s:?}").contains("secret"));
-        let t = Target::for_location(s.path())?;
+        let t = s.target();
         assert_eq!(t.config.get_password(), Some(&b"secret"[..]));
         assert_eq!(t.schema(), "inventory");
+        assert_eq!(t.location(), s.path());
         let s = PostgresSource::new("host=/run/pg port=5433 user=u dbname=d")?;
         assert_eq!(s.path(), Path::new("postgres://u@/run/pg:5433/d"));
         assert!(matches!(

@@ -320,6 +320,10 @@ impl Source for SqliteSource {
             self.companion("-journal"),
         ]
     }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
+    }
 }
 
 #[cfg(test)]

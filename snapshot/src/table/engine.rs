@@ -8,6 +8,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::source::Source;
 use crate::table::diff::DiffCounts;
 use crate::table::schema::{TablePlan, TableShape};
 use crate::table::{RestoreMode, Value};
@@ -85,8 +86,10 @@ pub(crate) fn supports(kind: &str) -> bool {
     }
 }
 
-/// Opens a session for snapshots of `kind`: the image at `image`, and the live database at
-/// `live` when given (`write` when it will be written).
+/// Opens a session for snapshots of `kind`: the image at `image`, and the live data of the
+/// source `live` when given (`write` when it will be written). Each engine takes from the
+/// source what it needs: its path, or (through [`Source::as_any`]) a PostgreSQL source's
+/// connection settings.
 ///
 /// # Errors
 /// [`Error::Unsupported`] when no engine for `kind` is compiled in; engine errors.
@@ -98,13 +101,15 @@ pub(crate) fn open(
     kind: &str,
     operation: &'static str,
     image: &Path,
-    live: Option<&Path>,
+    live: Option<&dyn Source>,
     write: bool,
 ) -> Result<Box<dyn Session>> {
     match kind {
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Box::new(super::sqlite::SqliteSession::open(
-            image, live, write,
+            image,
+            live.map(|s| s.path()),
+            write,
         )?)),
         #[cfg(feature = "postgres")]
         "postgres" => Ok(Box::new(super::postgres::PgSession::open(

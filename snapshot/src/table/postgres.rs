@@ -33,6 +33,7 @@ use ::postgres::types::ToSql;
 use crate::error::{Error, Result};
 use crate::source::postgres::bundle::{Bundle, ColumnEntry, TableEntry, parse_line};
 use crate::source::postgres::{Target, catalog, ident};
+use crate::source::{PostgresSource, Source};
 use crate::table::diff::{DiffCounts, DiffKind, RowDiff};
 use crate::table::engine::{Applied, Session, Side};
 use crate::table::schema::{Column, TablePlan, TableShape};
@@ -124,18 +125,32 @@ fn unhex(hex: &str) -> Option<Vec<u8>> {
 }
 
 impl PgSession {
-    /// Opens the bundle at `image` and, when `live` is given, connects to the server of the
-    /// source at that location.
+    /// Opens the bundle at `image` and, when `live` is given, connects to the server of that
+    /// source (a [`PostgresSource`], reached through [`Source::as_any`]).
     ///
     /// # Errors
-    /// [`Error::NotADatabase`] for a damaged bundle; the connection errors of
-    /// [`PostgresSource::ping`](crate::PostgresSource::ping).
-    pub(crate) fn open(image: &Path, live: Option<&Path>, write: bool) -> Result<Self> {
+    /// [`Error::NotADatabase`] for a damaged bundle; [`Error::InvalidInput`] when `live` is not
+    /// a `PostgresSource`; the connection errors of [`PostgresSource::ping`].
+    pub(crate) fn open(image: &Path, live: Option<&dyn Source>, write: bool) -> Result<Self> {
         let bundle = Bundle::open(image)?;
         let live = match live {
             None => None,
-            Some(location) => {
-                let target = Target::for_location(location)?;
+            Some(source) => {
+                let target = source
+                    .as_any()
+                    .and_then(|a| a.downcast_ref::<PostgresSource>())
+                    .map(|p| p.target().clone())
+                    .ok_or_else(|| {
+                        Error::invalid(
+                            "source",
+                            format!(
+                                "the live source {} is of kind \"postgres\" but not a \
+                                 PostgresSource, so its connection settings are out of reach \
+                                 (a Source wrapping one must forward as_any)",
+                                source.path().display()
+                            ),
+                        )
+                    })?;
                 let mut client = target.connect()?;
                 if write {
                     client
