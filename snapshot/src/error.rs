@@ -299,6 +299,21 @@ pub enum Error {
         safety_snapshot: Option<String>,
     },
 
+    /// Tables of a table restore refer to each other in a cycle of foreign keys that the
+    /// engine checks after every statement (PostgreSQL: not `DEFERRABLE`): no order of writes
+    /// satisfies them. Refused before anything was written.
+    #[error(
+        "tables {} refer to each other through foreign keys checked after every statement ({}): no order of writes satisfies them; declare one of them DEFERRABLE to restore these tables together; nothing was changed",
+        tables.iter().map(|t| format!("{t:?}")).collect::<Vec<_>>().join(" → "),
+        constraints.join(", ")
+    )]
+    ForeignKeyCycle {
+        /// The tables of the cycle, each referring to the next (and the last to the first).
+        tables: Vec<String>,
+        /// The foreign-key constraints closing the cycle.
+        constraints: Vec<String>,
+    },
+
     /// A database server could not be reached (refused, unresolvable, timed out, or the
     /// connection dropped); nothing was read or changed.
     #[error("{engine} server at {address} is unreachable: {detail}")]
@@ -373,6 +388,7 @@ impl From<Error> for io::Error {
             | Error::SchemaDrift { .. }
             | Error::KeyCollision { .. }
             | Error::UndoRefused { .. }
+            | Error::ForeignKeyCycle { .. }
             | Error::Unsupported { .. } => io::ErrorKind::InvalidInput,
             Error::NotADatabase { .. }
             | Error::ChecksumMismatch { .. }

@@ -16,9 +16,10 @@
 //! writing, a pinned `pre_restore` safety snapshot of the live data is taken (as a whole-file
 //! restore does); all tables are written in one transaction, so a failure midway leaves the
 //! live data as it was and the safety snapshot in the catalog
-//! ([`Error::TableRestoreFailed`]). Foreign keys declared by the schema are enforced and
-//! checked at commit. A dry run reports the same counts without writing and without a safety
-//! snapshot.
+//! ([`Error::TableRestoreFailed`]). Foreign keys declared by the schema are enforced; tables
+//! are written parents first (deletes children first), so a key checked after every statement
+//! holds at each step, and tables may be named in any order. A dry run reports the same
+//! counts without writing and without a safety snapshot.
 //!
 //! Every call first checks the snapshot's checksum (reading it once, in place for a local store),
 //! so a damaged snapshot is refused before anything is read from it.
@@ -97,6 +98,7 @@
 
 mod diff;
 mod engine;
+mod order;
 #[cfg(feature = "postgres")]
 mod postgres;
 mod restore;
@@ -121,7 +123,7 @@ use crate::fs_util::StagingGuard;
 use crate::manager::{SnapshotManager, SnapshotRequest};
 use crate::record::{Outcome, PRE_RESTORE, SnapshotRecord};
 use crate::source::CheckLevel;
-use crate::table::engine::{Session, Side};
+use crate::table::engine::{Applied, Session, Side};
 use crate::table::schema::{RowFilter, TablePlan, TableShape};
 
 /// Conflicting rows listed per table in an undo's report or error.
@@ -167,6 +169,53 @@ impl Opened {
             Side::Live => format!("the live database {}", live.display()),
         }
     }
+}
+
+/// The order in which `plans` are written (see [`order`]): positions, parents first.
+fn write_order(session: &mut dyn Session, plans: &[TablePlan]) -> Result<Vec<usize>> {
+    let names: Vec<String> = plans.iter().map(|p| p.live_table.clone()).collect();
+    let mut keys = Vec::new();
+    for name in &names {
+        keys.extend(session.foreign_keys(name)?);
+    }
+    order::write_order(&names, &keys, session.fold_case())
+}
+
+/// Writes `plans` in the open transaction, in `order` (parents first): in
+/// [`Replace`](RestoreMode::Replace) mode the deletes first, children before parents — a delete
+/// that a foreign key checked per statement still blocks is retried at the end, once the
+/// referring rows are rewritten — then the updates and inserts, parents before children. What
+/// was written comes back per plan, in the order of `plans`; a failure names its table.
+fn write_tables(
+    session: &mut dyn Session,
+    plans: &[TablePlan],
+    order: &[usize],
+    mode: RestoreMode,
+) -> std::result::Result<Vec<Applied>, Box<(String, Error)>> {
+    let fail = |i: usize| {
+        let table = plans[i].live_table.clone();
+        move |e| Box::new((table, e))
+    };
+    let mut applied = vec![Applied::default(); plans.len()];
+    let mut blocked = Vec::new();
+    if mode == RestoreMode::Replace {
+        for &i in order.iter().rev() {
+            match session.delete_added(&plans[i], true).map_err(fail(i))? {
+                Some(n) => applied[i].deleted = n,
+                None => blocked.push(i),
+            }
+        }
+    }
+    for &i in order {
+        let a = session.upsert(&plans[i]).map_err(fail(i))?;
+        applied[i].updated = a.updated;
+        applied[i].inserted = a.inserted;
+    }
+    for i in blocked {
+        let n = session.delete_added(&plans[i], false).map_err(fail(i))?;
+        applied[i].deleted = n.unwrap_or(0);
+    }
+    Ok(applied)
 }
 
 /// The message of an engine error inside a transaction.
@@ -262,18 +311,26 @@ impl SnapshotManager {
     /// transaction (the safety snapshot is taken inside it, so it is exactly the state the
     /// restore starts from). Only rows that differ are written: unchanged rows keep their
     /// triggers quiet and their dependants alone. Triggers of the live tables fire for the
-    /// rows written, and the schema's foreign keys are enforced (checked at commit, so tables
-    /// may be named in any order): a restore that would leave a row referring to a missing one
-    /// fails and changes nothing, and `ON DELETE`/`ON UPDATE` actions apply to the rows a
-    /// restore deletes or changes. Rows changed by triggers and foreign-key actions are not
-    /// counted in the report.
+    /// rows written, and the schema's foreign keys are enforced: a restore that would leave a
+    /// row referring to a missing one fails and changes nothing, and `ON DELETE`/`ON UPDATE`
+    /// actions apply to the rows a restore deletes or changes. Rows changed by triggers and
+    /// foreign-key actions are not counted in the report.
+    ///
+    /// Tables may be named in any order (the report keeps it): they are written in the order
+    /// of their foreign keys — deletes children first, then updates and inserts parents first
+    /// — so keys the engine checks after every statement (PostgreSQL's `NOT DEFERRABLE`
+    /// ones) hold at each step; deferrable keys are deferred to the commit. A delete still
+    /// blocked by a row the restore rewrites (a child moved to a parent added since the
+    /// snapshot) is retried after the other writes.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for no table or a table named twice; the errors of
     /// [`compare`](Self::compare); [`Error::SchemaDrift`] unless
-    /// [`common_columns`](TableRestoreOptions::common_columns); [`Error::TableRestoreFailed`]
-    /// when a write or the commit fails (rolled back: the live data is unchanged, the safety
-    /// snapshot kept); errors taking the safety snapshot (nothing changed).
+    /// [`common_columns`](TableRestoreOptions::common_columns); [`Error::ForeignKeyCycle`]
+    /// when the tables refer to each other in a cycle of keys checked after every statement
+    /// (nothing changed); [`Error::TableRestoreFailed`] when a write or the commit fails
+    /// (rolled back: the live data is unchanged, the safety snapshot kept); errors taking the
+    /// safety snapshot (nothing changed).
     pub fn restore_tables<S: AsRef<str>>(
         &self,
         id: &str,
@@ -318,6 +375,7 @@ impl SnapshotManager {
             updated,
             deleted,
         };
+        let order = write_order(&mut *o.session, &plans)?;
         let mut report = TableRestoreReport {
             snapshot_id: o.record.snapshot_id.clone(),
             dry_run: options.dry_run,
@@ -339,20 +397,23 @@ impl SnapshotManager {
             return Ok(report);
         }
         report.safety_snapshot = self.table_safety_snapshot(&o.record, "restoring tables")?;
-        for plan in &plans {
-            match o.session.apply(plan, options.mode) {
-                Ok(a) => report
-                    .tables
-                    .push(changes(plan, a.inserted, a.updated, a.deleted)),
-                Err(e) => {
-                    o.session.rollback();
-                    return Err(Error::TableRestoreFailed {
-                        id: report.snapshot_id,
-                        table: Some(plan.live_table.clone()),
-                        detail: detail(&e),
-                        safety_snapshot: report.safety_snapshot,
-                    });
+        match write_tables(&mut *o.session, &plans, &order, options.mode) {
+            Ok(applied) => {
+                for (plan, a) in plans.iter().zip(applied) {
+                    report
+                        .tables
+                        .push(changes(plan, a.inserted, a.updated, a.deleted));
                 }
+            }
+            Err(failed) => {
+                let (table, e) = *failed;
+                o.session.rollback();
+                return Err(Error::TableRestoreFailed {
+                    id: report.snapshot_id,
+                    table: Some(table),
+                    detail: detail(&e),
+                    safety_snapshot: report.safety_snapshot,
+                });
             }
         }
         if let Err(e) = o.session.commit() {
@@ -495,6 +556,7 @@ impl SnapshotManager {
             diffs.push(d);
             plans.push(plan);
         }
+        let order = write_order(&mut *o.session, &plans)?;
         if conflicts_total > 0 && !options.force {
             return Err(Error::UndoConflict {
                 id: record.snapshot_id,
@@ -530,18 +592,21 @@ impl SnapshotManager {
             return Ok(report);
         }
         report.safety_snapshot = self.table_safety_snapshot(&record, "undoing")?;
-        for plan in &plans {
-            match o.session.apply(plan, RestoreMode::Merge) {
-                Ok(a) => report.tables.push(changes(plan, a.inserted, a.updated)),
-                Err(e) => {
-                    o.session.rollback();
-                    return Err(Error::TableRestoreFailed {
-                        id: report.snapshot_id,
-                        table: Some(plan.live_table.clone()),
-                        detail: detail(&e),
-                        safety_snapshot: report.safety_snapshot,
-                    });
+        match write_tables(&mut *o.session, &plans, &order, RestoreMode::Merge) {
+            Ok(applied) => {
+                for (plan, a) in plans.iter().zip(applied) {
+                    report.tables.push(changes(plan, a.inserted, a.updated));
                 }
+            }
+            Err(failed) => {
+                let (table, e) = *failed;
+                o.session.rollback();
+                return Err(Error::TableRestoreFailed {
+                    id: report.snapshot_id,
+                    table: Some(table),
+                    detail: detail(&e),
+                    safety_snapshot: report.safety_snapshot,
+                });
             }
         }
         if let Err(e) = o.session.commit() {

@@ -995,7 +995,8 @@ fn a_restore_failing_midway_changes_nothing_and_keeps_the_safety_snapshot() -> R
     let d = f.m.compare(&safety, "measure", &CompareOptions::new())?;
     assert!(d.is_identical());
 
-    // Priorities written first, then a CHECK constraint fails on a measure: both roll back.
+    // A CHECK constraint fails on a measure. Named after its priorities, measure is still
+    // written first (the priorities refer to it): it fails, and nothing is written.
     f.exec(
         "DROP TRIGGER refuse ON measure;
          ALTER TABLE measure ADD CONSTRAINT cheap_only CHECK (cost < 20) NOT VALID;",
@@ -1006,13 +1007,12 @@ fn a_restore_failing_midway_changes_nothing_and_keeps_the_safety_snapshot() -> R
         &merge(),
     ) {
         Err(Error::TableRestoreFailed { table, detail, .. }) => {
-            // The priorities of the deleted measures cannot come before them (the foreign
-            // key is not deferrable): the first table fails, and nothing is written.
-            assert_eq!(table.as_deref(), Some("measure_area_priority"));
-            assert!(detail.contains("foreign key"), "{detail}");
+            assert_eq!(table.as_deref(), Some("measure"));
+            assert!(detail.contains("cheap_only"), "{detail}");
         }
         other => bail!("expected TableRestoreFailed, got {other:?}"),
     }
+    assert_eq!(f.rows("measure_area_priority")?, p0);
     match f
         .m
         .restore_tables(&snap.snapshot_id, &["measure"], &merge())
@@ -1057,6 +1057,194 @@ fn a_restore_failing_midway_changes_nothing_and_keeps_the_safety_snapshot() -> R
     )?;
     assert_eq!(r.tables[0].inserted, 22);
     assert_eq!(r.tables[1].inserted, 11);
+    Ok(())
+}
+
+/// A database holding only the tables `schema` creates, with a manager on it.
+fn bare(tag: &str, schema: &str) -> Result<(TestDb, SnapshotManager, tempfile::TempDir)> {
+    let db = TestDb::new(tag)?;
+    Client::connect(&db.url, NoTls)?.batch_execute(schema)?;
+    let dir = tempfile::tempdir()?;
+    let m = SnapshotManager::builder()
+        .source(PostgresSource::new(&db.url)?)
+        .store(LocalStore::open(dir.path().join("backups"))?)
+        .environment(Environment::persistent())
+        .build()?;
+    Ok((db, m, dir))
+}
+
+/// Every row of `table` as text, sorted.
+fn all_rows(url: &str, table: &str) -> Result<Vec<String>> {
+    let mut c = Client::connect(url, NoTls)?;
+    let rows = c.query(
+        &format!("SELECT (r__.*)::text FROM {table} r__ ORDER BY 1"),
+        &[],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Parents and children under a plain `REFERENCES` (NOT DEFERRABLE, checked after every
+/// statement). Since the snapshot: parent 5 and its children were deleted (the restore must
+/// insert the parent before them), parent 6 was added with children of its own (deleted
+/// children first), child 1 moved to parent 6 (parent 6's delete waits for child 1's update),
+/// parent 4's children moved to parent 3 and parent 4 was deleted (parent 4 inserted before
+/// the children move back), parent 2 renamed. Replace restores it row for row, by tables named
+/// in either order and whole; merge in either order.
+#[test]
+fn plain_foreign_keys_restore_whole_and_by_tables_in_either_order() -> Result<()> {
+    let (db, m, _dir) = bare(
+        "plainfk",
+        "CREATE TABLE parent (id int PRIMARY KEY, name text NOT NULL UNIQUE);
+         CREATE TABLE child (id int PRIMARY KEY, parent_id int NOT NULL REFERENCES parent(id),
+                             note text);
+         INSERT INTO parent SELECT i, 'p' || i FROM generate_series(1, 5) i;
+         INSERT INTO child SELECT i, i % 5 + 1, 'c' || i FROM generate_series(1, 20) i;",
+    )?;
+    let snapshot = |m: &SnapshotManager| -> Result<String> {
+        Ok(m.snapshot(SnapshotRequest::new("manual"))?
+            .into_record()
+            .context("taken")?
+            .snapshot_id)
+    };
+    let id = snapshot(&m)?;
+    let before = (all_rows(&db.url, "parent")?, all_rows(&db.url, "child")?);
+    let change = || -> Result<()> {
+        Client::connect(&db.url, NoTls)?.batch_execute(
+            "DELETE FROM child WHERE parent_id = 5; DELETE FROM parent WHERE id = 5;
+             INSERT INTO parent VALUES (6, 'p6');
+             INSERT INTO child VALUES (21, 6, 'new'), (22, 6, 'new');
+             UPDATE child SET parent_id = 6 WHERE id = 1;
+             UPDATE child SET parent_id = 3 WHERE parent_id = 4; DELETE FROM parent WHERE id = 4;
+             UPDATE parent SET name = 'renamed' WHERE id = 2;",
+        )?;
+        Ok(())
+    };
+    let now = || -> Result<(Vec<String>, Vec<String>)> {
+        Ok((all_rows(&db.url, "parent")?, all_rows(&db.url, "child")?))
+    };
+    for names in [["parent", "child"], ["child", "parent"]] {
+        change()?;
+        let changed = now()?;
+        let dry = m.restore_tables(&id, &names, &replace().dry_run(true))?;
+        assert_eq!(now()?, changed, "a dry run writes nothing");
+        let r = m.restore_tables(&id, &names, &replace())?;
+        assert_eq!(now()?, before, "{names:?}");
+        let counts: Vec<(&str, u64, u64, u64)> = r
+            .tables
+            .iter()
+            .map(|t| (t.table.as_str(), t.inserted, t.updated, t.deleted))
+            .collect();
+        let mut expected = vec![("parent", 2, 1, 1), ("child", 4, 5, 2)];
+        if names[0] == "child" {
+            expected.reverse();
+        }
+        assert_eq!(counts, expected, "the report keeps the order given");
+        let planned: Vec<(&str, u64, u64, u64)> = dry
+            .tables
+            .iter()
+            .map(|t| (t.table.as_str(), t.inserted, t.updated, t.deleted))
+            .collect();
+        assert_eq!(planned, expected, "the dry run counts the same");
+    }
+    // A whole restore (every table of the snapshot, replaced).
+    change()?;
+    m.restore(&id)?;
+    assert_eq!(now()?, before);
+    // Merge, in either order: rows added since stay.
+    for names in [["child", "parent"], ["parent", "child"]] {
+        change()?;
+        m.restore_tables(&id, &names, &merge())?;
+        let (parents, children) = now()?;
+        assert_eq!(
+            parents,
+            [before.0.clone(), vec!["(6,p6)".to_string()]].concat()
+        );
+        let mut expected = before.1.clone();
+        expected.extend(["(21,6,new)".to_string(), "(22,6,new)".to_string()]);
+        expected.sort();
+        assert_eq!(children, expected, "{names:?}");
+        Client::connect(&db.url, NoTls)?
+            .batch_execute("DELETE FROM child WHERE id > 20; DELETE FROM parent WHERE id = 6")?;
+        assert_eq!(now()?, before);
+    }
+    // Undo of a parent deleted with its children: the parent goes back before them.
+    let undo_id = m
+        .snapshot(SnapshotRequest::new("delete").entity("parent", 2))?
+        .into_record()
+        .context("taken")?
+        .snapshot_id;
+    Client::connect(&db.url, NoTls)?
+        .batch_execute("DELETE FROM child WHERE parent_id = 2; DELETE FROM parent WHERE id = 2")?;
+    let r = m.undo_with(
+        &undo_id,
+        &UndoOptions::new()
+            .entity(EntityMapping::new("parent").cascade(Cascade::new("child", "parent_id"))),
+    )?;
+    assert_eq!(r.inserted(), 5);
+    assert_eq!(now()?, before);
+    Ok(())
+}
+
+/// Two tables referring to each other through keys checked after every statement have no
+/// order of writes: refused before anything is written (no safety snapshot). With one of the
+/// keys DEFERRABLE the other orders the tables, and the whole restore goes through.
+#[test]
+fn a_cycle_of_strict_foreign_keys_is_refused_and_a_deferrable_one_breaks_it() -> Result<()> {
+    let (db, m, _dir) = bare(
+        "cyclefk",
+        "CREATE TABLE a (id int PRIMARY KEY, b_id int);
+         CREATE TABLE b (id int PRIMARY KEY, a_id int NOT NULL REFERENCES a(id));
+         ALTER TABLE a ADD CONSTRAINT a_b FOREIGN KEY (b_id) REFERENCES b(id);
+         INSERT INTO a VALUES (1, NULL), (2, NULL); INSERT INTO b VALUES (10, 1), (20, 2);
+         UPDATE a SET b_id = id * 10;",
+    )?;
+    let id = m
+        .snapshot(SnapshotRequest::new("manual"))?
+        .into_record()
+        .context("taken")?
+        .snapshot_id;
+    let before = (all_rows(&db.url, "a")?, all_rows(&db.url, "b")?);
+    Client::connect(&db.url, NoTls)?.batch_execute(
+        "UPDATE a SET b_id = NULL WHERE id = 2; DELETE FROM b WHERE id = 20; DELETE FROM a WHERE id = 2;",
+    )?;
+    let changed = (all_rows(&db.url, "a")?, all_rows(&db.url, "b")?);
+    let n = m.list(&ListFilter::new())?.len();
+    for attempt in [
+        m.restore(&id).map(|_| ()),
+        m.restore_tables(&id, &["b", "a"], &merge()).map(|_| ()),
+        m.restore_tables(&id, &["a", "b"], &replace().dry_run(true))
+            .map(|_| ()),
+    ] {
+        match attempt {
+            Err(e @ Error::ForeignKeyCycle { .. }) => {
+                let Error::ForeignKeyCycle {
+                    tables,
+                    constraints,
+                } = &e
+                else {
+                    unreachable!()
+                };
+                // The cycle, from the first table named: a → b → a or b → a → b.
+                let pairs: BTreeSet<(&str, &str)> = tables
+                    .iter()
+                    .map(String::as_str)
+                    .zip(constraints.iter().map(String::as_str))
+                    .collect();
+                assert_eq!(pairs, BTreeSet::from([("a", "a_b"), ("b", "b_a_id_fkey")]));
+                let msg = e.to_string();
+                assert!(msg.contains("DEFERRABLE") && msg.contains("a_b"), "{msg}");
+            }
+            other => bail!("expected ForeignKeyCycle, got {other:?}"),
+        }
+    }
+    assert_eq!((all_rows(&db.url, "a")?, all_rows(&db.url, "b")?), changed);
+    assert_eq!(m.list(&ListFilter::new())?.len(), n, "no safety snapshot");
+    Client::connect(&db.url, NoTls)?.batch_execute(
+        "ALTER TABLE a DROP CONSTRAINT a_b;
+         ALTER TABLE a ADD CONSTRAINT a_b FOREIGN KEY (b_id) REFERENCES b(id) DEFERRABLE;",
+    )?;
+    m.restore(&id)?;
+    assert_eq!((all_rows(&db.url, "a")?, all_rows(&db.url, "b")?), before);
     Ok(())
 }
 

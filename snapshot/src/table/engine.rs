@@ -9,9 +9,10 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::source::Source;
+use crate::table::Value;
 use crate::table::diff::DiffCounts;
+use crate::table::order::ForeignKey;
 use crate::table::schema::{TablePlan, TableShape};
-use crate::table::{RestoreMode, Value};
 
 /// Which side of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,7 +23,7 @@ pub(crate) enum Side {
     Live,
 }
 
-/// Rows written by [`Session::apply`].
+/// Rows written by [`Session::upsert`].
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))] // read by the engines
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Applied {
@@ -65,8 +66,20 @@ pub(crate) trait Session {
     /// [`commit`](Self::commit), or a read transaction (one consistent view).
     fn begin(&mut self, write: bool) -> Result<()>;
 
-    /// Writes the snapshot's rows into the live table (inside the transaction).
-    fn apply(&mut self, plan: &TablePlan, mode: RestoreMode) -> Result<Applied>;
+    /// The foreign keys of the live table `table` (as the live schema spells it) to tables of
+    /// the same schema, for the order of writes.
+    fn foreign_keys(&mut self, table: &str) -> Result<Vec<ForeignKey>>;
+
+    /// Deletes the live rows (matching the filter) whose key is not in the snapshot (inside
+    /// the transaction). With `tentative`, when a foreign key checked per statement still
+    /// refers to one of them, the delete is undone and `None` returned: the caller retries
+    /// once the referring rows are written (an engine that cannot undo one statement runs it
+    /// as it is).
+    fn delete_added(&mut self, plan: &TablePlan, tentative: bool) -> Result<Option<u64>>;
+
+    /// Updates the live rows that differ from their snapshot rows and inserts the snapshot
+    /// rows missing from the live table (inside the transaction); `deleted` stays 0.
+    fn upsert(&mut self, plan: &TablePlan) -> Result<Applied>;
 
     /// Commits the transaction.
     fn commit(&mut self) -> Result<()>;

@@ -18,26 +18,30 @@
 //! Writes lock each live table `IN SHARE ROW EXCLUSIVE MODE` as it is planned: readers go on,
 //! other writers wait for the commit, and the safety snapshot — taken by another connection
 //! after planning — is exactly the state the restore starts from. Deferrable constraints are
-//! checked at commit; a foreign key that is not `DEFERRABLE` is checked per statement, so name
-//! referenced tables first (a whole restore does). Sequences of restored `serial` and identity
-//! columns are moved past the restored values (`setval` is not transactional: a rolled back
-//! restore may leave a gap, never a collision).
+//! deferred to the commit; a foreign key that is not `DEFERRABLE` is checked after every
+//! statement, which the order of writes respects (referenced tables first, deletes the other
+//! way round); a delete such a key still blocks is rolled back to a savepoint and retried after
+//! the other writes. Sequences of restored `serial` and identity columns are moved past the
+//! restored values (`setval` is not transactional: a rolled back restore may leave a gap, never
+//! a collision).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
 use std::path::Path;
 
 use ::postgres::Client;
+use ::postgres::error::SqlState;
 use ::postgres::types::ToSql;
 
 use crate::error::{Error, Result};
 use crate::source::postgres::bundle::{Bundle, ColumnEntry, TableEntry, parse_line};
 use crate::source::postgres::{Target, catalog, ident};
 use crate::source::{PostgresSource, Source};
+use crate::table::Value;
 use crate::table::diff::{DiffCounts, DiffKind, RowDiff};
 use crate::table::engine::{Applied, Session, Side};
+use crate::table::order::ForeignKey;
 use crate::table::schema::{Column, TablePlan, TableShape};
-use crate::table::{RestoreMode, Value};
 
 /// How long a write waits for other sessions' locks on a table before giving up.
 const LOCK_TIMEOUT: &str = "30s";
@@ -879,13 +883,73 @@ impl Session for PgSession {
         Ok(())
     }
 
-    fn apply(&mut self, plan: &TablePlan, mode: RestoreMode) -> Result<Applied> {
+    fn foreign_keys(&mut self, table: &str) -> Result<Vec<ForeignKey>> {
+        let live = self.live()?;
+        let schema = live.target.schema().to_string();
+        let rows = live
+            .client
+            .query(
+                "SELECT c.conname::text, r.relname::text, c.condeferrable
+                 FROM pg_constraint c
+                 JOIN pg_class t ON t.oid = c.conrelid
+                 JOIN pg_namespace tn ON tn.oid = t.relnamespace
+                 JOIN pg_class r ON r.oid = c.confrelid
+                 JOIN pg_namespace rn ON rn.oid = r.relnamespace
+                 WHERE c.contype = 'f' AND tn.nspname = $1 AND t.relname = $2
+                   AND rn.nspname = $1
+                 ORDER BY c.conname",
+                &[&schema, &table],
+            )
+            .map_err(|e| live.target.error("read foreign keys", e))?;
+        Ok(rows
+            .iter()
+            .map(|r| ForeignKey {
+                name: r.get(0),
+                table: table.to_string(),
+                referenced: r.get(1),
+                // `begin` defers every deferrable constraint to the commit.
+                deferred: r.get(2),
+            })
+            .collect())
+    }
+
+    fn delete_added(&mut self, plan: &TablePlan, tentative: bool) -> Result<Option<u64>> {
+        let (q, p) = self.statements(plan)?;
+        if !tentative {
+            return self.execute(&q.delete_added(), &p, "delete rows").map(Some);
+        }
+        let live = self.live()?;
+        live.client
+            .batch_execute("SAVEPOINT snapshot_delete")
+            .map_err(|e| live.target.error("delete rows", e))?;
+        let params: Vec<&(dyn ToSql + Sync)> = p.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+        match live.client.execute(&q.delete_added(), &params) {
+            Ok(n) => {
+                live.client
+                    .batch_execute("RELEASE SAVEPOINT snapshot_delete")
+                    .map_err(|e| live.target.error("delete rows", e))?;
+                Ok(Some(n))
+            }
+            Err(e)
+                if e.code().is_some_and(|c| {
+                    *c == SqlState::FOREIGN_KEY_VIOLATION || *c == SqlState::RESTRICT_VIOLATION
+                }) =>
+            {
+                live.client
+                    .batch_execute(
+                        "ROLLBACK TO SAVEPOINT snapshot_delete; RELEASE SAVEPOINT snapshot_delete",
+                    )
+                    .map_err(|e| live.target.error("delete rows", e))?;
+                Ok(None)
+            }
+            Err(e) => Err(live.target.error("delete rows", e)),
+        }
+    }
+
+    fn upsert(&mut self, plan: &TablePlan) -> Result<Applied> {
         let (q, p) = self.statements(plan)?;
         let mut applied = Applied::default();
-        // Deletes first: a row that leaves may hold a unique value a restored row needs.
-        if mode == RestoreMode::Replace {
-            applied.deleted = self.execute(&q.delete_added(), &p, "delete rows")?;
-        }
+        // Updates first: a changed row may hold a unique value a restored row needs.
         if let Some(update) = q.update_changed() {
             applied.updated = self.execute(&update, &p, "update rows")?;
         }

@@ -19,10 +19,11 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, params_from_iter};
 
 use crate::error::{Error, Result};
 use crate::source::uri_path;
+use crate::table::Value;
 use crate::table::diff::{DiffCounts, DiffKind, RowDiff};
 use crate::table::engine::{Applied, Session, Side};
+use crate::table::order::ForeignKey;
 use crate::table::schema::{Column, TablePlan, TableShape};
-use crate::table::{RestoreMode, Value};
 
 /// Schema name of the attached snapshot image.
 const SNAP: &str = "snap";
@@ -789,19 +790,50 @@ impl Session for SqliteSession {
             .map_err(|e| err(&self.live, "begin transaction", e))
     }
 
-    fn apply(&mut self, plan: &TablePlan, mode: RestoreMode) -> Result<Applied> {
+    fn foreign_keys(&mut self, table: &str) -> Result<Vec<ForeignKey>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT id, \"table\" FROM pragma_foreign_key_list(?1, 'main')")
+            .map_err(|e| err(&self.live, "read foreign keys", e))?;
+        let keys = stmt
+            .query_map([table], |r| {
+                let referenced: String = r.get(1)?;
+                Ok(ForeignKey {
+                    name: format!(
+                        "foreign key {} of {table:?} to {referenced:?}",
+                        r.get::<_, i64>(0)?
+                    ),
+                    table: table.to_string(),
+                    referenced,
+                    // Writes run under `defer_foreign_keys`: every key is checked at commit.
+                    deferred: true,
+                })
+            })
+            .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+            .map_err(|e| err(&self.live, "read foreign keys", e))?;
+        Ok(keys)
+    }
+
+    fn delete_added(&mut self, plan: &TablePlan, _tentative: bool) -> Result<Option<u64>> {
+        let q = Statements::new(plan);
+        self.written.push(plan.live_table.clone());
+        let id = self.row_identity(&plan.live_table)?;
+        self.execute(&q.delete_added(&id), &q.params(), "delete rows")
+            .map(Some)
+    }
+
+    fn upsert(&mut self, plan: &TablePlan) -> Result<Applied> {
         let q = Statements::new(plan);
         let p = q.params();
-        let mut applied = Applied::default();
         self.written.push(plan.live_table.clone());
-        // Deletes first: a row that leaves may hold a unique value a restored row needs.
-        if mode == RestoreMode::Replace {
-            let id = self.row_identity(&plan.live_table)?;
-            applied.deleted = self.execute(&q.delete_added(&id), &p, "delete rows")?;
-        }
-        applied.updated = self.execute(&q.update_changed(), &p, "update rows")?;
-        applied.inserted = self.execute(&q.insert_removed(), &p, "insert rows")?;
-        Ok(applied)
+        // Updates first: a changed row may hold a unique value a restored row needs.
+        let updated = self.execute(&q.update_changed(), &p, "update rows")?;
+        let inserted = self.execute(&q.insert_removed(), &p, "insert rows")?;
+        Ok(Applied {
+            inserted,
+            updated,
+            deleted: 0,
+        })
     }
 
     fn commit(&mut self) -> Result<()> {
@@ -885,13 +917,14 @@ mod tests {
         assert_eq!(d.removed(), 1);
         assert_eq!(d.per_column, [0, 1, 1]);
         s.begin(true)?;
-        let a = s.apply(&plan, RestoreMode::Replace)?;
+        assert_eq!(s.delete_added(&plan, true)?, Some(1));
+        let a = s.upsert(&plan)?;
         assert_eq!(
             a,
             Applied {
                 inserted: 1,
                 updated: 2,
-                deleted: 1
+                deleted: 0
             }
         );
         let d = s.diff(&plan, 10)?;
