@@ -474,6 +474,7 @@ impl From<Error> for CliError {
             Error::NoKey { .. } => (ExitStatus::Usage, "no_key"),
             Error::KeyCollision { .. } => (ExitStatus::Usage, "key_collision"),
             Error::UndoRefused { .. } => (ExitStatus::Usage, "undo_refused"),
+            Error::ForeignKeyCycle { .. } => (ExitStatus::Usage, "foreign_key_cycle"),
             Error::Unsupported { .. } => (ExitStatus::Usage, "unsupported"),
             Error::TableRestoreFailed { .. } => (ExitStatus::Error, "table_restore_failed"),
             Error::StoreLocked { .. } => (ExitStatus::Locked, "store_locked"),
@@ -647,6 +648,13 @@ mod tests {
             code(Error::Unsupported {
                 operation: "undo",
                 kind: "file".into()
+            }),
+            ExitStatus::Usage
+        );
+        assert_eq!(
+            code(Error::ForeignKeyCycle {
+                tables: vec!["a".into(), "b".into()],
+                constraints: vec!["a_b_fkey".into()]
             }),
             ExitStatus::Usage
         );

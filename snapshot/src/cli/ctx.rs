@@ -258,11 +258,11 @@ impl Ctx {
         }
     }
 
-    /// Wraps a file source so that its capture shows a progress bar on a terminal. A database
-    /// server's source is left as it is: the table engine reaches its connection settings
-    /// through the source itself.
+    /// Wraps a source so that its capture shows a progress bar on a terminal (a spinner with
+    /// the bytes written for a database server). The wrapper forwards everything else,
+    /// [`Source::as_any`] included, so the table engines still reach the inner source.
     fn with_progress(&self, source: Arc<dyn Source>) -> Arc<dyn Source> {
-        if self.progress && source.is_file() {
+        if self.progress {
             Arc::new(Progressed { inner: source })
         } else {
             source
@@ -360,7 +360,7 @@ impl Source for Progressed {
         self.inner.extension()
     }
     fn capture(&self, dest: &Path) -> Result<()> {
-        let total = if export_formats_of(self.inner.kind()).is_some() {
+        let total = if export_formats_of(self.inner.kind()).is_some() || !self.inner.is_file() {
             None
         } else {
             std::fs::metadata(self.inner.path()).ok().map(|m| m.len())
@@ -417,6 +417,9 @@ impl Source for Progressed {
     }
     fn image_tables(&self, image: &Path) -> Result<Vec<String>> {
         self.inner.image_tables(image)
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        self.inner.as_any()
     }
 }
 
