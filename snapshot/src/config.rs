@@ -63,7 +63,7 @@
 //!
 //! - `url`: a `postgres://` or `postgresql://` URL, or a libpq `key=value` string. Give `url`
 //!   or `url_env`, not both. With neither, the settings come from the environment as
-//!   [`PostgresSource::from_env`](crate::PostgresSource) reads them: `SNAPSHOT_PG_URL`, else
+//!   `PostgresSource::from_env` reads them: `SNAPSHOT_PG_URL`, else
 //!   `PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE` and `PGPASSWORD`.
 //! - `url_env`: the name of an environment variable holding the URL; it must be set when the
 //!   configuration is loaded.
