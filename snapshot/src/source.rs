@@ -20,6 +20,8 @@ mod sqlite_wal;
 
 #[cfg(feature = "duckdb")]
 pub use self::duckdb::DuckDbSource;
+#[cfg(feature = "duckdb")]
+pub(crate) use self::duckdb::{Hold as DuckDbHold, duck_error};
 #[cfg(feature = "postgres")]
 pub use self::postgres::PostgresSource;
 pub use file::FileSource;

@@ -51,6 +51,15 @@
 //! live database and every comparison and write is one SQL statement over both, so a large
 //! table is streamed by SQLite, never held in memory.
 //!
+//! DuckDB (feature `duckdb`): the snapshot file is attached read-only to a connection on the
+//! live database and compared and written with SQL over both, as on SQLite. DuckDB lets a
+//! process open a file once: with `DuckDbSource::with_connection` the engine works through a
+//! clone of the application's connection, never opening the file again; a closed file
+//! (`DuckDbSource::new`) is opened once for the call, and the safety snapshot is taken through
+//! that instance. DuckDB checks foreign keys after every statement and against rows deleted
+//! earlier in the same transaction, so a replace that deletes a row together with the rows
+//! referring to it fails (and changes nothing).
+//!
 //! PostgreSQL (feature `postgres`): the snapshot bundle's tables are loaded into temporary
 //! tables on the live server (`COPY … FROM STDIN`, streamed) inside the session's transaction,
 //! and compared and written with SQL joins as on SQLite; a preview reads the bundle alone.
@@ -97,6 +106,8 @@
 //! ```
 
 mod diff;
+#[cfg(feature = "duckdb")]
+mod duckdb;
 mod engine;
 mod order;
 #[cfg(feature = "postgres")]
@@ -309,7 +320,8 @@ impl SnapshotManager {
     /// rows (see [`RestoreMode`]), all in one transaction, after a pinned `pre_restore` safety
     /// snapshot of the live data. Other connections may stay open; writers wait for the
     /// transaction (the safety snapshot is taken inside it, so it is exactly the state the
-    /// restore starts from). Only rows that differ are written: unchanged rows keep their
+    /// restore starts from; DuckDB locks nothing: a concurrent write to the same rows fails one
+    /// of the two transactions). Only rows that differ are written: unchanged rows keep their
     /// triggers quiet and their dependants alone. Triggers of the live tables fire for the
     /// rows written, and the schema's foreign keys are enforced: a restore that would leave a
     /// row referring to a missing one fails and changes nothing, and `ON DELETE`/`ON UPDATE`

@@ -711,7 +711,8 @@ fn a_restore_failing_midway_changes_nothing_and_keeps_the_safety_snapshot() -> R
         }
         other => bail!("expected TableRestoreFailed, got {other:?}"),
     };
-    // The priorities were written before the failure, and rolled back with it.
+    // Named first, the priorities are still written after their measures (the foreign key):
+    // neither table changed.
     assert_eq!(f.rows("measure")?, m0);
     assert_eq!(f.rows("measure_area_priority")?, p0);
     let record = f.m.get(&safety)?;

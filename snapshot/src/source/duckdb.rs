@@ -13,9 +13,14 @@
 //! A file that this process already has open is refused by [`DuckDbSource::new`]: POSIX locks do
 //! not stop a second DuckDB instance within one process, and it would checkpoint behind the first
 //! one's back. Use [`DuckDbSource::with_connection`] there.
+//!
+//! Record-level sessions ([`table`](crate::table)) work through the same connection: a clone of
+//! the application's, or — for a closed file — one instance that the source opens for them and
+//! shares with its own snapshots (the safety snapshot taken during a table restore) while any
+//! session holds it, so the file is never opened twice by this process.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use duckdb::{AccessMode, Config, Connection};
@@ -35,6 +40,36 @@ pub struct DuckDbSource {
     path: PathBuf,
     conn: Option<Mutex<Connection>>,
     busy: BusyBudget,
+    held: Arc<Mutex<Held>>,
+}
+
+/// The instance of a closed file that the source opened for record-level sessions.
+#[derive(Debug, Default)]
+struct Held {
+    conn: Option<Connection>,
+    /// Sessions holding it ([`Hold`]s alive).
+    users: usize,
+}
+
+/// Keeps the instance a [`DuckDbSource`] opened for a record-level session open; the last hold
+/// dropped closes it (once the sessions' own connections are gone too).
+#[derive(Debug)]
+pub(crate) struct Hold {
+    held: Arc<Mutex<Held>>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let mut held = lock(&self.held);
+        held.users = held.users.saturating_sub(1);
+        if held.users == 0 {
+            held.conn = None;
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DuckDbSource {
@@ -45,6 +80,7 @@ impl DuckDbSource {
             path: path.into(),
             conn: None,
             busy: BusyBudget::default(),
+            held: Arc::default(),
         }
     }
 
@@ -65,6 +101,7 @@ impl DuckDbSource {
             path,
             conn: Some(Mutex::new(own)),
             busy: BusyBudget::default(),
+            held: Arc::default(),
         })
     }
 
@@ -75,12 +112,59 @@ impl DuckDbSource {
         self
     }
 
-    /// The connection cloned from the application's, when the source was made with
-    /// [`with_connection`](Self::with_connection) (for the table engine, which must not open
-    /// the file a second time).
-    #[allow(dead_code)] // read by the table engine
-    pub(crate) fn connection(&self) -> Option<&Mutex<Connection>> {
-        self.conn.as_ref()
+    /// A connection on the live database for a record-level session: a clone of the
+    /// application's connection ([`with_connection`](Self::with_connection)), else of the
+    /// instance this source keeps open for its sessions — opening the file when no session
+    /// holds it — with the [`Hold`] that keeps that instance open.
+    ///
+    /// # Errors
+    /// [`Error::SourceMissing`], [`Error::NotADatabase`]; [`Error::InvalidInput`] when the file
+    /// is open in this process by another instance; [`Error::TargetLocked`] when another
+    /// process holds it; engine errors.
+    pub(crate) fn session_connection(&self) -> Result<(Connection, Option<Hold>)> {
+        if let Some(conn) = &self.conn {
+            let clone = lock(conn)
+                .try_clone()
+                .map_err(|e| self.err("clone connection", e))?;
+            return Ok((clone, None));
+        }
+        let mut held = lock(&self.held);
+        let conn = match held.conn.take() {
+            Some(c) => c,
+            None => {
+                Self::check_magic(&self.path)?;
+                self.refuse_second_instance()?;
+                Connection::open(&self.path).map_err(|e| self.err("open", e))?
+            }
+        };
+        let clone = conn
+            .try_clone()
+            .map_err(|e| self.err("clone connection", e));
+        held.conn = Some(conn);
+        let clone = clone?;
+        held.users += 1;
+        Ok((
+            clone,
+            Some(Hold {
+                held: Arc::clone(&self.held),
+            }),
+        ))
+    }
+
+    /// POSIX locks do not keep a second DuckDB instance of this process off the file: opening
+    /// it beside the application's own instance would checkpoint behind that instance's back.
+    fn refuse_second_instance(&self) -> Result<()> {
+        if processes_holding(&self.path).contains(&std::process::id()) {
+            return Err(Error::invalid(
+                "source",
+                format!(
+                    "{} is open in this process: snapshot it through the application's \
+                     connection with DuckDbSource::with_connection(path, &conn)",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
     }
 
     fn err(&self, op: &'static str, e: duckdb::Error) -> Error {
@@ -177,7 +261,10 @@ fn read_headers(live: &LiveFile, path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| Error::io("read", path, e))
 }
 
-fn duck_error(path: &Path, op: &'static str, e: duckdb::Error) -> Error {
+/// Maps a DuckDB error on the database at `path`: a file lock held elsewhere is
+/// [`Error::TargetLocked`], a damaged or foreign file [`Error::NotADatabase`], anything else
+/// [`Error::Engine`].
+pub(crate) fn duck_error(path: &Path, op: &'static str, e: duckdb::Error) -> Error {
     let detail = e.to_string();
     if detail.contains("Could not set lock") || detail.contains("Conflicting lock") {
         return Error::TargetLocked {
@@ -231,20 +318,18 @@ impl Source for DuckDbSource {
                 self.copy_consistent(&conn, dest)
             }
             None => {
-                Self::check_magic(&self.path)?;
-                // POSIX locks do not keep a second DuckDB instance of this process off the
-                // file: opening it beside the application's own instance would checkpoint
-                // behind that instance's back.
-                if processes_holding(&self.path).contains(&std::process::id()) {
-                    return Err(Error::invalid(
-                        "source",
-                        format!(
-                            "{} is open in this process: snapshot it through the application's \
-                             connection with DuckDbSource::with_connection(path, &conn)",
-                            self.path.display()
-                        ),
-                    ));
+                // Held for the whole copy: no session opens the file meanwhile.
+                let held = lock(&self.held);
+                if let Some(open) = &held.conn {
+                    // A record-level session holds the file (a table restore's safety
+                    // snapshot): copy through its instance.
+                    let conn = open
+                        .try_clone()
+                        .map_err(|e| self.err("clone connection", e))?;
+                    return self.copy_consistent(&conn, dest);
                 }
+                Self::check_magic(&self.path)?;
+                self.refuse_second_instance()?;
                 // Opening replays a leftover .wal; CHECKPOINT then folds it into the file.
                 let conn = Connection::open(&self.path).map_err(|e| self.err("open", e))?;
                 self.copy_consistent(&conn, dest)

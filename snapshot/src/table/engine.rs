@@ -24,7 +24,10 @@ pub(crate) enum Side {
 }
 
 /// Rows written by [`Session::upsert`].
-#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))] // read by the engines
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "postgres", feature = "duckdb")),
+    allow(dead_code)
+)] // read by the engines
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Applied {
     pub(crate) inserted: u64,
@@ -95,6 +98,8 @@ pub(crate) fn supports(kind: &str) -> bool {
         "sqlite" => true,
         #[cfg(feature = "postgres")]
         "postgres" => true,
+        #[cfg(feature = "duckdb")]
+        "duckdb" => true,
         _ => false,
     }
 }
@@ -102,12 +107,12 @@ pub(crate) fn supports(kind: &str) -> bool {
 /// Opens a session for snapshots of `kind`: the image at `image`, and the live data of the
 /// source `live` when given (`write` when it will be written). Each engine takes from the
 /// source what it needs: its path, or (through [`Source::as_any`]) a PostgreSQL source's
-/// connection settings.
+/// connection settings and a DuckDB source's connection.
 ///
 /// # Errors
 /// [`Error::Unsupported`] when no engine for `kind` is compiled in; engine errors.
 #[cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres")),
+    not(any(feature = "sqlite", feature = "postgres", feature = "duckdb")),
     allow(unused_variables)
 )]
 pub(crate) fn open(
@@ -126,6 +131,10 @@ pub(crate) fn open(
         )?)),
         #[cfg(feature = "postgres")]
         "postgres" => Ok(Box::new(super::postgres::PgSession::open(
+            image, live, write,
+        )?)),
+        #[cfg(feature = "duckdb")]
+        "duckdb" => Ok(Box::new(super::duckdb::DuckSession::open(
             image, live, write,
         )?)),
         _ => Err(Error::Unsupported {
