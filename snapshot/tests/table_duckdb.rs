@@ -63,13 +63,12 @@ impl Fixture {
                  SELECT i, 'measure ' || i, i * 1.5,
                         CASE WHEN i % 2 = 1 THEN 'note ' || i END,
                         unhex(repeat(printf('%02x', i), 3))
-                 FROM range(1, {} + 1) t(i);
+                 FROM range(1, {MEASURES} + 1) t(i);
              INSERT INTO measure_area_priority
                  SELECT i * 10 + k, i, CASE k WHEN 0 THEN 'north' ELSE 'south' END, k + 1
-                 FROM range(1, {} + 1) t(i), range(0, 2) u(k);
+                 FROM range(1, {MEASURES} + 1) t(i), range(0, 2) u(k);
              INSERT INTO log VALUES ('t1', 'a'), ('t2', 'b'), ('t3', 'c');
-             CHECKPOINT;"#,
-            MEASURES, MEASURES
+             CHECKPOINT;"#
         ))?;
         let store = dir.path().join("backups");
         let (source, app) = match mode {
