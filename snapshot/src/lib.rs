@@ -42,7 +42,7 @@
 //! [`preview`](SnapshotManager::preview) a table, [`compare`](SnapshotManager::compare) it with
 //! the live table (added, removed and changed rows), [`restore_tables`](SnapshotManager::restore_tables)
 //! in replace or merge mode in one transaction, or [`undo`](SnapshotManager::undo) exactly the
-//! rows one `#[with_snapshot]` call deleted — each after a safety snapshot (SQLite and
+//! rows one `#[with_snapshot]` call deleted — each after a safety snapshot (SQLite, DuckDB and
 //! PostgreSQL sources).
 //!
 //! ## Features
@@ -51,7 +51,7 @@
 //! |-----------|---------|--------------|
 //! | `macros`  | yes     | `#[with_snapshot]` (re-exported from `snapshot-macros`) |
 //! | `sqlite`  | no      | `SqliteSource`: live SQLite databases (rusqlite) |
-//! | `duckdb`  | no      | `DuckDbSource`: DuckDB files (duckdb) |
+//! | `duckdb`  | no      | `DuckDbSource`: DuckDB files, record-level restore on them (duckdb) |
 //! | `postgres`| no      | `PostgresSource`: tables of a PostgreSQL server, exported consistently into one bundle; record-level restore on the server (postgres) |
 //! | `bundled` | no      | compile SQLite/DuckDB from source instead of linking the system's |
 //! | `export`  | no      | [`export`]: tables to CSV (+ schema) and typed JSON, as zip bundle snapshots |
