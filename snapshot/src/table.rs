@@ -34,7 +34,7 @@
 //! key). A live row that changed since the snapshot is a conflict: the undo is refused with
 //! [`Error::UndoConflict`] listing the rows and columns, unless forced. Undo refuses a snapshot
 //! without an entity id, and one whose call is pending or failed
-//! ([`Outcome`](crate::Outcome)); a manual (standalone) snapshot with an entity id is fine.
+//! ([`Outcome`]); a manual (standalone) snapshot with an entity id is fine.
 //!
 //! ## Bad input
 //!
