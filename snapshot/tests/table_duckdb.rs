@@ -70,7 +70,6 @@ impl Fixture {
              INSERT INTO log VALUES ('t1', 'a'), ('t2', 'b'), ('t3', 'c');
              CHECKPOINT;"#
         ))?;
-        let store = dir.path().join("backups");
         let (source, app) = match mode {
             Mode::Closed => {
                 drop(conn);
@@ -80,7 +79,7 @@ impl Fixture {
         };
         let m = SnapshotManager::builder()
             .source(source)
-            .store(LocalStore::open(&store)?)
+            .store(LocalStore::open(dir.path().join("backups"))?)
             .environment(Environment::persistent())
             .build()?;
         Ok(Fixture {
