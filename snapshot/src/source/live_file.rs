@@ -86,6 +86,7 @@ impl LiveFile {
     }
 
     /// Reads up to `n` bytes from the start of the file (fewer when it is shorter).
+    #[cfg_attr(not(any(feature = "sqlite", feature = "duckdb")), allow(dead_code))] // engine headers
     pub(crate) fn read_prefix(&self, n: usize) -> io::Result<Vec<u8>> {
         let mut buf = vec![0u8; n];
         let mut got = 0;
