@@ -169,8 +169,8 @@ impl Method {
 fn print_table(title: &str, methods: &[Method]) -> Vec<(String, f64, Option<f64>)> {
     println!("\n{title}");
     println!(
-        "  {:<58} {:>5} {:>9} {:>9} {:>9} {:>9}  {}",
-        "method", "runs", "median", "min", "max", "× copy", "target"
+        "  {:<58} {:>5} {:>9} {:>9} {:>9} {:>9}  target",
+        "method", "runs", "median", "min", "max", "× copy"
     );
     let base = methods[0]
         .median()

@@ -68,11 +68,14 @@ fn store_path(root: &Path, day: Weekday) -> PathBuf {
     root.join(STORE_TEMPLATE.replace("{weekday}", day_name(day)))
 }
 
+/// Runs one statement or query on the application's database.
+type Run<T> = Box<dyn Fn(&str) -> Result<T> + Send + Sync>;
+
 /// The application's database: statements and a count, on whichever engine.
 struct Db {
     engine: &'static str,
-    exec: Box<dyn Fn(&str) -> Result<()> + Send + Sync>,
-    count: Box<dyn Fn(&str) -> Result<i64> + Send + Sync>,
+    exec: Run<()>,
+    count: Run<i64>,
     source: Box<dyn Fn() -> Result<Box<dyn Source>>>,
     cleanup: Box<dyn Fn() -> Result<()>>,
 }

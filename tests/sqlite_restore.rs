@@ -666,3 +666,123 @@ fn a_snapshot_of_another_engine_is_refused() -> Result<()> {
     assert_eq!(std::fs::read_to_string(&notes)?, "plain file");
     Ok(())
 }
+
+/// The safety snapshot of a quiesced live file on the store's file system is that file under a
+/// second name (no copy): after the swap it belongs to the store alone, owner-only, and verifies;
+/// the restored live file keeps the mode the live file had. On another file system (here /dev/shm,
+/// when it is one) the same restore copies instead, with the same results.
+#[test]
+fn the_safety_snapshot_is_the_present_file_when_the_store_can_link_it() -> Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let shm = Path::new("/dev/shm");
+    let other_fs = shm.is_dir()
+        && std::fs::metadata(shm)?.dev() != std::fs::metadata(std::env::temp_dir())?.dev();
+    for cross_device in [false, true] {
+        let f = Fixture::new()?;
+        let shm_dir = tempfile::tempdir_in(if cross_device && other_fs {
+            shm
+        } else {
+            f.dir.path()
+        })?;
+        let store = if cross_device {
+            shm_dir.path().join("store")
+        } else {
+            f.store.clone()
+        };
+        let m = SnapshotManager::builder()
+            .source(SqliteSource::new(&f.db))
+            .store(LocalStore::open(&store)?)
+            .environment(Environment::persistent())
+            .build()?;
+        let before = take(&m, SnapshotRequest::new("delete").entity("measure", 42))?;
+        f.exec("DELETE FROM measure WHERE id = 42")?;
+        std::fs::set_permissions(&f.db, std::fs::Permissions::from_mode(0o640))?;
+        let live_inode = std::fs::metadata(&f.db)?.ino();
+
+        let report = m.restore(&before.snapshot_id)?;
+        assert_eq!(f.names()?, vec!["hedges", "ponds", "meadows"]);
+        let safety = m.get(&report.safety_snapshot.context("a safety snapshot")?)?;
+        let blob = std::fs::metadata(store.join(&safety.blob_key))?;
+        let linked = report
+            .steps
+            .iter()
+            .any(|s| s.contains("linked into the store"));
+        assert_eq!(
+            linked,
+            !(cross_device && other_fs),
+            "link only on one file system: {:?}",
+            report.steps
+        );
+        assert_eq!(
+            blob.ino() == live_inode,
+            linked,
+            "the blob is the former live file"
+        );
+        assert_eq!(
+            blob.nlink(),
+            1,
+            "the blob is the store's alone after the swap"
+        );
+        assert_eq!(blob.permissions().mode() & 0o777, 0o600);
+        let live = std::fs::metadata(&f.db)?;
+        assert_ne!(live.ino(), live_inode, "the live file was swapped");
+        assert_eq!(
+            live.permissions().mode() & 0o777,
+            0o640,
+            "the live mode is kept"
+        );
+        m.verify(&safety.snapshot_id)?;
+        m.restore(&safety.snapshot_id)?;
+        assert_eq!(f.names()?, vec!["hedges", "ponds"]);
+        assert!(
+            m.doctor(&DoctorOptions {
+                repair: false,
+                min_age: std::time::Duration::ZERO
+            })?
+            .is_clean()
+        );
+    }
+    Ok(())
+}
+
+/// A restore killed between recording its linked safety snapshot and the swap leaves a listed
+/// blob that is the live file: doctor reports it, and repair drops that record and unlinks only
+/// the store's name — the live database stays whole.
+#[test]
+fn doctor_drops_a_safety_snapshot_that_is_still_the_live_file() -> Result<()> {
+    let f = Fixture::new()?;
+    let m = f.manager(RetentionPolicy::default())?;
+    let kept = take(&m, SnapshotRequest::new("manual"))?;
+    let r = take(&m, SnapshotRequest::new("pre_restore").pinned(true))?;
+    // What the interrupted restore leaves: the blob's name is a link to the live file.
+    let blob = f.store.join(&r.blob_key);
+    std::fs::remove_file(&blob)?;
+    std::fs::hard_link(&f.db, &blob)?;
+
+    let found = m.doctor(&DoctorOptions {
+        repair: false,
+        min_age: std::time::Duration::ZERO,
+    })?;
+    assert_eq!(found.blobs_shared_with_live, vec![r.snapshot_id.clone()]);
+    assert!(!found.is_clean());
+    m.doctor(&DoctorOptions {
+        repair: true,
+        min_age: std::time::Duration::ZERO,
+    })?;
+    assert!(matches!(m.get(&r.snapshot_id), Err(Error::NotFound { .. })));
+    assert!(!blob.exists(), "the store's name is gone");
+    assert_eq!(
+        f.names()?,
+        vec!["hedges", "ponds", "meadows"],
+        "the live data is whole"
+    );
+    m.verify(&kept.snapshot_id)?;
+    assert!(
+        m.doctor(&DoctorOptions {
+            repair: false,
+            min_age: std::time::Duration::ZERO
+        })?
+        .is_clean()
+    );
+    Ok(())
+}

@@ -344,6 +344,60 @@ mod suite {
         ensure!(listed.len() == 6, "list: {:?}", keys(&listed));
         Ok(())
     }
+
+    /// `put_snapshot` publishes the image and its record together, refusing either existing
+    /// key and then publishing neither; `delete_many` removes several keys, absent ones too.
+    pub fn put_snapshot_is_all_or_nothing(f: &dyn Fn() -> Fixture) -> Result<()> {
+        let fx = f();
+        let s = &*fx.store;
+        let img = staged(s, b"image one")?;
+        s.put_snapshot("s1.sqlite3", &img, "s1.json", b"{\"r\":1}")?;
+        ensure!(s.get_bytes("s1.sqlite3")? == b"image one");
+        ensure!(s.get_bytes("s1.json")? == b"{\"r\":1}");
+        ensure!(!img.exists(), "the published image must be moved away");
+
+        // The blob's name is taken: nothing new is published, the image stays for the caller.
+        let img = staged(s, b"image two")?;
+        match s.put_snapshot("s1.sqlite3", &img, "s2.json", b"two") {
+            Err(Error::AlreadyExists { key }) => ensure!(key == "s1.sqlite3", "key {key}"),
+            other => bail!("expected AlreadyExists for the blob, got {other:?}"),
+        }
+        ensure!(
+            s.head("s2.json")?.is_none(),
+            "a refused snapshot left its record"
+        );
+        ensure!(img.exists(), "the refused image must be left to the caller");
+        // The record's name is taken (a crash leftover): the blob is not published either.
+        s.put_bytes("s3.json", b"leftover", PutMode::Create)?;
+        match s.put_snapshot("s3.sqlite3", &img, "s3.json", b"three") {
+            Err(Error::AlreadyExists { key }) => ensure!(key == "s3.json", "key {key}"),
+            other => bail!("expected AlreadyExists for the record, got {other:?}"),
+        }
+        ensure!(
+            s.head("s3.sqlite3")?.is_none(),
+            "a refused snapshot left its blob"
+        );
+        ensure!(s.get_bytes("s3.json")? == b"leftover");
+        ensure!(
+            s.get_bytes("s1.sqlite3")? == b"image one",
+            "the winner is untouched"
+        );
+        // An image prepared outside the staging directory is copied in.
+        let elsewhere = tempfile::tempdir()?;
+        let outside = elsewhere.path().join("outside.bin");
+        fs::write(&outside, b"from elsewhere")?;
+        s.put_snapshot("s4.sqlite3", &outside, "s4.json", b"four")?;
+        ensure!(s.get_bytes("s4.sqlite3")? == b"from elsewhere");
+        fs::remove_file(&img)?;
+
+        s.delete_many(&["s1.sqlite3".into(), "s1.json".into(), "never-there".into()])?;
+        ensure!(
+            keys(&s.list()?) == ["s3.json", "s4.json", "s4.sqlite3"],
+            "after delete_many: {:?}",
+            keys(&s.list()?)
+        );
+        Ok(())
+    }
 }
 
 macro_rules! conformance {
@@ -378,6 +432,10 @@ macro_rules! conformance {
             #[test]
             fn racing_creates_have_one_winner() -> Result<()> {
                 suite::racing_creates_have_one_winner(&$factory)
+            }
+            #[test]
+            fn put_snapshot_is_all_or_nothing() -> Result<()> {
+                suite::put_snapshot_is_all_or_nothing(&$factory)
             }
         }
     };
@@ -580,9 +638,10 @@ impl Drop for ReadOnly {
 /// Opens a store in `scratch` that `make_read_only` then turns read-only: by mode 0500 for an
 /// ordinary user, by a read-only remount of a tmpfs for root. Fails (never skips) when neither
 /// works here.
-fn store_that_turns_read_only(
-    scratch: &Path,
-) -> Result<(LocalStore, Box<dyn FnOnce() -> Result<ReadOnly>>)> {
+/// Turns a store read-only when called.
+type MakeReadOnly = Box<dyn FnOnce() -> Result<ReadOnly>>;
+
+fn store_that_turns_read_only(scratch: &Path) -> Result<(LocalStore, MakeReadOnly)> {
     if !permission_bits_are_ignored(scratch)? {
         let store = LocalStore::open(scratch.join("store"))?;
         let dir = store.dir().to_path_buf();
@@ -1001,7 +1060,8 @@ fn manager_storage_full_at_each_step_leaves_nothing_behind() -> Result<()> {
 
 fn storage_full_at_each_step_leaves_nothing_behind() -> Result<()> {
     // Each step of publishing a snapshot, failing in turn: the blob, its sidecar, the index.
-    let steps: [(&str, fn(&str) -> bool); 3] = [
+    type Step = (&'static str, fn(&str) -> bool);
+    let steps: [Step; 3] = [
         ("blob", |k| k.ends_with(".sqlite3")),
         ("sidecar", |k| k.ends_with(".json") && k != INDEX_KEY),
         ("index", |k| k == INDEX_KEY),

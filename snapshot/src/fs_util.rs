@@ -290,17 +290,71 @@ pub fn write_new(path: &Path, data: &[u8]) -> Result<()> {
 /// Moves an already fsynced staging file to `dst`, refusing to overwrite: a hard link is created
 /// (fails if `dst` exists) and the staging name removed, then the directory is fsynced.
 pub fn publish_new(staged: &Path, dst: &Path) -> Result<()> {
-    match fs::hard_link(staged, dst) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-            return Err(Error::AlreadyExists {
-                key: file_name(dst).to_string(),
-            });
-        }
-        Err(e) => return Err(Error::io("link", dst, e)),
-    }
+    link_new(staged, dst)?;
     fs::remove_file(staged).map_err(|e| Error::io("remove staging", staged, e))?;
     fsync_dir(parent(dst))
+}
+
+/// Publishes a finished, fsynced image and the bytes of its record side by side, with one
+/// directory fsync for both: `record` goes to a staging file (written and fsynced), then the
+/// image and the record are hard-linked to their names — the image first, so the image's name is
+/// what reserves it; each link refuses an existing name — the staging names are removed and the
+/// directory is fsynced once. On [`Error::AlreadyExists`] or any other error nothing is
+/// published (a link already made is removed) and `image` stays for the caller.
+///
+/// `image`, `image_dst` and `record_dst` must be in one directory.
+pub fn publish_new_pair(
+    image: &Path,
+    image_dst: &Path,
+    record: &[u8],
+    record_dst: &Path,
+) -> Result<()> {
+    let dir = parent(image_dst);
+    let staged = StagingGuard::new(staging_path(dir, file_name(record_dst)));
+    {
+        let mut f = create_new_private(staged.path())?;
+        f.write_all(record)
+            .map_err(|e| Error::io("write", staged.path(), e))?;
+        f.sync_all()
+            .map_err(|e| Error::io("fsync", staged.path(), e))?;
+    }
+    link_new(image, image_dst)?;
+    if let Err(e) = link_new(staged.path(), record_dst) {
+        let _ = fs::remove_file(image_dst);
+        return Err(e);
+    }
+    // Both names are published: a staging name that cannot be removed is only a leftover for
+    // doctor (it shares the published inode), not a reason to fail the publish.
+    let _ = fs::remove_file(image);
+    drop(staged);
+    fsync_dir(dir)
+}
+
+/// Hard-links `src` to `dst`, refusing an existing `dst` with [`Error::AlreadyExists`].
+fn link_new(src: &Path, dst: &Path) -> Result<()> {
+    match fs::hard_link(src, dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
+            key: file_name(dst).to_string(),
+        }),
+        Err(e) => Err(Error::io("link", dst, e)),
+    }
+}
+
+/// Removes published files of one directory durably, with one directory fsync for all of them.
+/// Every path is tried; the first error is returned.
+pub fn remove_many_durable(dir: &Path, paths: &[PathBuf]) -> Result<()> {
+    let mut first = None;
+    for p in paths {
+        if let Err(e) = remove_if_exists(p) {
+            first.get_or_insert(e);
+        }
+    }
+    let synced = fsync_dir(dir);
+    match first {
+        Some(e) => Err(e),
+        None => synced,
+    }
 }
 
 /// Moves an already fsynced staging file over `dst` (atomic replace), then fsyncs the directory.
@@ -313,6 +367,55 @@ pub fn publish_replace(staged: &Path, dst: &Path) -> Result<()> {
 pub fn remove_durable(path: &Path) -> Result<()> {
     remove_if_exists(path)?;
     fsync_dir(parent(path))
+}
+
+/// Gives the file at `src` a second name `dst` (a hard link) with owner-only permissions, for
+/// a snapshot that costs no copy. Returns the mode `src` had (restore it with [`set_mode`] when
+/// `src` keeps its role), or `None` — nothing changed — when the file system cannot link the two
+/// (another file system, links unsupported) or the mode cannot be changed (not the owner).
+///
+/// # Errors
+/// Other I/O errors, naming the path.
+pub fn link_private(src: &Path, dst: &Path) -> Result<Option<u32>> {
+    let mode = fs::metadata(src)
+        .map_err(|e| Error::io("stat", src, e))?
+        .permissions()
+        .mode()
+        & 0o7777;
+    match fs::hard_link(src, dst) {
+        Ok(()) => {}
+        Err(e) if can_not_link(&e) => return Ok(None),
+        Err(e) => return Err(Error::io("link", dst, e)),
+    }
+    if mode != FILE_MODE
+        && let Err(e) = fs::set_permissions(dst, fs::Permissions::from_mode(FILE_MODE))
+    {
+        let _ = fs::remove_file(dst);
+        if e.kind() == io::ErrorKind::PermissionDenied {
+            return Ok(None);
+        }
+        return Err(Error::io("chmod", dst, e));
+    }
+    Ok(Some(mode))
+}
+
+fn can_not_link(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::CrossesDevices
+            | io::ErrorKind::PermissionDenied
+            | io::ErrorKind::Unsupported
+            | io::ErrorKind::TooManyLinks
+    )
+}
+
+/// Sets the permission bits of an existing file.
+///
+/// # Errors
+/// I/O errors, naming the path.
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode & 0o7777))
+        .map_err(|e| Error::io("chmod", path, e))
 }
 
 /// Sets owner-only permissions on an existing file.

@@ -7,7 +7,7 @@
 //! the store's lock.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -21,7 +21,7 @@ use crate::id;
 use crate::record::{self, FORMAT_VERSION, Outcome, SnapshotRecord};
 use crate::retention::{RetentionPlan, RetentionPolicy};
 use crate::source::{CheckLevel, Source};
-use crate::store::{PutMode, Store};
+use crate::store::Store;
 
 /// Takes, lists, verifies, prunes and restores snapshots of one source into one store.
 ///
@@ -473,6 +473,16 @@ impl SnapshotManager {
     }
 
     pub(crate) fn take(&self, request: SnapshotRequest) -> Result<SnapshotRecord> {
+        self.take_with(request, |dest| self.inner.source.capture(dest))
+    }
+
+    /// [`take`](Self::take) with another way of producing the image at the staging path
+    /// (restore's safety snapshot may link the quiesced live file instead of copying it).
+    pub(crate) fn take_with(
+        &self,
+        request: SnapshotRequest,
+        capture: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<SnapshotRecord> {
         request.validate()?;
         let inner = &self.inner;
         let now = Utc::now();
@@ -481,7 +491,7 @@ impl SnapshotManager {
             &staging_dir,
             inner.source.extension(),
         ));
-        inner.source.capture(staged.path())?;
+        capture(staged.path())?;
         inner
             .source
             .check_image(staged.path(), inner.check_on_create)?;
@@ -536,33 +546,20 @@ impl SnapshotManager {
                 extra: Default::default(),
                 snapshot_id,
             };
-            // The sidecar name reserves the id across processes (create refuses an existing key).
+            // Publishing refuses an existing blob or sidecar name: that refusal is what keeps
+            // ids unique across processes.
             let sidecar = serde_json::to_vec_pretty(&r)
                 .map_err(|e| Error::invalid("record", format!("cannot serialise: {e}")))?;
             match inner
                 .store
-                .put_bytes(&r.sidecar_key(), &sidecar, PutMode::Create)
-            {
-                Ok(()) => {}
-                Err(Error::AlreadyExists { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-            match inner
-                .store
-                .put_file(&r.blob_key, staged.path(), PutMode::Create)
+                .put_snapshot(&r.blob_key, staged.path(), &r.sidecar_key(), &sidecar)
             {
                 Ok(()) => {
                     record = Some(r);
                     break;
                 }
-                Err(Error::AlreadyExists { .. }) => {
-                    inner.store.delete(&r.sidecar_key())?;
-                    continue;
-                }
-                Err(e) => {
-                    let _ = inner.store.delete(&r.sidecar_key());
-                    return Err(e);
-                }
+                Err(Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e),
             }
         }
         let record = record
@@ -582,8 +579,9 @@ impl SnapshotManager {
         let dropped = match dropped {
             Ok(d) => d,
             Err(e) => {
-                let _ = inner.store.delete(&record.blob_key);
-                let _ = inner.store.delete(&record.sidecar_key());
+                let _ = inner
+                    .store
+                    .delete_many(&[record.blob_key.clone(), record.sidecar_key()]);
                 return Err(e);
             }
         };
@@ -592,13 +590,33 @@ impl SnapshotManager {
         Ok(record)
     }
 
-    fn delete_objects(&self, dropped: &[SnapshotRecord]) {
-        for r in dropped {
-            for key in [&r.blob_key, &r.sidecar_key()] {
-                if let Err(e) = self.inner.store.delete(key) {
-                    tracing::warn!(key = %key, error = %e, "could not delete a pruned object; doctor will find it");
-                }
-            }
+    /// Drops one record from the catalog and deletes its objects (failures are logged).
+    pub(crate) fn forget(&self, id: &str) {
+        let dropped = self.inner.catalog.update(|records| {
+            let (gone, kept) = std::mem::take(records)
+                .into_iter()
+                .partition(|r| r.snapshot_id == id);
+            *records = kept;
+            Ok(gone)
+        });
+        match dropped {
+            Ok(d) => self.delete_objects(&d),
+            Err(e) => tracing::warn!(id, error = %e, "could not drop a snapshot record"),
+        }
+    }
+
+    /// Deletes the objects of records already dropped from the catalog (failures are logged:
+    /// doctor finds what is left).
+    pub(crate) fn delete_objects(&self, dropped: &[SnapshotRecord]) {
+        if dropped.is_empty() {
+            return;
+        }
+        let keys: Vec<String> = dropped
+            .iter()
+            .flat_map(|r| [r.blob_key.clone(), r.sidecar_key()])
+            .collect();
+        if let Err(e) = self.inner.store.delete_many(&keys) {
+            tracing::warn!(keys = ?keys, error = %e, "could not delete every pruned object; doctor will find the rest");
         }
     }
 

@@ -24,6 +24,7 @@ use crate::fs_util::{self, StagingGuard};
 use crate::manager::{SnapshotManager, SnapshotRequest};
 use crate::record::{PRE_RESTORE, SnapshotRecord};
 use crate::source::CheckLevel;
+use crate::source::processes_holding;
 
 /// How to restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -190,8 +191,12 @@ impl SnapshotManager {
         source.prepare_replace()?;
         let present = target.exists();
 
-        // 3. Safety snapshot of the present.
+        // 3. Safety snapshot of the present. The target is quiesced (no process holds it, its
+        //    journal is folded) and about to be replaced, so when the store shares its file
+        //    system the snapshot is the present file itself under a second name (0600 from the
+        //    start): no copy. The swap below leaves that inode to the store alone.
         let mut safety = None;
+        let mut linked_mode = None;
         if present && self.is_enabled() {
             let request = SnapshotRequest {
                 restore_of: Some(record.snapshot_id.clone()),
@@ -202,24 +207,71 @@ impl SnapshotManager {
                     ))
                     .pinned(true)
             };
-            let taken = self.take(request)?;
-            steps.push(format!("safety snapshot {}", taken.snapshot_id));
+            let taken = self.take_with(request, |dest| {
+                if processes_holding(&target).is_empty()
+                    && let Some(mode) = fs_util::link_private(&target, dest)?
+                {
+                    linked_mode = Some(mode);
+                    return Ok(());
+                }
+                source.capture(dest)
+            });
+            let taken = match taken {
+                Ok(t) => t,
+                Err(e) => {
+                    if let Some(mode) = linked_mode {
+                        let _ = fs_util::set_mode(&target, mode);
+                    }
+                    return Err(e);
+                }
+            };
+            steps.push(format!(
+                "safety snapshot {}{}",
+                taken.snapshot_id,
+                if linked_mode.is_some() {
+                    " (the present file, linked into the store)"
+                } else {
+                    ""
+                }
+            ));
             safety = Some(taken.snapshot_id);
         } else if present {
             steps.push("no safety snapshot: the manager is disabled on this host".into());
         }
+        // A safety snapshot that is the live file must not stay listed while that file stays
+        // live: when the swap does not happen (or is undone), drop it and give the file back
+        // its mode. The present is then live, untouched; nothing needed the copy.
+        let abandon_link = || {
+            if let (Some(mode), Some(id)) = (linked_mode, &safety) {
+                let _ = fs_util::set_mode(&target, mode);
+                self.forget(id);
+            }
+        };
 
         // 4. Keep the present under a staging name for rollback, then swap.
-        let previous = present.then(|| StagingGuard::new(fs_util::staging_path(&dir, "previous")));
-        if let Some(prev) = &previous {
-            std::fs::hard_link(&target, prev.path())
-                .map_err(|e| Error::io("link", prev.path(), e))?;
-        }
-        if present {
+        let swapped = (|| -> Result<Option<StagingGuard>> {
+            let previous =
+                present.then(|| StagingGuard::new(fs_util::staging_path(&dir, "previous")));
+            if let Some(prev) = &previous {
+                std::fs::hard_link(&target, prev.path())
+                    .map_err(|e| Error::io("link", prev.path(), e))?;
+            }
             // The restored file keeps the live file's mode (a group-shared database stays so).
-            fs_util::copy_permissions(&target, staged.path())?;
-        }
-        fs_util::publish_replace(staged.path(), &target)?;
+            match linked_mode {
+                Some(mode) => fs_util::set_mode(staged.path(), mode)?,
+                None if present => fs_util::copy_permissions(&target, staged.path())?,
+                None => {}
+            }
+            fs_util::publish_replace(staged.path(), &target)?;
+            Ok(previous)
+        })();
+        let previous = match swapped {
+            Ok(p) => p,
+            Err(e) => {
+                abandon_link();
+                return Err(e);
+            }
+        };
         staged.disarm();
         for c in source.companions() {
             fs_util::remove_if_exists(&c)?;
@@ -235,6 +287,9 @@ impl SnapshotManager {
             };
             if let Some(prev) = previous {
                 prev.disarm();
+            }
+            if rolled_back {
+                abandon_link();
             }
             return Err(Error::RestoreFailed {
                 id: record.snapshot_id,

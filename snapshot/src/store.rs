@@ -123,6 +123,39 @@ pub trait Store: Send + Sync + Debug {
     /// I/O errors.
     fn delete(&self, key: &str) -> Result<()>;
 
+    /// Deletes several objects; absent keys succeed. Every key is tried even after a failure.
+    /// A local store makes all the removals durable with one directory fsync.
+    ///
+    /// # Errors
+    /// The first error met (I/O errors).
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        let mut first = None;
+        for key in keys {
+            if let Err(e) = self.delete(key) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Publishes a snapshot: the finished, fsynced image file `image` under `blob_key` and its
+    /// record `sidecar` under `sidecar_key`, both refusing an existing key. Either both are
+    /// published or neither is (on error `image` is left for the caller to remove). The default
+    /// puts the sidecar, then the image; a local store links both into place with one
+    /// directory fsync.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) when either key exists; I/O errors.
+    fn put_snapshot(
+        &self,
+        blob_key: &str,
+        image: &Path,
+        sidecar_key: &str,
+        sidecar: &[u8],
+    ) -> Result<()> {
+        put_sidecar_then_blob(self, blob_key, image, sidecar_key, sidecar)
+    }
+
     /// Takes the store's exclusive catalog lock (across threads and processes).
     ///
     /// # Errors
@@ -142,4 +175,21 @@ pub trait Store: Send + Sync + Debug {
     /// # Errors
     /// I/O errors.
     fn leftovers(&self, min_age: std::time::Duration) -> Result<Vec<PathBuf>>;
+}
+
+/// [`Store::put_snapshot`] from the primitive puts: the sidecar (reserving the id), then the
+/// image; the sidecar is removed again when the image cannot be published.
+pub(crate) fn put_sidecar_then_blob<S: Store + ?Sized>(
+    store: &S,
+    blob_key: &str,
+    image: &Path,
+    sidecar_key: &str,
+    sidecar: &[u8],
+) -> Result<()> {
+    store.put_bytes(sidecar_key, sidecar, PutMode::Create)?;
+    if let Err(e) = store.put_file(blob_key, image, PutMode::Create) {
+        let _ = store.delete(sidecar_key);
+        return Err(e);
+    }
+    Ok(())
 }

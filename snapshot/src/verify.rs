@@ -73,6 +73,10 @@ pub struct DoctorReport {
     pub orphan_objects: Vec<String>,
     /// Records whose blob is missing.
     pub records_without_blob: Vec<String>,
+    /// Records whose blob is the live database file itself under a second name: the safety
+    /// snapshot of a restore that was interrupted before its swap (the live data is that state,
+    /// so repair drops the record and unlinks only the store's name).
+    pub blobs_shared_with_live: Vec<String>,
     /// Why the index could not be read, when it could not.
     pub index_problem: Option<String>,
     /// Records recovered from sidecars when the index was rebuilt.
@@ -87,6 +91,7 @@ impl DoctorReport {
         self.staging_leftovers.is_empty()
             && self.orphan_objects.is_empty()
             && self.records_without_blob.is_empty()
+            && self.blobs_shared_with_live.is_empty()
             && self.index_problem.is_none()
     }
 }
@@ -244,6 +249,7 @@ impl SnapshotManager {
                 .filter(|r| !present.contains(r.blob_key.as_str()))
                 .map(|r| r.snapshot_id.clone())
                 .collect();
+            report.blobs_shared_with_live = self.shared_with_live(records);
         }
 
         report.staging_leftovers = store.leftovers(options.min_age)?;
@@ -258,14 +264,51 @@ impl SnapshotManager {
             for p in &report.staging_leftovers {
                 fs_util::remove_if_exists(p)?;
             }
-            if let Some(mut records) = records.filter(|_| !report.records_without_blob.is_empty()) {
-                let gone: HashSet<&String> = report.records_without_blob.iter().collect();
-                records.retain(|r| !gone.contains(&r.snapshot_id));
-                inner.catalog.write(&records)?;
+            if let Some(mut records) = records.filter(|_| {
+                !report.records_without_blob.is_empty() || !report.blobs_shared_with_live.is_empty()
+            }) {
+                let gone: HashSet<&String> = report
+                    .records_without_blob
+                    .iter()
+                    .chain(&report.blobs_shared_with_live)
+                    .collect();
+                let (dropped, kept): (Vec<_>, Vec<_>) = records
+                    .drain(..)
+                    .partition(|r| gone.contains(&r.snapshot_id));
+                inner.catalog.write(&kept)?;
+                for r in dropped
+                    .iter()
+                    .filter(|r| report.blobs_shared_with_live.contains(&r.snapshot_id))
+                {
+                    store.delete_many(&[r.blob_key.clone(), r.sidecar_key()])?;
+                }
             }
             report.repaired = true;
         }
         Ok(report)
+    }
+
+    /// Ids of records whose blob is the live file (same device and inode).
+    fn shared_with_live(&self, records: &[SnapshotRecord]) -> Vec<String> {
+        use std::os::unix::fs::MetadataExt;
+        let source = &self.inner.source;
+        if !source.is_file() {
+            return Vec::new();
+        }
+        let Ok(live) = std::fs::metadata(source.path()) else {
+            return Vec::new();
+        };
+        records
+            .iter()
+            .filter(|r| {
+                self.inner
+                    .store
+                    .local_path(&r.blob_key)
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .is_some_and(|m| m.dev() == live.dev() && m.ino() == live.ino())
+            })
+            .map(|r| r.snapshot_id.clone())
+            .collect()
     }
 
     /// Checks a local copy of a record's blob: size and checksum, and the engine check when

@@ -53,7 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // Like an application, do something else between commits: a writer that retakes the
         // lock at once starves the others (SQLite's busy handler polls).
         std::thread::sleep(Duration::from_millis(1));
-        if commits % 50 == 0 {
+        if commits.is_multiple_of(50) {
             conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
                 .ok();
         }

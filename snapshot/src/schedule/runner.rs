@@ -37,13 +37,7 @@ impl SnapshotManager {
             *records = kept;
             Ok((plan, gone))
         })?;
-        for r in &dropped {
-            for key in [&r.blob_key, &r.sidecar_key()] {
-                if let Err(e) = self.inner.store.delete(key) {
-                    tracing::warn!(key = %key, error = %e, "could not delete a pruned object; doctor will find it");
-                }
-            }
-        }
+        self.delete_objects(&dropped);
         Ok(PruneReport {
             plan,
             freed_bytes: dropped.iter().map(|r| r.size_bytes).sum(),

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::fs_util;
-use crate::store::{ObjectMeta, PutMode, Store, StoreLock};
+use crate::store::{self, ObjectMeta, PutMode, Store, StoreLock};
 
 const LOCK_FILE: &str = ".lock";
 const LOCK_BUDGET: Duration = Duration::from_secs(60);
@@ -159,6 +159,31 @@ impl Store for LocalStore {
     fn delete(&self, key: &str) -> Result<()> {
         let p = self.path(key)?;
         fs_util::remove_durable(&p)
+    }
+
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        let paths = keys
+            .iter()
+            .map(|k| self.path(k))
+            .collect::<Result<Vec<_>>>()?;
+        fs_util::remove_many_durable(&self.dir, &paths)
+    }
+
+    fn put_snapshot(
+        &self,
+        blob_key: &str,
+        image: &Path,
+        sidecar_key: &str,
+        sidecar: &[u8],
+    ) -> Result<()> {
+        let blob = self.path(blob_key)?;
+        let record = self.path(sidecar_key)?;
+        if image.parent() != Some(self.dir.as_path()) {
+            // Prepared elsewhere: the generic path copies it in.
+            return store::put_sidecar_then_blob(self, blob_key, image, sidecar_key, sidecar);
+        }
+        fs_util::make_private(image)?;
+        fs_util::publish_new_pair(image, &blob, sidecar, &record)
     }
 
     fn lock(&self) -> Result<StoreLock> {
