@@ -697,6 +697,7 @@ pub(crate) fn doctor(ctx: &Ctx, a: DoctorArgs) -> CliResult {
             "staging_leftovers": report.staging_leftovers,
             "orphan_objects": report.orphan_objects,
             "records_without_blob": report.records_without_blob,
+            "blobs_shared_with_live": report.blobs_shared_with_live,
             "index_problem": report.index_problem,
             "rebuilt_records": report.rebuilt_records,
         }))?;
@@ -712,6 +713,9 @@ pub(crate) fn doctor(ctx: &Ctx, a: DoctorArgs) -> CliResult {
         }
         for id in &report.records_without_blob {
             println!("record without blob: {id}");
+        }
+        for id in &report.blobs_shared_with_live {
+            println!("blob is the live file (restore interrupted before its swap): {id}");
         }
         if let Some(p) = &report.index_problem {
             println!("index problem: {p}");
