@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use snapshot::catalog::INDEX_KEY;
 use snapshot::{
     Environment, Error, ListFilter, LocalStore, MemoryStore, ObjectMeta, PutMode, STAGING_PREFIX,
-    SnapshotManager, SnapshotRequest, SqliteSource, Store, StoreLock,
+    SnapshotManager, SnapshotRequest, SqliteSource, Store, StoreLock, TRASH_PREFIX,
 };
 
 /// A store under test and whatever keeps its backing alive.
@@ -556,6 +556,60 @@ fn local_leftovers_are_staging_files_older_than_min_age() -> Result<()> {
     ensure!(store.leftovers(Duration::from_secs(3 * 3600))?.is_empty());
     // Leftovers are never listed as objects.
     ensure!(keys(&store.list()?) == ["old-but-not-staging.sqlite3"]);
+    Ok(())
+}
+
+fn trash_files(dir: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if name.starts_with(TRASH_PREFIX) {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+/// Deleted objects leave the namespace at once and their space is freed off the caller's path:
+/// by the time the last clone of the store is dropped, nothing of them is left — including trash
+/// that a process which exited early left behind, which is also a leftover at any age.
+#[test]
+fn local_deletes_free_space_in_the_background_and_leave_no_trash() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store_dir = dir.path().join("store");
+    let big = vec![7u8; 8 << 20];
+    {
+        let store = LocalStore::open(&store_dir)?;
+        let keep = store.clone();
+        store.put_bytes("a.sqlite3", &big, PutMode::Create)?;
+        store.put_bytes("a.json", b"{}", PutMode::Create)?;
+        store.put_bytes("b.json", b"{}", PutMode::Create)?;
+        // A previous process discarded this and exited before freeing it.
+        let stale = store_dir.join(format!("{TRASH_PREFIX}1-0-000000001-old.sqlite3"));
+        fs::write(&stale, &big)?;
+        ensure!(store.leftovers(Duration::from_secs(3600))? == vec![stale.clone()]);
+
+        store.delete_many(&["a.sqlite3".into(), "a.json".into()])?;
+        ensure!(store.head("a.sqlite3")?.is_none() && store.head("a.json")?.is_none());
+        ensure!(
+            keys(&store.list()?) == ["b.json"],
+            "{:?}",
+            keys(&store.list()?)
+        );
+        drop(store);
+        // A clone still holds the store: dropping it waits for the pending frees.
+        drop(keep);
+    }
+    ensure!(
+        trash_files(&store_dir)?.is_empty(),
+        "trash left after the store was dropped: {:?}",
+        trash_files(&store_dir)?
+    );
+    let mut names: Vec<_> = fs::read_dir(&store_dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()?;
+    names.sort();
+    ensure!(names == ["b.json"], "{names:?}");
     Ok(())
 }
 

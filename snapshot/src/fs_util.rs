@@ -20,6 +20,10 @@ use crate::error::{Error, Result};
 /// no process is writing it.
 pub const STAGING_PREFIX: &str = ".snapshot-staging-";
 
+/// Prefix of a discarded file waiting to be freed (see [`discard_many`]): always garbage, whoever
+/// left it.
+pub const TRASH_PREFIX: &str = ".snapshot-trash-";
+
 /// Mode of files holding user data: owner read/write only (they hold the same data as the DB).
 pub const FILE_MODE: u32 = 0o600;
 /// Mode of directories holding snapshots: owner only.
@@ -29,6 +33,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 
 /// A fresh staging path in `dir`, unique across threads and processes.
 pub fn staging_path(dir: &Path, hint: &str) -> PathBuf {
+    unique_path(dir, STAGING_PREFIX, hint)
+}
+
+fn unique_path(dir: &Path, prefix: &str, hint: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -46,7 +54,7 @@ pub fn staging_path(dir: &Path, hint: &str) -> PathBuf {
         .take(64)
         .collect();
     dir.join(format!(
-        "{STAGING_PREFIX}{}-{n}-{nanos:09}-{hint}",
+        "{prefix}{}-{n}-{nanos:09}-{hint}",
         std::process::id()
     ))
 }
@@ -341,20 +349,74 @@ fn link_new(src: &Path, dst: &Path) -> Result<()> {
     }
 }
 
-/// Removes published files of one directory durably, with one directory fsync for all of them.
-/// Every path is tried; the first error is returned.
-pub fn remove_many_durable(dir: &Path, paths: &[PathBuf]) -> Result<()> {
+/// Takes files of `dir` out of its namespace at the cost of a rename each: every one of `paths`
+/// (absent ones are skipped; every path is tried even after a failure) gets a trash name in
+/// `dir`, then `dir` is fsynced once, so that after a crash each is either still in place or
+/// in the trash — never half gone. Returns the trash names, for [`free`] (possibly on another
+/// thread: on some file systems unlinking a large file costs as much as copying a tenth of it).
+///
+/// # Errors
+/// The first I/O error met, naming the path.
+pub fn discard_many(dir: &Path, paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut first = None;
+    let mut trash = Vec::with_capacity(paths.len());
+    for p in paths {
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let t = unique_path(dir, TRASH_PREFIX, &name);
+        match fs::rename(p, &t) {
+            Ok(()) => trash.push(t),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                first.get_or_insert(Error::io("discard", p, e));
+            }
+        }
+    }
+    let synced = if trash.is_empty() {
+        Ok(())
+    } else {
+        fsync_dir(dir)
+    };
+    match first {
+        Some(e) => Err(e),
+        None => synced.map(|()| trash),
+    }
+}
+
+/// The trash names in `dir` (see [`discard_many`]), whoever left them.
+///
+/// # Errors
+/// I/O errors listing the directory.
+pub fn trash_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let entry = entry.map_err(|e| Error::io("list", dir, e))?;
+        if entry
+            .file_name()
+            .as_encoded_bytes()
+            .starts_with(TRASH_PREFIX.as_bytes())
+        {
+            out.push(entry.path());
+        }
+    }
+    Ok(out)
+}
+
+/// Frees discarded files (absent ones are skipped: another process may be freeing the same
+/// trash). No directory fsync: a trash name that comes back after a crash is freed again.
+///
+/// # Errors
+/// The first I/O error met; every path is tried.
+pub fn free(paths: &[PathBuf]) -> Result<()> {
     let mut first = None;
     for p in paths {
         if let Err(e) = remove_if_exists(p) {
             first.get_or_insert(e);
         }
     }
-    let synced = fsync_dir(dir);
-    match first {
-        Some(e) => Err(e),
-        None => synced,
-    }
+    first.map_or(Ok(()), Err)
 }
 
 /// Moves an already fsynced staging file over `dst` (atomic replace), then fsyncs the directory.

@@ -118,3 +118,5 @@ pub use verify::{DoctorOptions, DoctorReport, VerifyAllReport, VerifyReport};
 
 /// Staging-file prefix: any file named so is a leftover of an interrupted write.
 pub use fs_util::STAGING_PREFIX;
+/// Trash-file prefix: a deleted object whose space is still to be freed; always garbage.
+pub use fs_util::TRASH_PREFIX;

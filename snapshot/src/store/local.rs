@@ -3,6 +3,8 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,9 +18,60 @@ const LOCK_BUDGET: Duration = Duration::from_secs(60);
 
 /// A directory of snapshot files (mode 0700, files 0600), the layout users of the original know:
 /// blobs, their JSON sidecars and `snapshot_metadata.json` side by side.
+///
+/// Deleted objects leave the store's namespace at once (a rename into a trash name and one
+/// directory fsync); their space is freed by a background thread, because unlinking a large
+/// file can take as long as copying a tenth of it, and a snapshot that prunes one should not
+/// wait for that. The last clone of a store, when dropped, waits for its pending frees; trash
+/// left by a process that exited first is freed by the next deletion, or by `doctor`.
 #[derive(Debug, Clone)]
 pub struct LocalStore {
     dir: PathBuf,
+    reaper: Arc<Reaper>,
+}
+
+/// The store's background frees, joined when the last clone of the store is dropped.
+#[derive(Debug, Default)]
+struct Reaper {
+    pending: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Reaper {
+    /// Frees `paths`, then any other trash in `dir` (left by a process that exited before
+    /// freeing it), on a thread of its own.
+    fn free_later(&self, dir: &Path, paths: Vec<PathBuf>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+        pending.retain(|h| !h.is_finished());
+        let (d, p) = (dir.to_path_buf(), paths.clone());
+        match std::thread::Builder::new()
+            .name("snapshot-free".into())
+            .spawn(move || free_now(&d, &p))
+        {
+            Ok(h) => pending.push(h),
+            Err(e) => {
+                tracing::debug!(error = %e, "no thread to free objects on; freeing inline");
+                free_now(dir, &paths);
+            }
+        }
+    }
+}
+
+fn free_now(dir: &Path, paths: &[PathBuf]) {
+    let freed = fs_util::free(paths)
+        .and_then(|()| fs_util::trash_in(dir))
+        .and_then(|rest| fs_util::free(&rest));
+    if let Err(e) = freed {
+        tracing::warn!(error = %e, "could not free a deleted object; the next deletion or doctor will");
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        let pending = self.pending.get_mut().unwrap_or_else(|p| p.into_inner());
+        for h in pending.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 impl LocalStore {
@@ -36,7 +89,10 @@ impl LocalStore {
                 .join(dir)
         };
         fs_util::create_private_dir(&dir)?;
-        Ok(LocalStore { dir })
+        Ok(LocalStore {
+            dir,
+            reaper: Arc::default(),
+        })
     }
 
     /// The store directory.
@@ -166,7 +222,10 @@ impl Store for LocalStore {
             .iter()
             .map(|k| self.path(k))
             .collect::<Result<Vec<_>>>()?;
-        fs_util::remove_many_durable(&self.dir, &paths)
+        let discarded = fs_util::discard_many(&self.dir, &paths);
+        let trash = discarded.as_ref().map(Vec::clone).unwrap_or_default();
+        self.reaper.free_later(&self.dir, trash);
+        discarded.map(|_| ())
     }
 
     fn put_snapshot(
@@ -204,6 +263,10 @@ impl Store for LocalStore {
         for entry in fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(fs_util::TRASH_PREFIX) {
+                out.push(entry.path()); // garbage at any age
+                continue;
+            }
             if !name.starts_with(fs_util::STAGING_PREFIX) {
                 continue;
             }
