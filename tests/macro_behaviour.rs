@@ -549,3 +549,69 @@ fn crate_path_is_used_for_every_generated_path() -> anyhow::Result<()> {
     assert_eq!(only(&m)?.outcome, Outcome::Committed);
     Ok(())
 }
+
+#[with_snapshot("delete", "measure", manager = m)]
+fn pruning_call(m: &SnapshotManager, id: i64, outcome: &str) -> snapshot::Result<()> {
+    let _ = id;
+    match outcome {
+        "panic" => panic!("the call panicked"),
+        "error" => Err(Error::NotInstalled),
+        _ => Ok(()),
+    }
+}
+
+/// Keys the store holds, without the catalog index.
+fn object_keys(store: &dyn Store) -> anyhow::Result<Vec<String>> {
+    let mut keys: Vec<_> = store
+        .list()?
+        .into_iter()
+        .map(|o| o.key)
+        .filter(|k| k != snapshot::catalog::INDEX_KEY)
+        .collect();
+    keys.sort();
+    Ok(keys)
+}
+
+/// Retention runs with every wrapped call; the objects of the snapshots it drops are deleted once
+/// the call is over — however it ends — so the store holds exactly what the catalog lists.
+#[test]
+fn a_wrapped_call_prunes_and_leaves_only_what_the_catalog_lists() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = live_db(dir.path())?;
+    let store = LocalStore::open(dir.path().join("store"))?;
+    let m = SnapshotManager::builder()
+        .source(SqliteSource::new(&db))
+        .store(store.clone())
+        .retention(RetentionPolicy::new().keep_last(2))
+        .environment(Environment::persistent())
+        .build()?;
+    for (i, outcome) in ["ok", "ok", "error", "panic", "ok", "panic", "error"]
+        .into_iter()
+        .enumerate()
+    {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pruning_call(&m, i as i64, outcome)
+        }));
+        store.settle()?;
+        let records = all(&m)?;
+        anyhow::ensure!(records.len() == (i + 1).min(2), "call {i}: {records:#?}");
+        let mut expected: Vec<String> = records
+            .iter()
+            .flat_map(|r| [r.blob_key.clone(), r.sidecar_key()])
+            .collect();
+        expected.sort();
+        anyhow::ensure!(
+            object_keys(&store)? == expected,
+            "call {i} ({outcome}): the store holds {:?}, the catalog lists {expected:?}",
+            object_keys(&store)?
+        );
+        let newest = &records[0];
+        let want = if outcome == "ok" {
+            Outcome::Committed
+        } else {
+            Outcome::Failed
+        };
+        anyhow::ensure!(newest.outcome == want, "call {i}: {:?}", newest.outcome);
+    }
+    Ok(())
+}

@@ -10,7 +10,8 @@
 //! 2. [`run`] (or [`run_async`]) returns the converted error without running the body, or
 //!    runs it.
 //! 3. [`Guard::finish`] marks the record [`Outcome::Committed`] (the body returned `Ok`) or
-//!    [`Outcome::Failed`] (it returned `Err`). If a synchronous body panics, the guard's `Drop`
+//!    [`Outcome::Failed`] (it returned `Err`), then deletes the objects of the snapshots that
+//!    retention dropped when this one was taken (cleanup waits until the call is over). If a synchronous body panics, the guard's `Drop`
 //!    marks the record failed while the panic unwinds; [`run_async`] catches an async body's
 //!    panic to do the same, then resumes it. If an async call is cancelled (its future dropped
 //!    before completion) the record stays pending: the call neither committed nor failed as far
@@ -22,7 +23,7 @@ use std::future::Future;
 
 use crate::error::{Error, Result};
 use crate::manager::{SnapshotManager, SnapshotOutcome, SnapshotRequest};
-use crate::record::Outcome;
+use crate::record::{Outcome, SnapshotRecord};
 
 /// What a wrapped call does when its snapshot cannot be taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +209,9 @@ fn continued(error: Error) -> Guard {
 #[derive(Debug)]
 pub struct Guard {
     taken: Option<(SnapshotManager, String)>,
+    /// Records retention dropped when the snapshot was taken: their objects are deleted once
+    /// the call is over, whatever its end (return, panic, cancellation).
+    pruned: Option<(SnapshotManager, Vec<SnapshotRecord>)>,
     function: &'static str,
 }
 
@@ -215,7 +219,14 @@ impl Guard {
     fn none(function: &'static str) -> Self {
         Guard {
             taken: None,
+            pruned: None,
             function,
+        }
+    }
+
+    fn clean_up(&mut self) {
+        if let Some((manager, pruned)) = self.pruned.take() {
+            manager.delete_objects(&pruned);
         }
     }
 
@@ -235,6 +246,7 @@ impl Guard {
             };
             self.settle(outcome);
         }
+        self.clean_up();
         result
     }
 
@@ -255,6 +267,7 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        self.clean_up();
         if self.taken.is_none() {
             return;
         }
@@ -278,10 +291,13 @@ fn request(call: &Call, id: Option<String>) -> SnapshotRequest {
     }
 }
 
-fn taken(call: &Call, manager: &SnapshotManager, result: Result<SnapshotOutcome>) -> Result<Guard> {
+type Taken = (SnapshotOutcome, Vec<SnapshotRecord>);
+
+fn taken(call: &Call, manager: &SnapshotManager, result: Result<Taken>) -> Result<Guard> {
     match result {
-        Ok(SnapshotOutcome::Taken(record)) => Ok(Guard {
+        Ok((SnapshotOutcome::Taken(record), pruned)) => Ok(Guard {
             taken: Some((manager.clone(), record.snapshot_id)),
+            pruned: (!pruned.is_empty()).then(|| (manager.clone(), pruned)),
             function: call.function,
         }),
         Ok(_) => Ok(Guard::none(call.function)),
@@ -325,7 +341,7 @@ pub fn begin(
         let _ = manager.snapshot(SnapshotRequest::new(call.operation));
         return Ok(Guard::none(call.function));
     }
-    let result = manager.snapshot(request(&call, id()));
+    let result = manager.snapshot_deferring_prune(request(&call, id()));
     taken(&call, manager, result)
 }
 
@@ -366,16 +382,19 @@ pub fn begin_async(
 async fn snapshot_off_executor(
     manager: &SnapshotManager,
     request: SnapshotRequest,
-) -> Result<SnapshotOutcome> {
+) -> Result<Taken> {
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return manager.snapshot(request);
+        return manager.snapshot_deferring_prune(request);
     };
     let (m, r) = (manager.clone(), request.clone());
-    match handle.spawn_blocking(move || m.snapshot(r)).await {
+    match handle
+        .spawn_blocking(move || m.snapshot_deferring_prune(r))
+        .await
+    {
         Ok(result) => result,
         Err(join) if join.is_panic() => std::panic::resume_unwind(join.into_panic()),
         // The runtime is shutting down and never ran the task: take the snapshot here.
-        Err(_) => manager.snapshot(request),
+        Err(_) => manager.snapshot_deferring_prune(request),
     }
 }
 
@@ -383,6 +402,6 @@ async fn snapshot_off_executor(
 async fn snapshot_off_executor(
     manager: &SnapshotManager,
     request: SnapshotRequest,
-) -> Result<SnapshotOutcome> {
-    manager.snapshot(request)
+) -> Result<Taken> {
+    manager.snapshot_deferring_prune(request)
 }

@@ -472,6 +472,22 @@ impl SnapshotManager {
         self.take(request).map(SnapshotOutcome::Taken)
     }
 
+    /// [`snapshot`](Self::snapshot) for a wrapped call: the objects of the snapshots retention
+    /// dropped from the catalog are handed back instead of deleted, for the caller to delete
+    /// with [`delete_objects`](Self::delete_objects) once the call's outcome is recorded —
+    /// cleanup stays off the path between the snapshot and the body.
+    pub(crate) fn snapshot_deferring_prune(
+        &self,
+        request: SnapshotRequest,
+    ) -> Result<(SnapshotOutcome, Vec<SnapshotRecord>)> {
+        if self.inner.disabled.is_some() {
+            return self.snapshot(request).map(|o| (o, Vec::new()));
+        }
+        let (record, dropped) =
+            self.take_keeping_dropped(request, |dest| self.inner.source.capture(dest))?;
+        Ok((SnapshotOutcome::Taken(record), dropped))
+    }
+
     pub(crate) fn take(&self, request: SnapshotRequest) -> Result<SnapshotRecord> {
         self.take_with(request, |dest| self.inner.source.capture(dest))
     }
@@ -483,6 +499,18 @@ impl SnapshotManager {
         request: SnapshotRequest,
         capture: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<SnapshotRecord> {
+        let (record, dropped) = self.take_keeping_dropped(request, capture)?;
+        self.delete_objects(&dropped);
+        Ok(record)
+    }
+
+    /// [`take_with`](Self::take_with) that leaves the objects of the records retention dropped
+    /// to the caller (already out of the catalog).
+    fn take_keeping_dropped(
+        &self,
+        request: SnapshotRequest,
+        capture: impl FnOnce(&Path) -> Result<()>,
+    ) -> Result<(SnapshotRecord, Vec<SnapshotRecord>)> {
         request.validate()?;
         let inner = &self.inner;
         let now = Utc::now();
@@ -585,9 +613,8 @@ impl SnapshotManager {
                 return Err(e);
             }
         };
-        self.delete_objects(&dropped);
         tracing::info!(id = %record.snapshot_id, bytes = record.size_bytes, "snapshot taken");
-        Ok(record)
+        Ok((record, dropped))
     }
 
     /// Drops one record from the catalog and deletes its objects (failures are logged).
@@ -693,6 +720,8 @@ impl SnapshotManager {
     }
 
     /// Applies the retention policy: drops records from the catalog, then deletes their objects.
+    /// Unlike the pruning that follows each snapshot, this waits until their space is freed
+    /// ([`Store::settle`]).
     ///
     /// # Errors
     /// Catalog and store errors.
@@ -713,6 +742,9 @@ impl SnapshotManager {
             Ok((plan, dropped))
         })?;
         self.delete_objects(&dropped);
+        if let Err(e) = self.inner.store.settle() {
+            tracing::warn!(error = %e, "the store could not finish freeing pruned objects");
+        }
         Ok(PruneReport {
             plan,
             freed_bytes: dropped.iter().map(|r| r.size_bytes).sum(),

@@ -124,7 +124,8 @@ pub trait Store: Send + Sync + Debug {
     fn delete(&self, key: &str) -> Result<()>;
 
     /// Deletes several objects; absent keys succeed. Every key is tried even after a failure.
-    /// A local store makes all the removals durable with one directory fsync.
+    /// A local store makes all the removals durable with one directory fsync, and may free
+    /// their space in the background (see [`settle`](Self::settle)).
     ///
     /// # Errors
     /// The first error met (I/O errors).
@@ -136,6 +137,15 @@ pub trait Store: Send + Sync + Debug {
             }
         }
         first.map_or(Ok(()), Err)
+    }
+
+    /// Waits for the store's background work — the space of deleted objects being freed — to
+    /// finish. The default has none.
+    ///
+    /// # Errors
+    /// None so far; the signature leaves room for stores whose background work can fail.
+    fn settle(&self) -> Result<()> {
+        Ok(())
     }
 
     /// Publishes a snapshot: the finished, fsynced image file `image` under `blob_key` and its

@@ -65,6 +65,15 @@ fn free_now(dir: &Path, paths: &[PathBuf]) {
     }
 }
 
+impl Reaper {
+    fn wait(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in pending {
+            let _ = h.join();
+        }
+    }
+}
+
 impl Drop for Reaper {
     fn drop(&mut self) {
         let pending = self.pending.get_mut().unwrap_or_else(|p| p.into_inner());
@@ -226,6 +235,11 @@ impl Store for LocalStore {
         let trash = discarded.as_ref().map(Vec::clone).unwrap_or_default();
         self.reaper.free_later(&self.dir, trash);
         discarded.map(|_| ())
+    }
+
+    fn settle(&self) -> Result<()> {
+        self.reaper.wait();
+        Ok(())
     }
 
     fn put_snapshot(
