@@ -529,3 +529,39 @@ fn a_closed_file_source_refuses_a_database_this_process_has_open() -> Result<()>
     ensure!(count(&open_read_only(&db)?, "measures")? == 91);
     Ok(())
 }
+
+/// A live DuckDB file that is no longer a database (magic bytes overwritten) is restored over,
+/// and the safety snapshot keeps it as found, unverified.
+#[test]
+fn a_damaged_live_file_is_restored_over_and_kept_as_found() -> Result<()> {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("app.duckdb");
+    closed_db(&db, 50)?;
+    let store = dir.path().join("store");
+    let m = manager(DuckDbSource::new(&db), &store)?;
+    let good = take(&m, 1)?;
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&db)?
+        .write_all_at(b"garbage!garbage!", 0)?;
+    let damaged = fs::read(&db)?;
+
+    let report = m.restore(&good.snapshot_id)?;
+    ensure!(count(&open_read_only(&db)?, "measures")? == 50);
+    let safety = m.get(&report.safety_snapshot.context("a safety snapshot")?)?;
+    ensure!(
+        fs::read(store.join(&safety.blob_key))? == damaged,
+        "kept as found"
+    );
+    ensure!(safety.verified_at.is_none());
+    ensure!(
+        safety.description.contains("kept as found"),
+        "{}",
+        safety.description
+    );
+    match m.verify(&safety.snapshot_id) {
+        Err(Error::NotADatabase { .. }) => Ok(()),
+        other => bail!("verify of the damaged present: {other:?}"),
+    }
+}

@@ -786,3 +786,75 @@ fn doctor_drops_a_safety_snapshot_that_is_still_the_live_file() -> Result<()> {
     );
     Ok(())
 }
+
+/// Restoring is what a user does when the live database is damaged: a live file that is no longer
+/// a database (its header overwritten) or whose pages are corrupt does not stop the restore. The
+/// safety snapshot keeps the damaged present byte for byte, unverified (a `verify` of it reports
+/// the damage), on the link path and on the copy path (a store on another file system).
+#[test]
+fn a_damaged_live_database_is_restored_over_and_kept_as_found() -> Result<()> {
+    use std::os::unix::fs::{FileExt, MetadataExt};
+    let shm = Path::new("/dev/shm");
+    ensure!(
+        shm.is_dir(),
+        "/dev/shm is needed for a store on another file system"
+    );
+    for (damage, cross_device) in [
+        ("header", false),
+        ("header", true),
+        ("pages", false),
+        ("pages", true),
+    ] {
+        let f = Fixture::new()?;
+        let shm_dir = tempfile::tempdir_in(shm)?;
+        let store = if cross_device {
+            shm_dir.path().join("store")
+        } else {
+            f.store.clone()
+        };
+        let m = SnapshotManager::builder()
+            .source(SqliteSource::new(&f.db))
+            .store(LocalStore::open(&store)?)
+            .environment(Environment::persistent())
+            .build()?;
+        let good = take(&m, SnapshotRequest::new("manual"))?;
+        Connection::open(&f.db)?.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        let file = std::fs::OpenOptions::new().write(true).open(&f.db)?;
+        match damage {
+            "header" => file.write_all_at(b"this is not a database anymore!!", 0)?,
+            _ => {
+                let len = file.metadata()?.len();
+                ensure!(len >= 8192, "a database of several pages");
+                file.write_all_at(&vec![0xA5; (len - 4096) as usize], 4096)?;
+            }
+        }
+        drop(file);
+        let damaged = std::fs::read(&f.db)?;
+        if cross_device {
+            ensure!(
+                std::fs::metadata(&store)?.dev() != std::fs::metadata(&f.db)?.dev(),
+                "the store is meant to be on another file system"
+            );
+        }
+
+        let report = m.restore(&good.snapshot_id).with_context(|| {
+            format!("restore over damaged {damage} (cross-device {cross_device})")
+        })?;
+        assert_eq!(f.names()?, vec!["hedges", "ponds", "meadows"]);
+        let safety = m.get(&report.safety_snapshot.context("a safety snapshot")?)?;
+        assert_eq!(
+            std::fs::read(store.join(&safety.blob_key))?,
+            damaged,
+            "{damage}: the safety snapshot is the damaged present as found"
+        );
+        assert!(
+            safety.verified_at.is_none(),
+            "{damage}: not marked verified"
+        );
+        match m.verify(&safety.snapshot_id) {
+            Err(Error::NotADatabase { .. }) => {}
+            other => bail!("{damage}: verify of the damaged present: {other:?}"),
+        }
+    }
+    Ok(())
+}

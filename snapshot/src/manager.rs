@@ -179,6 +179,9 @@ pub struct SnapshotRequest {
     pub(crate) pinned: bool,
     pub(crate) outcome: Outcome,
     pub(crate) restore_of: Option<String>,
+    /// Keep the image even when it fails its engine check (restore's safety snapshot of a
+    /// damaged present): recorded unverified, the failure in its description.
+    pub(crate) as_found: bool,
 }
 
 impl SnapshotRequest {
@@ -192,6 +195,7 @@ impl SnapshotRequest {
             pinned: false,
             outcome: Outcome::Standalone,
             restore_of: None,
+            as_found: false,
         }
     }
 
@@ -520,16 +524,25 @@ impl SnapshotManager {
             inner.source.extension(),
         ));
         capture(staged.path())?;
-        inner
+        let mut damage = None;
+        match inner
             .source
-            .check_image(staged.path(), inner.check_on_create)?;
+            .check_image(staged.path(), inner.check_on_create)
+        {
+            Ok(()) => {}
+            Err(e @ Error::NotADatabase { .. }) if request.as_found => {
+                tracing::warn!(error = %e, "the snapshot keeps a source that fails its check, as found");
+                damage = Some(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
         let sealed = fs_util::seal(staged.path())?;
         // A store's first snapshot: the (empty) index exists before any object is published, so
         // that a crash from here on leaves an orphan for doctor, never a store without an index
         // that would look lost. Created only now so that a failed capture leaves nothing.
         inner.catalog.ensure_index()?;
 
-        let description = request.description.clone().unwrap_or_else(|| {
+        let mut description = request.description.clone().unwrap_or_else(|| {
             let mut d = format!("Before {}", request.operation_type);
             for part in [&request.entity_type, &request.entity_id]
                 .into_iter()
@@ -540,6 +553,9 @@ impl SnapshotManager {
             }
             d
         });
+        if let Some(damage) = &damage {
+            description.push_str(&format!(" (kept as found; it fails its check: {damage})"));
+        }
         let mut record = None;
         for attempt in 0..10_000u32 {
             let snapshot_id = id::snapshot_id(
@@ -566,7 +582,8 @@ impl SnapshotManager {
                 source_path: inner.source.path().display().to_string(),
                 outcome: request.outcome,
                 pinned: request.pinned,
-                verified_at: (inner.check_on_create != CheckLevel::Header).then_some(now),
+                verified_at: (inner.check_on_create != CheckLevel::Header && damage.is_none())
+                    .then_some(now),
                 restore_of: request.restore_of.clone(),
                 format_version: FORMAT_VERSION,
                 library_version: env!("CARGO_PKG_VERSION").to_string(),

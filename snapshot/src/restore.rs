@@ -198,8 +198,11 @@ impl SnapshotManager {
         let mut safety = None;
         let mut linked_mode = None;
         if present && self.is_enabled() {
+            // The present may be damaged — that is often why it is being restored over: it is
+            // kept as found (byte for byte, unverified) rather than refused.
             let request = SnapshotRequest {
                 restore_of: Some(record.snapshot_id.clone()),
+                as_found: true,
                 ..SnapshotRequest::new(PRE_RESTORE)
                     .description(format!(
                         "Safety copy before restoring {}",
@@ -214,7 +217,14 @@ impl SnapshotManager {
                     linked_mode = Some(mode);
                     return Ok(());
                 }
-                source.capture(dest)
+                match source.capture(dest) {
+                    Err(Error::NotADatabase { .. }) => {
+                        // Quiesced (no process holds it): the raw bytes are the present.
+                        fs_util::remove_if_exists(dest)?;
+                        fs_util::copy_to_new(&target, dest).map(|_| ())
+                    }
+                    r => r,
+                }
             });
             let taken = match taken {
                 Ok(t) => t,
