@@ -496,6 +496,7 @@ impl From<Error> for CliError {
 
 /// Runs the tool with the process's arguments and returns its exit code.
 pub fn main() -> ExitCode {
+    quiet_on_closed_pipe();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -525,6 +526,24 @@ pub fn main() -> ExitCode {
             ExitCode::from(e.status as u8)
         }
     }
+}
+
+/// Exit status of a tool whose reader went away (128 + SIGPIPE), as a shell reports it.
+const CLOSED_PIPE: i32 = 141;
+
+/// `snapshot list --json | head -1`: the reader closing the pipe ends the tool quietly, with the
+/// status of a process killed by SIGPIPE, instead of a panic from `println!`. (Rust ignores
+/// SIGPIPE, so a write to a closed pipe is an error, which `println!` turns into a panic.)
+fn quiet_on_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if info.payload_as_str().is_some_and(|m| {
+            m.starts_with("failed printing to stdout") && m.contains("Broken pipe")
+        }) {
+            std::process::exit(CLOSED_PIPE);
+        }
+        default(info);
+    }));
 }
 
 /// Runs one parsed command.

@@ -601,3 +601,29 @@ fn progress_is_drawn_on_a_terminal_only() -> Result<()> {
     assert!(piped.stderr.is_empty(), "{}", text(&piped));
     Ok(())
 }
+
+/// `snapshot list --json | head`: a reader that goes away ends the tool quietly, with the status
+/// of a process killed by SIGPIPE (141), not with a panic.
+#[test]
+fn a_closed_pipe_ends_the_tool_quietly() -> Result<()> {
+    let fx = Fx::new()?;
+    for _ in 0..3 {
+        ensure!(fx.run(&["create"])?.status.success());
+    }
+    for args in [&["--json", "list"][..], &["list"][..]] {
+        let mut c = base_command(fx.dir.path());
+        c.arg("--db").arg(&fx.db).args(args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn()?;
+        drop(child.stdout.take()); // the reader is gone before the tool writes
+        let out = child.wait_with_output()?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        ensure!(
+            out.status.code() == Some(141),
+            "{args:?}: status {:?}, stderr {stderr}",
+            out.status
+        );
+        ensure!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    Ok(())
+}
