@@ -20,8 +20,8 @@ use crate::error::{Error, Result};
 /// no process is writing it.
 pub const STAGING_PREFIX: &str = ".snapshot-staging-";
 
-/// Prefix of a discarded file waiting to be freed (see [`discard_many`]): always garbage, whoever
-/// left it.
+/// Prefix of a deleted object's file whose space is still to be freed (it was renamed out of
+/// the store's namespace first): always garbage, whoever left it.
 pub const TRASH_PREFIX: &str = ".snapshot-trash-";
 
 /// Mode of files holding user data: owner read/write only (they hold the same data as the DB).

@@ -54,9 +54,9 @@
 //! | `duckdb`  | no      | `DuckDbSource`: DuckDB files, record-level restore on them (duckdb) |
 //! | `postgres`| no      | `PostgresSource`: tables of a PostgreSQL server, exported consistently into one bundle; record-level restore on the server (postgres) |
 //! | `bundled` | no      | compile SQLite/DuckDB from source instead of linking the system's |
-//! | `export`  | no      | [`export`]: tables to CSV (+ schema) and typed JSON, as zip bundle snapshots |
-//! | `schedule`| no      | [`schedule`]: cron jobs with an interval gate, missed-run reports, an activity log |
-//! | `cli`     | no      | the `snapshot` command-line tool, [`config`] (implies `export` and `schedule`) |
+//! | `export`  | no      | `export`: tables to CSV (+ schema) and typed JSON, as zip bundle snapshots |
+//! | `schedule`| no      | `schedule`: cron jobs with an interval gate, missed-run reports, an activity log |
+//! | `cli`     | no      | the `snapshot` command-line tool, `config` (implies `export` and `schedule`) |
 //!
 //! A library should not force C-library bundling on its users, so `bundled` is opt-in; the
 //! workspace's examples and tests turn it on.
