@@ -42,6 +42,18 @@ impl Fixture {
             .build()?)
     }
 
+    /// A manager whose store is `elsewhere/store` (another file system, say), else the usual
+    /// one beside the database; and the store's directory.
+    fn manager_storing_in(&self, elsewhere: Option<&Path>) -> Result<(SnapshotManager, PathBuf)> {
+        let store = elsewhere.map_or_else(|| self.store.clone(), |d| d.join("store"));
+        let m = SnapshotManager::builder()
+            .source(SqliteSource::new(&self.db))
+            .store(LocalStore::open(&store)?)
+            .environment(Environment::persistent())
+            .build()?;
+        Ok((m, store))
+    }
+
     fn names(&self) -> Result<Vec<String>> {
         let conn = Connection::open(&self.db)?;
         let mut stmt = conn.prepare("SELECT name FROM measure ORDER BY id")?;
@@ -684,16 +696,7 @@ fn the_safety_snapshot_is_the_present_file_when_the_store_can_link_it() -> Resul
         } else {
             f.dir.path()
         })?;
-        let store = if cross_device {
-            shm_dir.path().join("store")
-        } else {
-            f.store.clone()
-        };
-        let m = SnapshotManager::builder()
-            .source(SqliteSource::new(&f.db))
-            .store(LocalStore::open(&store)?)
-            .environment(Environment::persistent())
-            .build()?;
+        let (m, store) = f.manager_storing_in(cross_device.then_some(shm_dir.path()))?;
         let before = take(&m, SnapshotRequest::new("delete").entity("measure", 42))?;
         f.exec("DELETE FROM measure WHERE id = 42")?;
         std::fs::set_permissions(&f.db, std::fs::Permissions::from_mode(0o640))?;
@@ -807,16 +810,7 @@ fn a_damaged_live_database_is_restored_over_and_kept_as_found() -> Result<()> {
     ] {
         let f = Fixture::new()?;
         let shm_dir = tempfile::tempdir_in(shm)?;
-        let store = if cross_device {
-            shm_dir.path().join("store")
-        } else {
-            f.store.clone()
-        };
-        let m = SnapshotManager::builder()
-            .source(SqliteSource::new(&f.db))
-            .store(LocalStore::open(&store)?)
-            .environment(Environment::persistent())
-            .build()?;
+        let (m, store) = f.manager_storing_in(cross_device.then_some(shm_dir.path()))?;
         let good = take(&m, SnapshotRequest::new("manual"))?;
         Connection::open(&f.db)?.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let file = std::fs::OpenOptions::new().write(true).open(&f.db)?;
