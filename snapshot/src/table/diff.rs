@@ -73,6 +73,74 @@ pub struct RowDiff {
     pub changed_columns: Vec<String>,
 }
 
+// Used by the engines (features `sqlite`, `duckdb`, `postgres`).
+#[cfg_attr(
+    not(any(feature = "sqlite", feature = "duckdb", feature = "postgres")),
+    allow(dead_code)
+)]
+impl RowDiff {
+    fn key(key_index: &[usize], row: &[Value]) -> Vec<Value> {
+        key_index.iter().map(|&i| row[i].clone()).collect()
+    }
+
+    /// A row only in the live table.
+    pub(crate) fn added(key_index: &[usize], live: Vec<Value>) -> Self {
+        RowDiff {
+            kind: DiffKind::Added,
+            key: Self::key(key_index, &live),
+            snapshot: None,
+            live: Some(live),
+            changed_columns: Vec::new(),
+        }
+    }
+
+    /// A row only in the snapshot.
+    pub(crate) fn removed(key_index: &[usize], snapshot: Vec<Value>) -> Self {
+        RowDiff {
+            kind: DiffKind::Removed,
+            key: Self::key(key_index, &snapshot),
+            snapshot: Some(snapshot),
+            live: None,
+            changed_columns: Vec::new(),
+        }
+    }
+
+    /// A row on both sides whose `columns` differ where `differs(i)` says so.
+    pub(crate) fn changed(
+        key_index: &[usize],
+        columns: &[String],
+        snapshot: Vec<Value>,
+        live: Vec<Value>,
+        differs: impl Fn(usize) -> bool,
+    ) -> Self {
+        RowDiff {
+            kind: DiffKind::Changed,
+            key: Self::key(key_index, &snapshot),
+            changed_columns: (0..columns.len())
+                .filter(|&i| differs(i))
+                .map(|i| columns[i].clone())
+                .collect(),
+            snapshot: Some(snapshot),
+            live: Some(live),
+        }
+    }
+
+    /// [`changed`](Self::changed) from one sampled row laid out as the snapshot's columns, the
+    /// live columns, then one 0/1 flag per column.
+    pub(crate) fn changed_from_flags(
+        key_index: &[usize],
+        columns: &[String],
+        mut row: Vec<Value>,
+    ) -> Self {
+        let n = columns.len();
+        let flags = row.split_off(2 * n);
+        let live = row.split_off(n);
+        Self::changed(key_index, columns, row, live, |i| {
+            flags[i].as_i64().unwrap_or(0) != 0
+        })
+    }
+}
+
 /// How a snapshot's table differs from the live table.
 ///
 /// Counts cover every row; [`sample`](Self::sample) holds at most the requested number of rows

@@ -37,7 +37,7 @@ use ::duckdb::{Connection, params_from_iter};
 use crate::error::{Error, Result};
 use crate::source::{DuckDbHold, DuckDbSource, Source, duck_error};
 use crate::table::Value;
-use crate::table::diff::{DiffCounts, DiffKind, RowDiff};
+use crate::table::diff::{DiffCounts, RowDiff};
 use crate::table::engine::{Applied, Session, Side};
 use crate::table::order::ForeignKey;
 use crate::table::schema::{Column, TablePlan, TableShape};
@@ -733,9 +733,6 @@ impl Session for DuckSession {
 
         let mut out = Vec::new();
         if sample > 0 {
-            let key_of = |row: &[Value]| -> Vec<Value> {
-                plan.key_index.iter().map(|&i| row[i].clone()).collect()
-            };
             let live = self.live.clone();
             let limit = format!(" LIMIT {sample}");
             let rows = self.rows(
@@ -745,13 +742,7 @@ impl Session for DuckSession {
                 n,
                 "sample added rows",
             )?;
-            out.extend(rows.into_iter().map(|r| RowDiff {
-                kind: DiffKind::Added,
-                key: key_of(&r),
-                snapshot: None,
-                live: Some(r),
-                changed_columns: Vec::new(),
-            }));
+            out.extend(rows.into_iter().map(|r| RowDiff::added(&plan.key_index, r)));
             let rows = self.rows(
                 &live,
                 &(q.removed(&q.shown_s.join(", ")) + &limit),
@@ -759,13 +750,10 @@ impl Session for DuckSession {
                 n,
                 "sample removed rows",
             )?;
-            out.extend(rows.into_iter().map(|r| RowDiff {
-                kind: DiffKind::Removed,
-                key: key_of(&r),
-                snapshot: Some(r),
-                live: None,
-                changed_columns: Vec::new(),
-            }));
+            out.extend(
+                rows.into_iter()
+                    .map(|r| RowDiff::removed(&plan.key_index, r)),
+            );
             let what = format!(
                 "{}, {}, {}",
                 q.shown_s.join(", "),
@@ -779,24 +767,10 @@ impl Session for DuckSession {
                 3 * n,
                 "sample changed rows",
             )?;
-            for mut r in rows {
-                let flags = r.split_off(2 * n);
-                let l = r.split_off(n);
-                let changed_columns = plan
-                    .columns
-                    .iter()
-                    .zip(&flags)
-                    .filter(|(_, f)| f.as_i64().unwrap_or(0) != 0)
-                    .map(|(c, _)| c.clone())
-                    .collect();
-                out.push(RowDiff {
-                    kind: DiffKind::Changed,
-                    key: key_of(&r),
-                    snapshot: Some(r),
-                    live: Some(l),
-                    changed_columns,
-                });
-            }
+            out.extend(
+                rows.into_iter()
+                    .map(|r| RowDiff::changed_from_flags(&plan.key_index, &plan.columns, r)),
+            );
         }
         Ok(DiffCounts {
             snapshot_rows,

@@ -38,7 +38,7 @@ use crate::source::postgres::bundle::{Bundle, ColumnEntry, TableEntry, parse_lin
 use crate::source::postgres::{Target, catalog, ident};
 use crate::source::{PostgresSource, Source};
 use crate::table::Value;
-use crate::table::diff::{DiffCounts, DiffKind, RowDiff};
+use crate::table::diff::{DiffCounts, RowDiff};
 use crate::table::engine::{Applied, Session, Side};
 use crate::table::order::ForeignKey;
 use crate::table::schema::{Column, TablePlan, TableShape};
@@ -806,53 +806,33 @@ impl Session for PgSession {
                 .iter()
                 .map(|c| type_in(&live_cols, c))
                 .collect();
-            let key_of = |row: &[Value]| -> Vec<Value> {
-                plan.key_index.iter().map(|&i| row[i].clone()).collect()
-            };
             let limit = format!(" LIMIT {sample}");
             for r in self.query(&(q.added(&q.list("l")) + &limit), &p, "sample added rows")? {
-                let row = Self::values(&r, 0, &ltypes);
-                out.push(RowDiff {
-                    kind: DiffKind::Added,
-                    key: key_of(&row),
-                    snapshot: None,
-                    live: Some(row),
-                    changed_columns: Vec::new(),
-                });
+                out.push(RowDiff::added(
+                    &plan.key_index,
+                    Self::values(&r, 0, &ltypes),
+                ));
             }
             for r in self.query(
                 &(q.removed(&q.list("s")) + &limit),
                 &p,
                 "sample removed rows",
             )? {
-                let row = Self::values(&r, 0, &stypes);
-                out.push(RowDiff {
-                    kind: DiffKind::Removed,
-                    key: key_of(&row),
-                    snapshot: Some(row),
-                    live: None,
-                    changed_columns: Vec::new(),
-                });
+                out.push(RowDiff::removed(
+                    &plan.key_index,
+                    Self::values(&r, 0, &stypes),
+                ));
             }
             let what = format!("{}, {}, {}", q.list("s"), q.list("l"), q.differs.join(", "));
             let sql = q.matched(&what, &q.any_differs()) + &limit;
             for r in self.query(&sql, &p, "sample changed rows")? {
-                let s = Self::values(&r, 0, &stypes);
-                let l = Self::values(&r, n, &ltypes);
-                let changed_columns = plan
-                    .columns
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| r.get::<_, bool>(2 * n + i))
-                    .map(|(_, c)| c.clone())
-                    .collect();
-                out.push(RowDiff {
-                    kind: DiffKind::Changed,
-                    key: key_of(&s),
-                    snapshot: Some(s),
-                    live: Some(l),
-                    changed_columns,
-                });
+                out.push(RowDiff::changed(
+                    &plan.key_index,
+                    &plan.columns,
+                    Self::values(&r, 0, &stypes),
+                    Self::values(&r, n, &ltypes),
+                    |i| r.get::<_, bool>(2 * n + i),
+                ));
             }
         }
         Ok(DiffCounts {

@@ -20,7 +20,7 @@ use rusqlite::{Connection, ErrorCode, OpenFlags, params_from_iter};
 use crate::error::{Error, Result};
 use crate::source::uri_path;
 use crate::table::Value;
-use crate::table::diff::{DiffCounts, DiffKind, RowDiff};
+use crate::table::diff::{DiffCounts, RowDiff};
 use crate::table::engine::{Applied, Session, Side};
 use crate::table::order::ForeignKey;
 use crate::table::schema::{Column, TablePlan, TableShape};
@@ -701,9 +701,6 @@ impl Session for SqliteSession {
 
         let mut out = Vec::new();
         if sample > 0 {
-            let key_of = |row: &[Value]| -> Vec<Value> {
-                plan.key_index.iter().map(|&i| row[i].clone()).collect()
-            };
             let live = self.live.clone();
             let limit = format!(" LIMIT {sample}");
             let rows = self.rows(
@@ -713,13 +710,7 @@ impl Session for SqliteSession {
                 n,
                 "sample added rows",
             )?;
-            out.extend(rows.into_iter().map(|r| RowDiff {
-                kind: DiffKind::Added,
-                key: key_of(&r),
-                snapshot: None,
-                live: Some(r),
-                changed_columns: Vec::new(),
-            }));
+            out.extend(rows.into_iter().map(|r| RowDiff::added(&plan.key_index, r)));
             let rows = self.rows(
                 &live,
                 &(q.removed(&list("s", &plan.columns)) + &limit),
@@ -727,13 +718,10 @@ impl Session for SqliteSession {
                 n,
                 "sample removed rows",
             )?;
-            out.extend(rows.into_iter().map(|r| RowDiff {
-                kind: DiffKind::Removed,
-                key: key_of(&r),
-                snapshot: Some(r),
-                live: None,
-                changed_columns: Vec::new(),
-            }));
+            out.extend(
+                rows.into_iter()
+                    .map(|r| RowDiff::removed(&plan.key_index, r)),
+            );
             let flags: Vec<String> = (0..n).map(|i| q.differs(i)).collect();
             let what = format!(
                 "{}, {}, {}",
@@ -748,24 +736,10 @@ impl Session for SqliteSession {
                 3 * n,
                 "sample changed rows",
             )?;
-            for mut r in rows {
-                let flags = r.split_off(2 * n);
-                let l = r.split_off(n);
-                let changed_columns = plan
-                    .columns
-                    .iter()
-                    .zip(&flags)
-                    .filter(|(_, f)| f.as_i64().unwrap_or(0) != 0)
-                    .map(|(c, _)| c.clone())
-                    .collect();
-                out.push(RowDiff {
-                    kind: DiffKind::Changed,
-                    key: key_of(&r),
-                    snapshot: Some(r),
-                    live: Some(l),
-                    changed_columns,
-                });
-            }
+            out.extend(
+                rows.into_iter()
+                    .map(|r| RowDiff::changed_from_flags(&plan.key_index, &plan.columns, r)),
+            );
         }
         Ok(DiffCounts {
             snapshot_rows,
