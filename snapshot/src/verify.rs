@@ -67,7 +67,8 @@ impl Default for DoctorOptions {
 /// What [`SnapshotManager::doctor`] found (and repaired, when asked).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DoctorReport {
-    /// Staging files of crashed writers (in the store and beside the live data).
+    /// Staging files of crashed writers (in the store and beside the live data), and deleted
+    /// objects whose space a process that exited did not get to free.
     pub staging_leftovers: Vec<PathBuf>,
     /// Store objects no record points to.
     pub orphan_objects: Vec<String>,
@@ -187,6 +188,9 @@ impl SnapshotManager {
     pub fn doctor(&self, options: &DoctorOptions) -> Result<DoctorReport> {
         let inner = &self.inner;
         let store = &inner.store;
+        // This process's own background frees finish first: what is left after that is trash
+        // of processes that exited before freeing it, a leftover.
+        store.settle()?;
         let _lock = store.lock()?;
         let mut report = DoctorReport::default();
 
