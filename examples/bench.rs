@@ -19,7 +19,9 @@
 //!
 //! Every copy is made durable (fsync of the file and of its directory), so the comparison is with
 //! `cp` + `fsync`, the cheapest copy a backup can honestly call done. The page cache is warm, as
-//! it is for an application's own database. Outputs are deleted between runs, outside the timing.
+//! it is for an application's own database. Outputs are deleted between runs, outside the timing,
+//! and each method starts on a quiet disk (`sync` first, untimed): on this kind of machine the
+//! write-back of a deleted or just-written gigabyte otherwise lands on whichever method follows.
 //! The timed work is I/O in the kernel (`copy_file_range`, fsync) and blake3; a debug build is
 //! representative for it, but not for DuckDB's own CPU-bound `EXPORT`/`COPY FROM DATABASE`.
 
@@ -120,6 +122,15 @@ fn remove(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `sync`: writes back everything pending on every file system (untimed, before each method).
+fn quiet_disk() -> Result<()> {
+    let status = std::process::Command::new("sync").status().context("run sync")?;
+    if !status.success() {
+        bail!("sync failed: {status}");
+    }
+    Ok(())
+}
+
 /// One benchmarked method and its measured runs.
 struct Method {
     name: String,
@@ -141,11 +152,14 @@ impl Method {
         self
     }
 
-    /// Times `f` once and records it.
+    /// Times `f` once and records it. Every method starts on a quiet disk: what earlier steps
+    /// left to write back (outputs deleted, files written) is flushed first, untimed, so that
+    /// no method pays for another's I/O.
     fn time<T, E: Into<anyhow::Error>>(
         &mut self,
         f: impl FnOnce() -> std::result::Result<T, E>,
     ) -> Result<T> {
+        quiet_disk()?;
         let t0 = Instant::now();
         let out = f()
             .map_err(Into::into)
