@@ -124,7 +124,9 @@ fn remove(path: &Path) -> Result<()> {
 
 /// `sync`: writes back everything pending on every file system (untimed, before each method).
 fn quiet_disk() -> Result<()> {
-    let status = std::process::Command::new("sync").status().context("run sync")?;
+    let status = std::process::Command::new("sync")
+        .status()
+        .context("run sync")?;
     if !status.success() {
         bail!("sync failed: {status}");
     }
