@@ -11,11 +11,11 @@
 //!    runs it.
 //! 3. [`Guard::finish`] marks the record [`Outcome::Committed`] (the body returned `Ok`) or
 //!    [`Outcome::Failed`] (it returned `Err`), then deletes the objects of the snapshots that
-//!    retention dropped when this one was taken (cleanup waits until the call is over). If a synchronous body panics, the guard's `Drop`
-//!    marks the record failed while the panic unwinds; [`run_async`] catches an async body's
-//!    panic to do the same, then resumes it. If an async call is cancelled (its future dropped
-//!    before completion) the record stays pending: the call neither committed nor failed as far
-//!    as anyone can tell.
+//!    retention dropped when this one was taken (cleanup waits until the call is over). If a
+//!    synchronous body panics, the guard's `Drop` marks the record failed while the panic
+//!    unwinds; [`run_async`] catches an async body's panic to do the same, then resumes it. If an
+//!    async call is cancelled (its future dropped before completion) the record stays pending:
+//!    the call neither committed nor failed as far as anyone can tell.
 //!
 //! A disabled manager (ephemeral host) is not a failure: the body runs and nothing is recorded.
 

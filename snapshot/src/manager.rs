@@ -465,15 +465,9 @@ impl SnapshotManager {
     /// errors ([`Error::StorageFull`], [`Error::PermissionDenied`]), [`Error::CatalogCorrupt`],
     /// [`Error::InvalidInput`] for an empty operation type.
     pub fn snapshot(&self, request: SnapshotRequest) -> Result<SnapshotOutcome> {
-        if let Some(reason) = &self.inner.disabled {
-            if !self.inner.disabled_logged.swap(true, Ordering::Relaxed) {
-                tracing::warn!(%reason, "snapshots are disabled");
-            }
-            return Ok(SnapshotOutcome::Disabled {
-                reason: reason.clone(),
-            });
-        }
-        self.take(request).map(SnapshotOutcome::Taken)
+        let (outcome, dropped) = self.snapshot_deferring_prune(request)?;
+        self.delete_objects(&dropped);
+        Ok(outcome)
     }
 
     /// [`snapshot`](Self::snapshot) for a wrapped call: the objects of the snapshots retention
@@ -484,8 +478,12 @@ impl SnapshotManager {
         &self,
         request: SnapshotRequest,
     ) -> Result<(SnapshotOutcome, Vec<SnapshotRecord>)> {
-        if self.inner.disabled.is_some() {
-            return self.snapshot(request).map(|o| (o, Vec::new()));
+        if let Some(reason) = &self.inner.disabled {
+            if !self.inner.disabled_logged.swap(true, Ordering::Relaxed) {
+                tracing::warn!(%reason, "snapshots are disabled");
+            }
+            let reason = reason.clone();
+            return Ok((SnapshotOutcome::Disabled { reason }, Vec::new()));
         }
         let (record, dropped) =
             self.take_keeping_dropped(request, |dest| self.inner.source.capture(dest))?;

@@ -54,6 +54,14 @@ impl Reaper {
             }
         }
     }
+
+    /// Joins every pending free.
+    fn wait(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for h in pending {
+            let _ = h.join();
+        }
+    }
 }
 
 fn free_now(dir: &Path, paths: &[PathBuf]) {
@@ -65,21 +73,9 @@ fn free_now(dir: &Path, paths: &[PathBuf]) {
     }
 }
 
-impl Reaper {
-    fn wait(&self) {
-        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        for h in pending {
-            let _ = h.join();
-        }
-    }
-}
-
 impl Drop for Reaper {
     fn drop(&mut self) {
-        let pending = self.pending.get_mut().unwrap_or_else(|p| p.into_inner());
-        for h in pending.drain(..) {
-            let _ = h.join();
-        }
+        self.wait();
     }
 }
 
