@@ -192,7 +192,7 @@ const SCHEMA: &str = "
 /// A manager for the store folder of `day`, with the 7-day retention.
 fn manager_for(db: &Db, root: &Path, day: Weekday) -> Result<SnapshotManager> {
     Ok(SnapshotManager::builder()
-        .source_arc((db.source)()?.into())
+        .source((db.source)()?)
         .store(LocalStore::open(store_path(root, day))?)
         .retention(RetentionPolicy::new().keep_within(chrono::Duration::days(RETENTION_DAYS)))
         // A demo in a temporary directory: snapshots stay on even on a CI runner.

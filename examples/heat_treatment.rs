@@ -26,7 +26,7 @@ use snapshot::schedule::{
     Clock, Event, Job, JobRunner, ManagerRunner, Schedule, Scheduler, TimeZone as Tz,
 };
 use snapshot::{
-    Environment, ListFilter, LocalStore, RetentionPolicy, SnapshotManager, SqliteSource,
+    Environment, ListFilter, LocalStore, RetentionPolicy, SnapshotManager, Source, SqliteSource,
 };
 
 /// Simulated seconds per real second: one real second is one hour of plant time.
@@ -263,7 +263,7 @@ fn print_status(manager: &SnapshotManager, db: &Path) -> Result<(), Box<dyn std:
         "Total size: {:.2} MiB",
         status.total_bytes as f64 / 1048576.0
     );
-    let stats = snapshot::stats::sqlite_stats(db, Some("readings"), Some("id"))?;
+    let stats = SqliteSource::new(db).statistics(Some("readings"), Some("id"))?;
     let t = stats.table.ok_or("no readings statistics")?;
     println!();
     println!("Database statistics:");

@@ -27,9 +27,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use snapshot::store::STAGING_PREFIX;
 use snapshot::{
-    DoctorOptions, Environment, ListFilter, LocalStore, RetentionPolicy, STAGING_PREFIX,
-    SnapshotManager, SnapshotRequest, SqliteSource,
+    DoctorOptions, Environment, ListFilter, LocalStore, RetentionPolicy, SnapshotManager,
+    SnapshotRequest, SqliteSource,
 };
 
 const CHILD_ENV: &str = "SNAPSHOT_TEST_CHILD";

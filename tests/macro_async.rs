@@ -326,7 +326,7 @@ fn the_copy_runs_off_the_executor() -> anyhow::Result<()> {
         ran_on: Mutex::new(None),
     });
     let manager = SnapshotManager::builder()
-        .source_arc(gated.clone())
+        .source(gated.clone())
         .store(MemoryStore::new())
         .environment(Environment::persistent())
         .build()?;
@@ -381,7 +381,7 @@ fn outside_a_tokio_runtime_the_copy_runs_inline() -> anyhow::Result<()> {
         ran_on: Mutex::new(None),
     });
     let manager = SnapshotManager::builder()
-        .source_arc(gated.clone())
+        .source(gated.clone())
         .store(MemoryStore::new())
         .environment(Environment::persistent())
         .build()?;

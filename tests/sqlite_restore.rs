@@ -145,7 +145,7 @@ fn dry_run_and_restore_to_leave_the_live_data_alone() -> Result<()> {
         .filter(|e| {
             e.file_name()
                 .to_string_lossy()
-                .starts_with(snapshot::STAGING_PREFIX)
+                .starts_with(snapshot::store::STAGING_PREFIX)
         })
         .collect();
     assert!(leftovers.is_empty(), "staging files left: {leftovers:?}");
@@ -226,7 +226,7 @@ impl Source for FailsAfterSwap {
 fn a_restore_that_fails_its_check_is_rolled_back() -> Result<()> {
     let f = Fixture::new()?;
     let m = SnapshotManager::builder()
-        .source_arc(Arc::new(FailsAfterSwap(SqliteSource::new(&f.db))))
+        .source(Arc::new(FailsAfterSwap(SqliteSource::new(&f.db))))
         .store(LocalStore::open(&f.store)?)
         .environment(Environment::persistent())
         .build()?;
@@ -500,7 +500,7 @@ fn doctor_finds_and_cleans_leftovers_and_orphans() -> Result<()> {
     let r = take(&m, SnapshotRequest::new("manual"))?;
     let stray = f
         .store
-        .join(format!("{}123-crashed", snapshot::STAGING_PREFIX));
+        .join(format!("{}123-crashed", snapshot::store::STAGING_PREFIX));
     std::fs::write(&stray, b"partial")?;
     let orphan = f.store.join("20200101_000000_000_delete_measure_9.sqlite3");
     std::fs::write(&orphan, b"blob without a record")?;

@@ -15,9 +15,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result, bail, ensure};
 use snapshot::catalog::INDEX_KEY;
+use snapshot::store::{STAGING_PREFIX, TRASH_PREFIX};
 use snapshot::{
-    Environment, Error, ListFilter, LocalStore, MemoryStore, ObjectMeta, PutMode, STAGING_PREFIX,
-    SnapshotManager, SnapshotRequest, SqliteSource, Store, StoreLock, TRASH_PREFIX,
+    Environment, Error, ListFilter, LocalStore, MemoryStore, ObjectMeta, PutMode, SnapshotManager,
+    SnapshotRequest, SqliteSource, Store, StoreLock,
 };
 
 /// A store under test and whatever keeps its backing alive.
@@ -1132,7 +1133,7 @@ fn storage_full_at_each_step_leaves_nothing_behind() -> Result<()> {
         let app = live_db(&db, 200, 500)?;
         let manager = SnapshotManager::builder()
             .source(SqliteSource::new(&db))
-            .store_arc(store.clone())
+            .store(store.clone())
             .environment(Environment::persistent())
             .build()?;
         manager.snapshot(SnapshotRequest::new("delete").entity("measure", 1))?;
@@ -1148,7 +1149,7 @@ fn storage_full_at_each_step_leaves_nothing_behind() -> Result<()> {
         });
         let failing_manager = SnapshotManager::builder()
             .source(SqliteSource::new(&db))
-            .store_arc(failing)
+            .store(failing)
             .environment(Environment::persistent())
             .build()?;
         match failing_manager.snapshot(SnapshotRequest::new("delete").entity("measure", 2)) {
@@ -1172,7 +1173,7 @@ fn storage_full_at_each_step_leaves_nothing_behind() -> Result<()> {
         let tight = Arc::new(QuotaStore::new(store.inner.clone(), used + 4096));
         let tight_manager = SnapshotManager::builder()
             .source(SqliteSource::new(&db))
-            .store_arc(tight)
+            .store(tight)
             .environment(Environment::persistent())
             .build()?;
         match tight_manager.snapshot(SnapshotRequest::new("delete").entity("measure", 3)) {
@@ -1194,7 +1195,7 @@ fn manager_snapshots_from_many_threads_get_distinct_ids_in_every_store() -> Resu
         let _app = live_db(&db, 10, 100)?;
         let manager = SnapshotManager::builder()
             .source(SqliteSource::new(&db))
-            .store_arc(fx.store.clone())
+            .store(fx.store.clone())
             .retention(snapshot::RetentionPolicy::default().keep_last(100))
             .environment(Environment::persistent())
             .build()?;

@@ -233,7 +233,7 @@ pub enum Error {
         /// The table.
         table: String,
         /// What changed.
-        drift: crate::table::SchemaDrift,
+        drift: crate::table::drift::SchemaDrift,
     },
 
     /// No key identifies the rows of a table: it has no primary key and none was declared, or
@@ -267,14 +267,14 @@ pub enum Error {
         /// The snapshot.
         id: String,
         /// Why.
-        reason: crate::table::UndoRefusal,
+        reason: crate::table::conflict::UndoRefusal,
     },
 
     /// An undo would overwrite rows that changed in the live data since the snapshot; nothing
     /// was changed. Undo with `force` to overwrite them.
     #[error(
         "undo of {id} would overwrite {total} row(s) changed since the snapshot ({}); nothing was changed, undo with force to overwrite them",
-        crate::table::conflict_summary(conflicts)
+        crate::table::conflict::conflict_summary(conflicts)
     )]
     UndoConflict {
         /// The snapshot.
@@ -282,7 +282,7 @@ pub enum Error {
         /// How many live rows differ from the snapshot.
         total: u64,
         /// The first of them (bounded), with the columns that differ.
-        conflicts: Vec<crate::table::RowConflict>,
+        conflicts: Vec<crate::table::conflict::RowConflict>,
     },
 
     /// A table restore or undo failed inside its transaction: the transaction was rolled back,

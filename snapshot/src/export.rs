@@ -28,16 +28,15 @@
 
 mod bundle;
 mod csv;
-#[cfg(feature = "duckdb")]
-mod duckdb;
 mod json;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+pub(crate) mod reader;
 
 pub use bundle::unpack;
 pub use csv::CsvReader;
+pub use reader::{ColumnSchema, ValueKind};
 
-use std::borrow::Cow;
+use reader::Cell;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -45,6 +44,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{self, Engine};
 use crate::error::{Error, Result};
 use crate::source::{CheckLevel, Source};
 
@@ -78,46 +78,6 @@ impl fmt::Display for ExportFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.extension())
     }
-}
-
-/// How a column's values are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ValueKind {
-    /// Whole numbers.
-    Integer,
-    /// Floating point numbers.
-    Real,
-    /// Exact decimals (and 128-bit integers): number literals.
-    Decimal,
-    /// Booleans.
-    Boolean,
-    /// Text.
-    Text,
-    /// Binary data (base64).
-    Blob,
-    /// Anything else (dates, timestamps, lists, …), written as the engine's text form; for a
-    /// SQLite column without a declared type, whatever each value holds.
-    Other,
-}
-
-/// One column in a schema sidecar.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ColumnSchema {
-    /// Column name.
-    pub name: String,
-    /// The declared type, as the engine reports it (may be empty in SQLite).
-    pub declared_type: String,
-    /// How its values are written.
-    pub kind: ValueKind,
-    /// Whether NULL is allowed.
-    pub nullable: bool,
-    /// Whether it is (part of) the primary key.
-    pub primary_key: bool,
-    /// The storage classes seen in the data (`null`, `integer`, `real`, `text`, `blob`,
-    /// `boolean`, `decimal`, `other`).
-    #[serde(default)]
-    pub observed: BTreeSet<String>,
 }
 
 /// The schema sidecar of one exported table.
@@ -183,54 +143,6 @@ impl Manifest {
     }
 }
 
-/// One value read from a table, borrowed where the engine allows it.
-#[derive(Debug, Clone, PartialEq)]
-#[cfg_attr(not(feature = "duckdb"), allow(dead_code))]
-pub(crate) enum Cell<'a> {
-    Null,
-    Bool(bool),
-    Int(i64),
-    UInt(u64),
-    /// An exact number literal (DECIMAL, HUGEINT).
-    Number(Cow<'a, str>),
-    Float(f64),
-    Text(Cow<'a, str>),
-    Blob(Cow<'a, [u8]>),
-    /// A value of another type, in its text form.
-    Other(Cow<'a, str>),
-}
-
-impl Cell<'_> {
-    fn class(&self) -> &'static str {
-        match self {
-            Cell::Null => "null",
-            Cell::Bool(_) => "boolean",
-            Cell::Int(_) | Cell::UInt(_) => "integer",
-            Cell::Number(_) => "decimal",
-            Cell::Float(_) => "real",
-            Cell::Text(_) => "text",
-            Cell::Blob(_) => "blob",
-            Cell::Other(_) => "other",
-        }
-    }
-}
-
-/// Reads tables under one read transaction.
-pub(crate) trait TableReader {
-    /// Every user table, in a stable order.
-    fn tables(&mut self) -> Result<Vec<String>>;
-    /// The columns of `table`; [`Error::InvalidInput`] (field `table`) when there is no such
-    /// table.
-    fn columns(&mut self, table: &str) -> Result<Vec<ColumnSchema>>;
-    /// Calls `each` for every row of `table`, in storage order.
-    fn scan(
-        &mut self,
-        table: &str,
-        columns: &[ColumnSchema],
-        each: &mut dyn FnMut(&[Cell<'_>]) -> Result<()>,
-    ) -> Result<u64>;
-}
-
 /// Progress of an export, reported to [`ExportSource::on_progress`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportProgress {
@@ -245,34 +157,25 @@ pub struct ExportProgress {
 /// Progress callback.
 pub type ProgressFn = Arc<dyn Fn(&ExportProgress) + Send + Sync>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum TableEngine {
-    #[cfg(feature = "sqlite")]
-    Sqlite,
-    #[cfg(feature = "duckdb")]
-    Duckdb,
-}
-
 /// A [`Source`] whose image is an export bundle (a zip of CSV/JSON files, schema sidecars and a
-/// manifest) of a SQLite or DuckDB database. Its kind is `csv`, `json` or `csv+json`.
+/// manifest) of a database whose engine reads its tables for exports (SQLite, DuckDB). Its kind
+/// is `csv`, `json` or `csv+json`.
 ///
 /// ```no_run
-/// # #[cfg(feature = "sqlite")]
 /// # fn main() -> snapshot::Result<()> {
 /// use snapshot::export::{ExportFormat, ExportSource};
 /// use snapshot::{LocalStore, SnapshotManager, SnapshotRequest};
 ///
 /// let exports = SnapshotManager::builder()
-///     .source(ExportSource::sqlite("plant.db").formats(&[ExportFormat::Csv, ExportFormat::Json]))
+///     .source(ExportSource::new("sqlite", "plant.db")?.formats(&[ExportFormat::Csv, ExportFormat::Json]))
 ///     .store(LocalStore::open("backups")?)
 ///     .build()?;
 /// exports.snapshot(SnapshotRequest::new("manual"))?;
 /// # Ok(()) }
-/// # #[cfg(not(feature = "sqlite"))] fn main() {}
 /// ```
 #[derive(Clone)]
 pub struct ExportSource {
-    engine: TableEngine,
+    engine: &'static dyn Engine,
     path: PathBuf,
     formats: Vec<ExportFormat>,
     tables: Option<Vec<String>>,
@@ -282,7 +185,7 @@ pub struct ExportSource {
 impl fmt::Debug for ExportSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ExportSource")
-            .field("engine", &self.engine)
+            .field("engine", &self.engine.kind())
             .field("path", &self.path)
             .field("formats", &self.formats)
             .field("tables", &self.tables)
@@ -291,21 +194,26 @@ impl fmt::Debug for ExportSource {
 }
 
 impl ExportSource {
-    /// Exports of the SQLite database at `path` (both formats, every table).
-    #[cfg(feature = "sqlite")]
-    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
-        Self::with_engine(TableEngine::Sqlite, path.into())
+    /// Exports of the database at `path` whose engine is `kind` (`sqlite`, `duckdb`): both
+    /// formats, every table. A DuckDB file must not be held open by another process
+    /// (DuckDB's one-writer rule).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] when no engine of that kind that reads tables for exports is
+    /// compiled in.
+    pub fn new(kind: &str, path: impl Into<PathBuf>) -> Result<Self> {
+        let engine = engine::require(kind, "export")?;
+        if !engine.exports() {
+            return Err(Error::Unsupported {
+                operation: "export",
+                kind: engine.kind().to_string(),
+            });
+        }
+        Ok(Self::with_engine(engine, path.into()))
     }
 
-    /// Exports of the DuckDB database at `path` (both formats, every table). The file must not
-    /// be held open by another process (DuckDB's one-writer rule).
-    #[cfg(feature = "duckdb")]
-    pub fn duckdb(path: impl Into<PathBuf>) -> Self {
-        Self::with_engine(TableEngine::Duckdb, path.into())
-    }
-
-    #[cfg_attr(not(any(feature = "sqlite", feature = "duckdb")), allow(dead_code))]
-    fn with_engine(engine: TableEngine, path: PathBuf) -> Self {
+    /// Exports through `engine` (the engines' own constructors, `ExportSource::sqlite`, …).
+    pub(crate) fn with_engine(engine: &'static dyn Engine, path: PathBuf) -> Self {
         ExportSource {
             engine,
             path,
@@ -344,24 +252,6 @@ impl ExportSource {
         &self.formats
     }
 
-    fn engine_name(&self) -> &'static str {
-        match self.engine {
-            #[cfg(feature = "sqlite")]
-            TableEngine::Sqlite => "sqlite",
-            #[cfg(feature = "duckdb")]
-            TableEngine::Duckdb => "duckdb",
-        }
-    }
-
-    fn open_reader(&self) -> Result<Box<dyn TableReader + '_>> {
-        match self.engine {
-            #[cfg(feature = "sqlite")]
-            TableEngine::Sqlite => Ok(Box::new(sqlite::SqliteReader::open(&self.path)?)),
-            #[cfg(feature = "duckdb")]
-            TableEngine::Duckdb => Ok(Box::new(duckdb::DuckReader::open(&self.path)?)),
-        }
-    }
-
     /// Writes the export files (and `manifest.json`) into `dir`, which is created when missing
     /// and must not already hold any of the files.
     ///
@@ -378,7 +268,7 @@ impl ExportSource {
 
     /// Writes every file through `sink`, then the manifest.
     fn write(&self, sink: &mut dyn bundle::Sink) -> Result<Manifest> {
-        let mut reader = self.open_reader()?;
+        let mut reader = self.engine.export_reader(&self.path)?;
         let created_at = chrono::Utc::now();
         let all = reader.tables()?;
         let tables = match &self.tables {
@@ -463,7 +353,7 @@ impl ExportSource {
             }
             let schema = TableSchema {
                 table: table.clone(),
-                engine: self.engine_name().to_string(),
+                engine: self.engine.kind().to_string(),
                 rows,
                 columns,
             };
@@ -489,7 +379,7 @@ impl ExportSource {
         let manifest = Manifest {
             format: "snapshot-export".into(),
             format_version: EXPORT_FORMAT_VERSION,
-            engine: self.engine_name().into(),
+            engine: self.engine.kind().into(),
             database: self.path.display().to_string(),
             created_at,
             formats: self.formats.clone(),
@@ -510,12 +400,6 @@ pub(crate) trait RowWriter {
     fn header(&mut self, columns: &[ColumnSchema]) -> Result<()>;
     fn row(&mut self, cells: &[Cell<'_>]) -> Result<()>;
     fn finish(&mut self) -> Result<()>;
-}
-
-/// Quotes an SQL identifier (both engines use double quotes).
-#[cfg_attr(not(any(feature = "sqlite", feature = "duckdb")), allow(dead_code))]
-pub(crate) fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// A file-name-safe, unique base name for a table's files.

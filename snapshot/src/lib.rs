@@ -26,7 +26,7 @@
 //!     .build()?;
 //!
 //! let taken = manager.snapshot(SnapshotRequest::new("delete").entity("measure", 42))?;
-//! let id = taken.record().map(|r| r.snapshot_id.clone()).unwrap_or_default();
+//! let id = taken.id().unwrap_or_default().to_string();
 //! // … the measure is deleted, and the user wants it back:
 //! let listed = manager.list(&ListFilter::new().entity_type("measure").limit(5))?;
 //! assert_eq!(listed[0].snapshot_id, id);
@@ -73,6 +73,7 @@ pub mod catalog;
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod config;
+pub mod engine;
 pub mod environment;
 mod error;
 #[cfg(feature = "export")]
@@ -80,12 +81,14 @@ pub mod export;
 mod fs_util;
 pub mod id;
 mod manager;
+mod mapping;
 pub mod record;
 mod restore;
 pub mod retention;
 #[cfg(feature = "schedule")]
 pub mod schedule;
 pub mod source;
+mod sql;
 pub mod stats;
 pub mod store;
 pub mod table;
@@ -97,6 +100,13 @@ pub mod __private;
 #[cfg(feature = "macros")]
 pub use snapshot_macros::with_snapshot;
 
+pub use engine::FileSource;
+#[cfg(feature = "duckdb")]
+pub use engine::duckdb::DuckDbSource;
+#[cfg(feature = "postgres")]
+pub use engine::postgres::PostgresSource;
+#[cfg(feature = "sqlite")]
+pub use engine::sqlite::SqliteSource;
 pub use environment::{Environment, Indicator};
 pub use error::{Error, Result};
 pub use manager::{
@@ -106,17 +116,6 @@ pub use manager::{
 pub use record::{Outcome, SnapshotRecord};
 pub use restore::{RestoreOptions, RestoreReport};
 pub use retention::{Decision, Reason, RetentionPlan, RetentionPolicy};
-#[cfg(feature = "duckdb")]
-pub use source::DuckDbSource;
-#[cfg(feature = "postgres")]
-pub use source::PostgresSource;
-#[cfg(feature = "sqlite")]
-pub use source::SqliteSource;
-pub use source::{BusyBudget, CheckLevel, FileSource, Source};
+pub use source::{BusyBudget, CheckLevel, Source};
 pub use store::{LocalStore, MemoryStore, ObjectMeta, PutMode, Store, StoreLock};
 pub use verify::{DoctorOptions, DoctorReport, VerifyAllReport, VerifyReport};
-
-/// Staging-file prefix: any file named so is a leftover of an interrupted write.
-pub use fs_util::STAGING_PREFIX;
-/// Trash-file prefix: a deleted object whose space is still to be freed; always garbage.
-pub use fs_util::TRASH_PREFIX;

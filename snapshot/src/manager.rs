@@ -20,18 +20,17 @@ use crate::fs_util::{self, StagingGuard};
 use crate::id;
 use crate::record::{self, FORMAT_VERSION, Outcome, SnapshotRecord};
 use crate::retention::{RetentionPlan, RetentionPolicy};
-use crate::source::{CheckLevel, Source};
-use crate::store::Store;
+use crate::source::{CheckLevel, IntoSource, Source};
+use crate::store::{IntoStore, Store};
 
 /// Takes, lists, verifies, prunes and restores snapshots of one source into one store.
 ///
 /// ```no_run
-/// # #[cfg(feature = "sqlite")]
 /// # fn main() -> snapshot::Result<()> {
-/// use snapshot::{LocalStore, SnapshotManager, SnapshotRequest, SqliteSource};
+/// use snapshot::{LocalStore, SnapshotManager, SnapshotRequest};
 ///
 /// let manager = SnapshotManager::builder()
-///     .source(SqliteSource::new("app.db"))
+///     .source(snapshot::engine::source("sqlite", "app.db".as_ref())?)
 ///     .store(LocalStore::open("backups")?)
 ///     .build()?;
 /// let taken = manager.snapshot(SnapshotRequest::new("delete").entity("measure", 42))?;
@@ -39,7 +38,6 @@ use crate::store::Store;
 ///     println!("took {}", record.snapshot_id);
 /// }
 /// # Ok(()) }
-/// # #[cfg(not(feature = "sqlite"))] fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct SnapshotManager {
@@ -57,7 +55,7 @@ pub(crate) struct Inner {
     pub(crate) disabled_logged: AtomicBool,
     pub(crate) check_on_create: CheckLevel,
     pub(crate) host: String,
-    pub(crate) entities: Vec<crate::table::EntityMapping>,
+    pub(crate) entities: Vec<crate::mapping::EntityMapping>,
 }
 
 /// Builds a [`SnapshotManager`]; see [`SnapshotManager::builder`].
@@ -68,31 +66,19 @@ pub struct SnapshotManagerBuilder {
     retention: Option<RetentionPolicy>,
     environment: Option<Environment>,
     check_on_create: Option<CheckLevel>,
-    entities: Vec<crate::table::EntityMapping>,
+    entities: Vec<crate::mapping::EntityMapping>,
 }
 
 impl SnapshotManagerBuilder {
-    /// What to snapshot (required).
-    pub fn source(mut self, source: impl Source + 'static) -> Self {
-        self.source = Some(Arc::new(source));
+    /// What to snapshot (required): a source, or one already shared (`Arc<dyn Source>`).
+    pub fn source(mut self, source: impl IntoSource) -> Self {
+        self.source = Some(source.into_source());
         self
     }
 
-    /// What to snapshot, already shared.
-    pub fn source_arc(mut self, source: Arc<dyn Source>) -> Self {
-        self.source = Some(source);
-        self
-    }
-
-    /// Where snapshots live (required).
-    pub fn store(mut self, store: impl Store + 'static) -> Self {
-        self.store = Some(Arc::new(store));
-        self
-    }
-
-    /// Where snapshots live, already shared.
-    pub fn store_arc(mut self, store: Arc<dyn Store>) -> Self {
-        self.store = Some(store);
+    /// Where snapshots live (required): a store, or one already shared (`Arc<dyn Store>`).
+    pub fn store(mut self, store: impl IntoStore) -> Self {
+        self.store = Some(store.into_store());
         self
     }
 
@@ -113,7 +99,7 @@ impl SnapshotManagerBuilder {
     /// and dependent tables (default for an entity not mapped here: the table named like the
     /// entity, by its single-column primary key). A mapping in
     /// [`UndoOptions`](crate::table::UndoOptions) wins over this one for that call.
-    pub fn entity(mut self, mapping: crate::table::EntityMapping) -> Self {
+    pub fn entity(mut self, mapping: crate::mapping::EntityMapping) -> Self {
         self.entities
             .retain(|m| m.entity_type != mapping.entity_type);
         self.entities.push(mapping);
@@ -264,6 +250,11 @@ pub enum SnapshotOutcome {
 }
 
 impl SnapshotOutcome {
+    /// The new snapshot's id, when one was taken.
+    pub fn id(&self) -> Option<&str> {
+        self.record().map(|r| r.snapshot_id.as_str())
+    }
+
     /// The new record, when one was taken.
     pub fn record(&self) -> Option<&SnapshotRecord> {
         match self {
@@ -347,6 +338,7 @@ impl ListFilter {
 
 /// Counts and sizes for one operation type.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct OperationStats {
     /// Number of snapshots.
     pub count: usize,
@@ -356,6 +348,7 @@ pub struct OperationStats {
 
 /// What [`SnapshotManager::status`] reports.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Status {
     /// Whether snapshots are taken.
     pub enabled: bool,
@@ -389,6 +382,7 @@ pub struct Status {
 
 /// What [`SnapshotManager::prune`] did.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct PruneReport {
     /// The plan that was carried out (a reason for every keep and drop).
     pub plan: RetentionPlan,

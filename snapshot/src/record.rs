@@ -33,6 +33,7 @@ pub enum Outcome {
 
 /// One snapshot in the catalog.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct SnapshotRecord {
     /// Unique, time-sortable, file-name-safe id, e.g. `20261123_101500_123_delete_measure_42`.
     pub snapshot_id: String,

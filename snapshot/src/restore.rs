@@ -13,9 +13,11 @@
 //! A crash at any point leaves the target either as it was or fully restored, with at most a
 //! staging file beside it (found by [`doctor`](crate::SnapshotManager::doctor)).
 //!
-//! A source that is not a file ([`Source::is_file`](crate::Source::is_file) is false: a
-//! PostgreSQL server) has nothing to swap: its whole restore is a table restore of every table
-//! of the snapshot in `Replace` mode, in one transaction after the safety snapshot.
+//! The swap is the source's own ([`Source::begin_restore`](crate::Source::begin_restore)):
+//! a [`FileReplacement`](crate::source::FileReplacement) for a source of one file, as above;
+//! a database server replaces every table of the snapshot in one transaction instead. This
+//! module is the transaction around it, the same for both: verify → safety snapshot → the
+//! source's replacement → check → rollback.
 
 use std::path::{Path, PathBuf};
 
@@ -23,8 +25,7 @@ use crate::error::{Error, Result};
 use crate::fs_util::{self, StagingGuard};
 use crate::manager::{SnapshotManager, SnapshotRequest};
 use crate::record::{PRE_RESTORE, SnapshotRecord};
-use crate::source::CheckLevel;
-use crate::source::processes_holding;
+use crate::source::{CheckLevel, FileReplacement, Replacement, RestoreContext};
 
 /// How to restore.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -64,6 +65,7 @@ impl RestoreOptions {
 
 /// What a restore did (or, for a dry run, would do).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RestoreReport {
     /// The restored snapshot.
     pub snapshot_id: String,
@@ -108,98 +110,57 @@ impl SnapshotManager {
     /// transaction failed (nothing changed, the safety snapshot kept).
     pub fn restore_with(&self, id: &str, options: &RestoreOptions) -> Result<RestoreReport> {
         let record = self.get(id)?;
-        let source = &self.inner.source;
-        let live = options.target.is_none();
-        if live && !source.is_file() && record.source_kind == source.kind() {
-            return self.restore_by_tables(&record, options);
+        if let Some(target) = &options.target {
+            return self.restore_elsewhere(record, target, options);
         }
-        let target = options
-            .target
-            .clone()
-            .unwrap_or_else(|| source.path().to_path_buf());
-        let same_kind = record.source_kind == source.kind();
-        if live && !same_kind {
+        let source = &self.inner.source;
+        if record.source_kind != source.kind() {
             return Err(Error::WrongEngine {
                 id: record.snapshot_id,
                 snapshot_kind: record.source_kind,
                 target_kind: source.kind().to_string(),
             });
         }
-        if !live && target.exists() {
-            return Err(Error::invalid(
-                "target",
-                format!("{} already exists", target.display()),
-            ));
-        }
-        let dir = match target.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut steps = Vec::new();
-
-        // 1. Stage and verify the image beside the target.
+        // 1. Stage and verify the image (beside the target, so that a swap is a rename).
         let check = options.check.unwrap_or(if record.verified_at.is_some() {
             CheckLevel::Header
         } else {
             CheckLevel::Quick
         });
-        let staged = self.stage_verified(&record, &dir, check, same_kind)?;
-        steps.push(format!(
+        let image = self.verified_image(&record, source.restore_dir().as_deref(), check, true)?;
+        let mut steps = vec![format!(
             "verified {} ({} bytes, {})",
             record.snapshot_id, record.size_bytes, record.checksum
-        ));
+        )];
 
+        // 2. The source's replacement: the live data must be free (a file's journal folded; a
+        //    server's tables planned and locked).
+        let mut replacement: Box<dyn Replacement + '_> =
+            match source.begin_restore(&image.path, &record.snapshot_id)? {
+                Some(r) => r,
+                None => Box::new(FileReplacement::new(&**source, &image.path)?),
+            };
+        let target = replacement.target().to_path_buf();
+        let report = |steps, safety_snapshot, dry_run| RestoreReport {
+            snapshot_id: record.snapshot_id.clone(),
+            target: target.clone(),
+            dry_run,
+            safety_snapshot,
+            bytes: record.size_bytes,
+            steps,
+        };
         if options.dry_run {
-            steps.push(if live {
-                format!(
-                    "would take a safety snapshot of {} and replace it",
-                    target.display()
-                )
-            } else {
-                format!("would write {}", target.display())
-            });
-            return Ok(RestoreReport {
-                snapshot_id: record.snapshot_id,
-                target,
-                dry_run: true,
-                safety_snapshot: None,
-                bytes: record.size_bytes,
-                steps,
-            });
+            steps.extend(replacement.plan()?);
+            return Ok(report(steps, None, true));
         }
 
-        if !live {
-            fs_util::publish_new(staged.path(), &target).map_err(|e| match e {
-                Error::AlreadyExists { .. } => {
-                    Error::invalid("target", format!("{} already exists", target.display()))
-                }
-                e => e,
-            })?;
-            staged.disarm();
-            steps.push(format!("wrote {}", target.display()));
-            return Ok(RestoreReport {
-                snapshot_id: record.snapshot_id,
-                target,
-                dry_run: false,
-                safety_snapshot: None,
-                bytes: record.size_bytes,
-                steps,
-            });
-        }
-
-        // 2. The live target must be free; fold its journal so the present is all in one file.
-        source.prepare_replace()?;
-        let present = target.exists();
-
-        // 3. Safety snapshot of the present. The target is quiesced (no process holds it, its
-        //    journal is folded) and about to be replaced, so when the store shares its file
-        //    system the snapshot is the present file itself under a second name (0600 from the
-        //    start): no copy. The swap below leaves that inode to the store alone.
-        let mut safety = None;
-        let mut linked_mode = None;
-        if present && self.is_enabled() {
-            // The present may be damaged — that is often why it is being restored over: it is
-            // kept as found (byte for byte, unverified) rather than refused.
+        // 3. Safety snapshot of the present. It may be damaged — that is often why it is being
+        //    restored over: it is kept as found (byte for byte, unverified) rather than refused.
+        let mut context = RestoreContext {
+            snapshot_id: record.snapshot_id.clone(),
+            safety_snapshot: None,
+        };
+        if replacement.has_present() && self.is_enabled() {
             let request = SnapshotRequest {
                 restore_of: Some(record.snapshot_id.clone()),
                 as_found: true,
@@ -210,191 +171,161 @@ impl SnapshotManager {
                     ))
                     .pinned(true)
             };
-            let taken = self.take_with(request, |dest| {
-                if processes_holding(&target).is_empty()
-                    && let Some(mode) = fs_util::link_private(&target, dest)?
-                {
-                    linked_mode = Some(mode);
-                    return Ok(());
-                }
-                match source.capture(dest) {
-                    Err(Error::NotADatabase { .. }) => {
-                        // Quiesced (no process holds it): the raw bytes are the present.
-                        fs_util::remove_if_exists(dest)?;
-                        fs_util::copy_to_new(&target, dest).map(|_| ())
-                    }
-                    r => r,
-                }
-            });
-            let taken = match taken {
+            let taken = match self.take_with(request, |dest| replacement.capture_present(dest)) {
                 Ok(t) => t,
                 Err(e) => {
-                    if let Some(mode) = linked_mode {
-                        let _ = fs_util::set_mode(&target, mode);
-                    }
+                    replacement.release_present();
                     return Err(e);
                 }
             };
             steps.push(format!(
                 "safety snapshot {}{}",
                 taken.snapshot_id,
-                if linked_mode.is_some() {
+                if replacement.present_is_live() {
                     " (the present file, linked into the store)"
                 } else {
                     ""
                 }
             ));
-            safety = Some(taken.snapshot_id);
-        } else if present {
+            context.safety_snapshot = Some(taken.snapshot_id);
+        } else if replacement.has_present() {
             steps.push("no safety snapshot: the manager is disabled on this host".into());
         }
         // A safety snapshot that is the live file must not stay listed while that file stays
-        // live: when the swap does not happen (or is undone), drop it and give the file back
-        // its mode. The present is then live, untouched; nothing needed the copy.
-        let abandon_link = || {
-            if let (Some(mode), Some(id)) = (linked_mode, &safety) {
-                let _ = fs_util::set_mode(&target, mode);
+        // live: when the swap does not happen (or is undone), drop it (the source gives the
+        // file back its mode). The present is then live, untouched; nothing needed the copy.
+        let abandon = |r: &mut Box<dyn Replacement + '_>, safety: &Option<String>| {
+            if r.present_is_live()
+                && let Some(id) = safety
+            {
+                r.release_present();
                 self.forget(id);
             }
         };
 
-        // 4. Keep the present under a staging name for rollback, then swap.
-        let swapped = (|| -> Result<Option<StagingGuard>> {
-            let previous =
-                present.then(|| StagingGuard::new(fs_util::staging_path(&dir, "previous")));
-            if let Some(prev) = &previous {
-                std::fs::hard_link(&target, prev.path())
-                    .map_err(|e| Error::io("link", prev.path(), e))?;
-            }
-            // The restored file keeps the live file's mode (a group-shared database stays so).
-            match linked_mode {
-                Some(mode) => fs_util::set_mode(staged.path(), mode)?,
-                None if present => fs_util::copy_permissions(&target, staged.path())?,
-                None => {}
-            }
-            fs_util::publish_replace(staged.path(), &target)?;
-            Ok(previous)
-        })();
-        let previous = match swapped {
-            Ok(p) => p,
+        // 4. Replace.
+        match replacement.apply(&context) {
+            Ok(s) => steps.extend(s),
             Err(e) => {
-                abandon_link();
+                abandon(&mut replacement, &context.safety_snapshot);
                 return Err(e);
             }
-        };
-        staged.disarm();
-        for c in source.companions() {
-            fs_util::remove_if_exists(&c)?;
         }
-        fs_util::fsync_dir(&dir)?;
-        steps.push(format!("replaced {}", target.display()));
 
         // 5. Check the live result; put the present back if it fails.
-        if let Err(e) = source.check_image(&target, CheckLevel::Header) {
-            let rolled_back = match &previous {
-                Some(prev) => fs_util::publish_replace(prev.path(), &target).is_ok(),
-                None => fs_util::remove_durable(&target).is_ok(),
-            };
-            if let Some(prev) = previous {
-                prev.disarm();
+        match replacement.check() {
+            Ok(s) => steps.extend(s),
+            Err(e) => {
+                let live = replacement.present_is_live();
+                let rolled_back = replacement.rollback();
+                if rolled_back
+                    && live
+                    && let Some(id) = &context.safety_snapshot
+                {
+                    self.forget(id);
+                }
+                return Err(Error::RestoreFailed {
+                    id: record.snapshot_id.clone(),
+                    reason: format!("the restored database failed its check: {e}"),
+                    rolled_back,
+                });
             }
-            if rolled_back {
-                abandon_link();
-            }
-            return Err(Error::RestoreFailed {
-                id: record.snapshot_id,
-                reason: format!("the restored database failed its check: {e}"),
-                rolled_back,
-            });
         }
-        if let Some(prev) = previous {
-            fs_util::remove_durable(prev.path())?;
-            prev.disarm();
-        }
-        steps.push("checked the restored database".into());
+        replacement.finish()?;
+        drop(replacement);
+        drop(image);
         tracing::info!(id = %record.snapshot_id, target = %target.display(), "restored");
+        Ok(report(steps, context.safety_snapshot, false))
+    }
+
+    /// Materialises a snapshot at `target` (which must not exist), live data untouched.
+    fn restore_elsewhere(
+        &self,
+        record: SnapshotRecord,
+        target: &Path,
+        options: &RestoreOptions,
+    ) -> Result<RestoreReport> {
+        if target.exists() {
+            return Err(Error::invalid(
+                "target",
+                format!("{} already exists", target.display()),
+            ));
+        }
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let same_kind = record.source_kind == self.inner.source.kind();
+        let check = options.check.unwrap_or(if record.verified_at.is_some() {
+            CheckLevel::Header
+        } else {
+            CheckLevel::Quick
+        });
+        let staged = self.stage_verified(&record, &dir, check, same_kind)?;
+        let mut steps = vec![format!(
+            "verified {} ({} bytes, {})",
+            record.snapshot_id, record.size_bytes, record.checksum
+        )];
+        if options.dry_run {
+            steps.push(format!("would write {}", target.display()));
+        } else {
+            fs_util::publish_new(staged.path(), target).map_err(|e| match e {
+                Error::AlreadyExists { .. } => {
+                    Error::invalid("target", format!("{} already exists", target.display()))
+                }
+                e => e,
+            })?;
+            staged.disarm();
+            steps.push(format!("wrote {}", target.display()));
+        }
         Ok(RestoreReport {
             snapshot_id: record.snapshot_id,
-            target,
-            dry_run: false,
-            safety_snapshot: safety,
+            target: target.to_path_buf(),
+            dry_run: options.dry_run,
+            safety_snapshot: None,
             bytes: record.size_bytes,
             steps,
         })
     }
 
-    /// The whole restore of a source that is not a file (a database server): every table of
-    /// the image, in [`Replace`](crate::table::RestoreMode::Replace) mode, in one transaction
-    /// after the pinned safety snapshot — [`restore_tables`](Self::restore_tables) with the
-    /// tables in the order the source gives (tables referred to first). Tables of the live
-    /// database that the snapshot does not hold are left alone; a table of the snapshot
-    /// missing from the live database fails the restore before anything changed.
-    fn restore_by_tables(
+    /// A verified, readable local copy of a snapshot image. With `dir`, a durable copy staged
+    /// there (removed when dropped unless a swap consumed it); without, the store's own file
+    /// when it keeps one (read in place, never written), else a copy in its staging directory.
+    /// The checksum always matches the record; with `engine_check` the engine checks the
+    /// image at `check` too.
+    pub(crate) fn verified_image(
         &self,
         record: &SnapshotRecord,
-        options: &RestoreOptions,
-    ) -> Result<RestoreReport> {
-        use crate::table::{RestoreMode, TableRestoreOptions};
-        let source = &self.inner.source;
+        dir: Option<&Path>,
+        check: CheckLevel,
+        engine_check: bool,
+    ) -> Result<Image> {
         let store = &self.inner.store;
-        let tables = match store.local_path(&record.blob_key) {
-            Some(p) if p.exists() => source.image_tables(&p)?,
-            Some(_) => {
-                return Err(Error::BlobMissing {
-                    key: record.blob_key.clone(),
-                });
+        if dir.is_none() {
+            match store.local_path(&record.blob_key) {
+                Some(p) if p.exists() => {
+                    self.check_copy(record, &p, check, engine_check, false)?;
+                    return Ok(Image {
+                        path: p,
+                        _staged: None,
+                    });
+                }
+                Some(_) => {
+                    return Err(Error::BlobMissing {
+                        key: record.blob_key.clone(),
+                    });
+                }
+                None => {}
             }
-            None => {
-                let staged =
-                    self.stage_verified(record, &store.staging_dir()?, CheckLevel::Header, true)?;
-                source.image_tables(staged.path())?
-            }
+        }
+        let dir = match dir {
+            Some(d) => d.to_path_buf(),
+            None => store.staging_dir()?,
         };
-        let target = source.path().to_path_buf();
-        if tables.is_empty() {
-            return Ok(RestoreReport {
-                snapshot_id: record.snapshot_id.clone(),
-                target,
-                dry_run: options.dry_run,
-                safety_snapshot: None,
-                bytes: record.size_bytes,
-                steps: vec!["the snapshot holds no table: nothing to restore".into()],
-            });
-        }
-        let table_options = TableRestoreOptions::new(RestoreMode::Replace).dry_run(options.dry_run);
-        let report = self.restore_tables(&record.snapshot_id, &tables, &table_options)?;
-        let mut steps = vec![format!(
-            "verified {} ({} bytes, {})",
-            record.snapshot_id, record.size_bytes, record.checksum
-        )];
-        if let Some(s) = &report.safety_snapshot {
-            steps.push(format!("safety snapshot {s}"));
-        }
-        let verb = if options.dry_run {
-            "would replace"
-        } else {
-            "replaced"
-        };
-        for t in &report.tables {
-            steps.push(format!(
-                "{verb} table {:?}: {} inserted, {} updated, {} deleted",
-                t.table, t.inserted, t.updated, t.deleted
-            ));
-        }
-        if !options.dry_run {
-            steps.push(format!(
-                "committed the restore of {} table(s)",
-                report.tables.len()
-            ));
-            tracing::info!(id = %record.snapshot_id, target = %target.display(), "restored");
-        }
-        Ok(RestoreReport {
-            snapshot_id: record.snapshot_id.clone(),
-            target,
-            dry_run: options.dry_run,
-            safety_snapshot: report.safety_snapshot,
-            bytes: record.size_bytes,
-            steps,
+        let staged = self.stage_verified(record, &dir, check, engine_check)?;
+        Ok(Image {
+            path: staged.path().to_path_buf(),
+            _staged: Some(staged),
         })
     }
 
@@ -423,4 +354,11 @@ impl SnapshotManager {
         self.check_copy(record, staged.path(), check, engine_check, true)?;
         Ok(staged)
     }
+}
+
+/// A verified, readable local copy of a snapshot image: the store's own file, or a staged
+/// copy removed when dropped.
+pub(crate) struct Image {
+    pub(crate) path: PathBuf,
+    _staged: Option<StagingGuard>,
 }

@@ -1,42 +1,31 @@
 //! What to copy: a [`Source`] produces a consistent, self-contained image of live data, checks an
-//! image with its engine, and prepares the live location to be replaced by a restore.
+//! image with its engine, and owns the restore side — how its live data is replaced by an
+//! image ([`Source::begin_restore`]) and how record-level sessions reach it
+//! ([`Source::open_tables`]).
 //!
-//! A new kind of data is one new file implementing this trait plus a feature flag. The built-in
-//! sources are [`FileSource`] (any single file), `SqliteSource` (feature `sqlite`),
+//! The built-in sources live in their engine folders ([`engine`](crate::engine)):
+//! [`FileSource`](crate::FileSource) (any single file), `SqliteSource` (feature `sqlite`),
 //! `DuckDbSource` (feature `duckdb`) and `PostgresSource` (feature `postgres`: tables of a
-//! server, exported as one bundle file).
+//! server, exported as one bundle file). A source of one file gets a whole restore for free:
+//! the default [`begin_restore`](Source::begin_restore) is [`FileReplacement`], an atomic
+//! swap of the file built from [`prepare_replace`](Source::prepare_replace),
+//! [`companions`](Source::companions) and [`check_image`](Source::check_image).
 
-#[cfg(feature = "duckdb")]
-mod duckdb;
-mod file;
 mod holders;
-mod live_file;
-#[cfg(feature = "postgres")]
-pub(crate) mod postgres;
-#[cfg(feature = "sqlite")]
-mod sqlite;
-#[cfg(feature = "sqlite")]
-mod sqlite_wal;
+pub(crate) mod live_file;
+mod replace;
 
-#[cfg(feature = "duckdb")]
-pub use self::duckdb::DuckDbSource;
-#[cfg(feature = "duckdb")]
-pub(crate) use self::duckdb::{Hold as DuckDbHold, duck_error};
-#[cfg(feature = "postgres")]
-pub use self::postgres::PostgresSource;
-pub use file::FileSource;
 pub use holders::processes_holding;
-#[cfg(feature = "sqlite")]
-pub use sqlite::SqliteSource;
-#[cfg(feature = "sqlite")]
-pub(crate) use sqlite::uri_path;
+pub use replace::{FileReplacement, Replacement, RestoreContext};
 
-use std::any::Any;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::stats::DbStats;
+use crate::table::session::TableSession;
 
 /// How thoroughly an engine checks an image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -66,6 +55,36 @@ impl Default for BusyBudget {
             attempts: 50,
             max_pause: Duration::from_millis(200),
         }
+    }
+}
+
+/// A source as the manager's builder takes it: any [`Source`], or one already shared.
+pub trait IntoSource {
+    /// The shared source.
+    fn into_source(self) -> Arc<dyn Source>;
+}
+
+impl<S: Source + 'static> IntoSource for S {
+    fn into_source(self) -> Arc<dyn Source> {
+        Arc::new(self)
+    }
+}
+
+impl IntoSource for Arc<dyn Source> {
+    fn into_source(self) -> Arc<dyn Source> {
+        self
+    }
+}
+
+impl IntoSource for Box<dyn Source> {
+    fn into_source(self) -> Arc<dyn Source> {
+        Arc::from(self)
+    }
+}
+
+impl<S: Source + 'static> IntoSource for Arc<S> {
+    fn into_source(self) -> Arc<dyn Source> {
+        self
     }
 }
 
@@ -108,37 +127,72 @@ pub trait Source: Send + Sync + Debug {
         Vec::new()
     }
 
-    /// Whether the live data is one file that a whole [`restore`](crate::SnapshotManager::restore)
-    /// swaps atomically (true for every source but a database server). A source that is not a
-    /// file — `PostgresSource`, a database server — is restored table by table instead: every
-    /// table of the image in [`Replace`](crate::table::RestoreMode::Replace) mode, in one
-    /// transaction, after the safety snapshot (see
-    /// [`restore_tables`](crate::SnapshotManager::restore_tables)).
-    fn is_file(&self) -> bool {
-        true
-    }
-
-    /// For a source that is not a file: the tables of `image` in the order a whole restore
-    /// writes them (tables that others refer to first).
+    /// Starts a whole restore of the live data from `image`, a verified image of this kind
+    /// (of the snapshot `snapshot_id`; see [`Replacement`] for the steps the restore
+    /// transaction drives). `None` (the
+    /// default) means the live data is the one file at [`path`](Self::path), swapped for the
+    /// image by a [`FileReplacement`]; a source whose data is not one file (a database server)
+    /// replaces it its own way.
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) for file sources (the default);
-    /// [`Error::NotADatabase`](crate::Error::NotADatabase) when `image` cannot be read.
-    fn image_tables(&self, image: &Path) -> Result<Vec<String>> {
-        let _ = image;
-        Err(crate::Error::Unsupported {
-            operation: "table-by-table restore",
+    /// [`Error::TargetLocked`] when the live data is in use; the source's errors preparing it.
+    fn begin_restore(
+        &self,
+        image: &Path,
+        snapshot_id: &str,
+    ) -> Result<Option<Box<dyn Replacement + '_>>> {
+        let _ = (image, snapshot_id);
+        Ok(None)
+    }
+
+    /// The directory where a restore stages the image before
+    /// [`begin_restore`](Self::begin_restore): beside the live file by default, so that the swap is a rename;
+    /// `None` for a source that is not a file (the image is then read where the store keeps it,
+    /// or staged in its staging directory).
+    fn restore_dir(&self) -> Option<PathBuf> {
+        Some(match self.path().parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        })
+    }
+
+    /// Opens a record-level session ([`table`](crate::table)) on the snapshot image `image`
+    /// and this source's live data (`write` when it will be written). Each engine reaches its
+    /// own connection here: a DuckDB source the application's instance, a PostgreSQL source
+    /// its server. A source that wraps another must forward this (and
+    /// [`begin_restore`](Self::begin_restore)) to reach the inner engine.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for a source without record-level operations (the default);
+    /// engine errors.
+    fn open_tables(&self, image: &Path, write: bool) -> Result<TableSession> {
+        let _ = (image, write);
+        Err(Error::Unsupported {
+            operation: "record-level restore",
             kind: self.kind().to_string(),
         })
     }
 
-    /// The concrete source, for code that needs more than this trait: the record-level engines
-    /// ([`table`](crate::table)) reach a `PostgresSource`'s connection settings and a
-    /// `DuckDbSource`'s open connection through it. The built-in sources return themselves;
-    /// the default is `None`. A source that wraps another (to add logging, progress…) should
-    /// return the inner source's answer, or record-level operations on a database server cannot
-    /// connect to it.
-    fn as_any(&self) -> Option<&dyn Any> {
-        None
+    /// Statistics of the live data for `snapshot status`: its size, and for a database every
+    /// table with its row count; for `table`, its numeric columns (count, minimum, maximum,
+    /// average) and its latest row, ordered by `order_by` (default: the engine's insertion or
+    /// key order). The default reports the file's size alone.
+    ///
+    /// # Errors
+    /// [`Error::SourceMissing`]; [`Error::InvalidInput`] (field `table` or `order_by`) for an
+    /// unknown table or column; engine errors.
+    fn statistics(&self, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
+        let _ = (table, order_by);
+        let m = std::fs::metadata(self.path()).map_err(|_| Error::SourceMissing {
+            kind: self.kind(),
+            path: self.path().to_path_buf(),
+        })?;
+        Ok(DbStats {
+            engine: self.kind().to_string(),
+            path: self.path().to_path_buf(),
+            file_bytes: m.len(),
+            tables: Vec::new(),
+            table: None,
+        })
     }
 }

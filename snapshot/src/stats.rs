@@ -3,17 +3,18 @@
 //! its latest row (the original's "readings" statistics: water temperature range and average,
 //! latest reading, …).
 //!
-//! The database is opened read-only and read in one transaction; nothing is written.
+//! A source computes them ([`Source::statistics`](crate::Source::statistics)), each engine in
+//! its folder; the database is read in one read transaction and nothing is written.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-#[allow(unused_imports)]
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 /// A table and its row count.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct TableCount {
     /// The table.
     pub name: String,
@@ -23,6 +24,7 @@ pub struct TableCount {
 
 /// Statistics of one numeric column.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct ColumnStats {
     /// The column.
     pub name: String,
@@ -40,6 +42,7 @@ pub struct ColumnStats {
 
 /// Statistics of the chosen table.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct TableStats {
     /// The table.
     pub table: String,
@@ -55,6 +58,7 @@ pub struct TableStats {
 
 /// Statistics of a database.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct DbStats {
     /// The engine.
     pub engine: String,
@@ -68,8 +72,8 @@ pub struct DbStats {
     pub table: Option<TableStats>,
 }
 
-#[cfg_attr(not(any(feature = "sqlite", feature = "duckdb")), allow(dead_code))]
-fn file_bytes(path: &Path, companions: &[&str]) -> u64 {
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
+pub(crate) fn file_bytes(path: &Path, companions: &[&str]) -> u64 {
     let mut total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     for c in companions {
         let mut s = path.as_os_str().to_owned();
@@ -81,13 +85,8 @@ fn file_bytes(path: &Path, companions: &[&str]) -> u64 {
     total
 }
 
-#[cfg_attr(not(any(feature = "sqlite", feature = "duckdb")), allow(dead_code))]
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-#[cfg_attr(not(any(feature = "sqlite", feature = "duckdb")), allow(dead_code))]
-fn unknown_table(table: &str, path: &Path, all: &[TableCount]) -> Error {
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
+pub(crate) fn unknown_table(table: &str, path: &Path, all: &[TableCount]) -> Error {
     let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
     Error::invalid(
         "table",
@@ -103,440 +102,10 @@ fn unknown_table(table: &str, path: &Path, all: &[TableCount]) -> Error {
     )
 }
 
-#[cfg_attr(not(any(feature = "sqlite", feature = "duckdb")), allow(dead_code))]
-fn unknown_column(column: &str, table: &str) -> Error {
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
+pub(crate) fn unknown_column(column: &str, table: &str) -> Error {
     Error::invalid(
         "order_by",
         format!("no column named {column:?} in table {table:?}"),
     )
-}
-
-/// Statistics of a SQLite database; `table` is the table to describe in detail and `order_by`
-/// the column that orders its rows for "latest" (default: insertion order, `rowid`).
-///
-/// # Errors
-/// [`Error::SourceMissing`], [`Error::NotADatabase`], [`Error::InvalidInput`] (field `table` or
-/// `order_by`) for an unknown table or column, engine errors.
-#[cfg(feature = "sqlite")]
-pub fn sqlite_stats(path: &Path, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
-    use rusqlite::types::ValueRef;
-    use rusqlite::{Connection, OpenFlags};
-
-    if !path.exists() {
-        return Err(Error::SourceMissing {
-            kind: "sqlite",
-            path: path.to_path_buf(),
-        });
-    }
-    let e = |op: &'static str| {
-        move |e: rusqlite::Error| {
-            let detail = e.to_string();
-            if matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-            ) {
-                Error::NotADatabase {
-                    engine: "sqlite",
-                    path: path.to_path_buf(),
-                    detail,
-                }
-            } else {
-                Error::Engine {
-                    engine: "sqlite",
-                    op,
-                    path: path.to_path_buf(),
-                    detail,
-                }
-            }
-        }
-    };
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(e("open"))?;
-    conn.busy_timeout(std::time::Duration::from_secs(10))
-        .map_err(e("open"))?;
-    conn.execute_batch("BEGIN").map_err(e("begin"))?;
-    let names: Vec<String> = conn
-        .prepare(
-            "SELECT name FROM sqlite_schema WHERE type = 'table' \
-             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
-        )
-        .and_then(|mut s| {
-            s.query_map([], |r| r.get(0))
-                .and_then(|r| r.collect::<rusqlite::Result<Vec<String>>>())
-        })
-        .map_err(e("list tables"))?;
-    let mut tables = Vec::new();
-    for name in names {
-        let rows: i64 = conn
-            .query_row(&format!("SELECT count(*) FROM {}", ident(&name)), [], |r| {
-                r.get(0)
-            })
-            .map_err(e("count rows"))?;
-        tables.push(TableCount {
-            name,
-            rows: rows as u64,
-        });
-    }
-    let json = |v: ValueRef<'_>| match v {
-        ValueRef::Null => serde_json::Value::Null,
-        ValueRef::Integer(i) => i.into(),
-        ValueRef::Real(f) => serde_json::Number::from_f64(f)
-            .map_or_else(|| f.to_string().into(), serde_json::Value::Number),
-        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-        ValueRef::Blob(b) => format!("<{}-byte blob>", b.len()).into(),
-    };
-    let detail = match table {
-        None => None,
-        Some(t) => {
-            let Some(count) = tables.iter().find(|c| c.name == t) else {
-                return Err(unknown_table(t, path, &tables));
-            };
-            let cols: Vec<(String, String)> = conn
-                .prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")
-                .and_then(|mut s| {
-                    s.query_map([t], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
-                })
-                .map_err(e("read columns"))?;
-            let order = match order_by {
-                Some(c) if cols.iter().any(|(n, _)| n == c) => ident(c),
-                Some(c) => return Err(unknown_column(c, t)),
-                None => "rowid".to_string(),
-            };
-            let mut columns = Vec::new();
-            for (name, declared) in &cols {
-                let up = declared.to_ascii_uppercase();
-                let numeric = !up.contains("BOOL")
-                    && (up.contains("INT")
-                        || up.contains("REAL")
-                        || up.contains("FLOA")
-                        || up.contains("DOUB")
-                        || up.contains("NUM")
-                        || up.contains("DEC"));
-                if !numeric {
-                    continue;
-                }
-                let c = ident(name);
-                let sql = format!(
-                    "SELECT count({c}), min({c}), max({c}), avg({c}) FROM {} \
-                     WHERE typeof({c}) IN ('integer', 'real')",
-                    ident(t)
-                );
-                let s = conn
-                    .query_row(&sql, [], |r| {
-                        Ok(ColumnStats {
-                            name: name.clone(),
-                            declared_type: declared.clone(),
-                            count: r.get::<_, i64>(0)? as u64,
-                            min: Some(json(r.get_ref(1)?)).filter(|v| !v.is_null()),
-                            max: Some(json(r.get_ref(2)?)).filter(|v| !v.is_null()),
-                            avg: r.get(3)?,
-                        })
-                    })
-                    .map_err(e("column statistics"))?;
-                columns.push(s);
-            }
-            let list: Vec<String> = cols.iter().map(|(n, _)| ident(n)).collect();
-            let sql = format!(
-                "SELECT {} FROM {} ORDER BY {order} DESC LIMIT 1",
-                list.join(", "),
-                ident(t)
-            );
-            let latest = conn
-                .prepare(&sql)
-                .and_then(|mut s| {
-                    let mut rows = s.query([])?;
-                    match rows.next()? {
-                        Some(row) => {
-                            let mut out = Vec::new();
-                            for (i, (n, _)) in cols.iter().enumerate() {
-                                out.push((n.clone(), json(row.get_ref(i)?)));
-                            }
-                            Ok(Some(out))
-                        }
-                        None => Ok(None),
-                    }
-                })
-                .map_err(e("latest row"))?;
-            Some(TableStats {
-                table: t.to_string(),
-                rows: count.rows,
-                order_by: order_by.unwrap_or("rowid").to_string(),
-                columns,
-                latest,
-            })
-        }
-    };
-    let _ = conn.execute_batch("COMMIT");
-    Ok(DbStats {
-        engine: "sqlite".into(),
-        path: path.to_path_buf(),
-        file_bytes: file_bytes(path, &["-wal"]),
-        tables,
-        table: detail,
-    })
-}
-
-/// Statistics of a DuckDB database (opened read-only: it fails with
-/// [`Error::TargetLocked`] while another process holds the file).
-///
-/// # Errors
-/// As [`sqlite_stats`]; [`Error::TargetLocked`].
-#[cfg(feature = "duckdb")]
-pub fn duckdb_stats(path: &Path, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
-    use duckdb::types::ValueRef;
-    use duckdb::{AccessMode, Config, Connection};
-
-    if !path.exists() {
-        return Err(Error::SourceMissing {
-            kind: "duckdb",
-            path: path.to_path_buf(),
-        });
-    }
-    let e = |op: &'static str| {
-        move |e: duckdb::Error| {
-            let detail = e.to_string();
-            if detail.contains("Could not set lock") || detail.contains("Conflicting lock") {
-                Error::TargetLocked {
-                    path: path.to_path_buf(),
-                    detail,
-                }
-            } else if detail.contains("not a valid DuckDB database") {
-                Error::NotADatabase {
-                    engine: "duckdb",
-                    path: path.to_path_buf(),
-                    detail,
-                }
-            } else {
-                Error::Engine {
-                    engine: "duckdb",
-                    op,
-                    path: path.to_path_buf(),
-                    detail,
-                }
-            }
-        }
-    };
-    let config = Config::default()
-        .access_mode(AccessMode::ReadOnly)
-        .map_err(e("configure"))?;
-    let conn = Connection::open_with_flags(path, config).map_err(e("open"))?;
-    let names: Vec<String> = conn
-        .prepare(
-            "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'main' \
-             AND database_name = current_database() AND NOT temporary ORDER BY table_name",
-        )
-        .and_then(|mut s| {
-            s.query_map([], |r| r.get(0))
-                .and_then(|r| r.collect::<duckdb::Result<Vec<String>>>())
-        })
-        .map_err(e("list tables"))?;
-    let mut tables = Vec::new();
-    for name in names {
-        let rows: i64 = conn
-            .query_row(
-                &format!("SELECT count(*) FROM main.{}", ident(&name)),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(e("count rows"))?;
-        tables.push(TableCount {
-            name,
-            rows: rows as u64,
-        });
-    }
-    let json = |v: ValueRef<'_>| -> serde_json::Value {
-        match v {
-            ValueRef::Null => serde_json::Value::Null,
-            ValueRef::Boolean(b) => b.into(),
-            ValueRef::TinyInt(x) => x.into(),
-            ValueRef::SmallInt(x) => x.into(),
-            ValueRef::Int(x) => x.into(),
-            ValueRef::BigInt(x) => x.into(),
-            ValueRef::UTinyInt(x) => x.into(),
-            ValueRef::USmallInt(x) => x.into(),
-            ValueRef::UInt(x) => x.into(),
-            ValueRef::UBigInt(x) => x.into(),
-            ValueRef::Float(f) => serde_json::Number::from_f64(f.into())
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            ValueRef::Double(f) => serde_json::Number::from_f64(f)
-                .map_or(serde_json::Value::Null, serde_json::Value::Number),
-            ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-            ValueRef::Blob(b) => format!("<{}-byte blob>", b.len()).into(),
-            other => format!("{other:?}").into(),
-        }
-    };
-    let detail = match table {
-        None => None,
-        Some(t) => {
-            let Some(count) = tables.iter().find(|c| c.name == t) else {
-                return Err(unknown_table(t, path, &tables));
-            };
-            let cols: Vec<(String, String)> = conn
-                .prepare(
-                    "SELECT column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' \
-                     AND database_name = current_database() AND table_name = ? ORDER BY column_index",
-                )
-                .and_then(|mut s| {
-                    s.query_map([t], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .and_then(|r| r.collect::<duckdb::Result<Vec<_>>>())
-                })
-                .map_err(e("read columns"))?;
-            let order = match order_by {
-                Some(c) if cols.iter().any(|(n, _)| n == c) => ident(c),
-                Some(c) => return Err(unknown_column(c, t)),
-                None => "rowid".to_string(),
-            };
-            let mut columns = Vec::new();
-            for (name, declared) in &cols {
-                let up = declared.to_ascii_uppercase();
-                let numeric = matches!(
-                    up.as_str(),
-                    "TINYINT"
-                        | "SMALLINT"
-                        | "INTEGER"
-                        | "BIGINT"
-                        | "HUGEINT"
-                        | "UTINYINT"
-                        | "USMALLINT"
-                        | "UINTEGER"
-                        | "UBIGINT"
-                        | "FLOAT"
-                        | "DOUBLE"
-                ) || up.starts_with("DECIMAL");
-                if !numeric {
-                    continue;
-                }
-                let c = ident(name);
-                let sql = format!(
-                    "SELECT count({c}), CAST(min({c}) AS DOUBLE), CAST(max({c}) AS DOUBLE), \
-                     CAST(avg({c}) AS DOUBLE) FROM main.{}",
-                    ident(t)
-                );
-                let s = conn
-                    .query_row(&sql, [], |r| {
-                        Ok(ColumnStats {
-                            name: name.clone(),
-                            declared_type: declared.clone(),
-                            count: r.get::<_, i64>(0)? as u64,
-                            min: Some(json(r.get_ref(1)?)).filter(|v| !v.is_null()),
-                            max: Some(json(r.get_ref(2)?)).filter(|v| !v.is_null()),
-                            avg: r.get(3)?,
-                        })
-                    })
-                    .map_err(e("column statistics"))?;
-                columns.push(s);
-            }
-            let list: Vec<String> = cols
-                .iter()
-                .map(|(n, _)| format!("CAST({} AS VARCHAR)", ident(n)))
-                .collect();
-            let sql = format!(
-                "SELECT {} FROM main.{} ORDER BY {order} DESC LIMIT 1",
-                list.join(", "),
-                ident(t)
-            );
-            let latest = conn
-                .prepare(&sql)
-                .and_then(|mut s| {
-                    let mut rows = s.query([])?;
-                    match rows.next()? {
-                        Some(row) => {
-                            let mut out = Vec::new();
-                            for (i, (n, _)) in cols.iter().enumerate() {
-                                out.push((n.clone(), json(row.get_ref(i)?)));
-                            }
-                            Ok(Some(out))
-                        }
-                        None => Ok(None),
-                    }
-                })
-                .map_err(e("latest row"))?;
-            Some(TableStats {
-                table: t.to_string(),
-                rows: count.rows,
-                order_by: order_by.unwrap_or("rowid").to_string(),
-                columns,
-                latest,
-            })
-        }
-    };
-    Ok(DbStats {
-        engine: "duckdb".into(),
-        path: path.to_path_buf(),
-        file_bytes: file_bytes(path, &[".wal"]),
-        tables,
-        table: detail,
-    })
-}
-
-#[cfg(all(test, feature = "sqlite"))]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlite_statistics_of_a_readings_table() -> Result<()> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
-        let db = dir.path().join("plant.db");
-        let conn = rusqlite::Connection::open(&db).map_err(|e| Error::Engine {
-            engine: "sqlite",
-            op: "open",
-            path: db.clone(),
-            detail: e.to_string(),
-        })?;
-        conn.execute_batch(
-            "CREATE TABLE readings (id INTEGER PRIMARY KEY, water REAL, note TEXT, ts TEXT);
-             INSERT INTO readings (water, note, ts) VALUES (20.5, 'a', '2025-01-11 14:30:24');
-             INSERT INTO readings (water, note, ts) VALUES (28.75, 'b', '2025-01-11 14:30:22');
-             INSERT INTO readings (water, note, ts) VALUES (NULL, 'c', '2025-01-11 14:30:20');
-             CREATE TABLE settings (k TEXT);",
-        )
-        .map_err(|e| Error::Engine {
-            engine: "sqlite",
-            op: "setup",
-            path: db.clone(),
-            detail: e.to_string(),
-        })?;
-        let s = sqlite_stats(&db, Some("readings"), None)?;
-        assert_eq!(
-            s.tables,
-            vec![
-                TableCount {
-                    name: "readings".into(),
-                    rows: 3
-                },
-                TableCount {
-                    name: "settings".into(),
-                    rows: 0
-                }
-            ]
-        );
-        let t = s.table.clone().unwrap_or_else(|| panic!("no table stats"));
-        let water = t.columns.iter().find(|c| c.name == "water").cloned();
-        let water = water.unwrap_or_else(|| panic!("no water column"));
-        assert_eq!(water.count, 2);
-        assert_eq!(water.min, Some(serde_json::json!(20.5)));
-        assert_eq!(water.max, Some(serde_json::json!(28.75)));
-        assert_eq!(water.avg, Some(24.625));
-        let latest = t.latest.clone().unwrap_or_default();
-        assert_eq!(latest[2], ("note".to_string(), serde_json::json!("c")));
-        let by_ts = sqlite_stats(&db, Some("readings"), Some("ts"))?;
-        let latest = by_ts.table.and_then(|t| t.latest).unwrap_or_default();
-        assert_eq!(latest[2].1, serde_json::json!("a"));
-        assert!(matches!(
-            sqlite_stats(&db, Some("nope"), None),
-            Err(Error::InvalidInput { field: "table", .. })
-        ));
-        assert!(matches!(
-            sqlite_stats(&db, Some("readings"), Some("nope")),
-            Err(Error::InvalidInput {
-                field: "order_by",
-                ..
-            })
-        ));
-        Ok(())
-    }
 }

@@ -12,8 +12,14 @@ mod memory;
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 
+/// Staging-file prefix: any file named so is a leftover of an interrupted write.
+pub use crate::fs_util::STAGING_PREFIX;
+/// Trash-file prefix: a deleted object whose space is still to be freed; always garbage.
+pub use crate::fs_util::TRASH_PREFIX;
+
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
@@ -55,6 +61,30 @@ impl StoreLock {
 impl Debug for StoreLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("StoreLock")
+    }
+}
+
+/// A store as the manager's builder takes it: any [`Store`], or one already shared.
+pub trait IntoStore {
+    /// The shared store.
+    fn into_store(self) -> Arc<dyn Store>;
+}
+
+impl<S: Store + 'static> IntoStore for S {
+    fn into_store(self) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}
+
+impl IntoStore for Arc<dyn Store> {
+    fn into_store(self) -> Arc<dyn Store> {
+        self
+    }
+}
+
+impl<S: Store + 'static> IntoStore for Arc<S> {
+    fn into_store(self) -> Arc<dyn Store> {
+        self
     }
 }
 

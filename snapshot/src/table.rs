@@ -68,15 +68,14 @@
 //! ## Example
 //!
 //! ```no_run
-//! # #[cfg(feature = "sqlite")]
 //! # fn main() -> snapshot::Result<()> {
 //! use snapshot::table::{
 //!     Cascade, CompareOptions, EntityMapping, RestoreMode, TableRestoreOptions, UndoOptions,
 //! };
-//! use snapshot::{LocalStore, SnapshotManager, SnapshotRequest, SqliteSource};
+//! use snapshot::{LocalStore, SnapshotManager};
 //!
 //! let manager = SnapshotManager::builder()
-//!     .source(SqliteSource::new("app.db"))
+//!     .source(snapshot::engine::source("sqlite", "app.db".as_ref())?)
 //!     .store(LocalStore::open("backups")?)
 //!     .build()?;
 //! let id = "20261123_101500_123_delete_measure_42";
@@ -102,46 +101,50 @@
 //! )?;
 //! println!("would insert {}, update {}", plan.inserted(), plan.updated());
 //! # Ok(()) }
-//! # #[cfg(not(feature = "sqlite"))] fn main() {}
 //! ```
 
-mod diff;
-#[cfg(feature = "duckdb")]
-mod duckdb;
-mod engine;
-mod order;
-#[cfg(feature = "postgres")]
-mod postgres;
+pub(crate) mod conflict;
+pub(crate) mod diff;
+pub(crate) mod drift;
+pub(crate) mod order;
+mod plan;
+#[cfg_attr(not(feature = "sql"), allow(dead_code))] // used by server engines
+mod replace;
 mod restore;
-mod schema;
-#[cfg(feature = "sqlite")]
-mod sqlite;
+pub(crate) mod schema;
+pub(crate) mod session;
 mod undo;
-mod value;
+pub(crate) mod value;
 
+pub use crate::mapping::{Cascade, EntityMapping};
+pub use conflict::{RowConflict, UndoRefusal};
 pub use diff::{CompareOptions, DEFAULT_SAMPLE, DiffKind, RowDiff, TableDiff};
+pub use drift::{Column, Retyped, SchemaDrift};
 pub use restore::{RestoreMode, TableChanges, TableRestoreOptions, TableRestoreReport};
-pub use schema::{Column, Retyped, SchemaDrift};
-pub use undo::{Cascade, EntityMapping, RowConflict, UndoOptions, UndoRefusal, UndoReport};
+pub use session::TableSession;
+pub use undo::{UndoOptions, UndoReport};
 pub use value::Value;
 
-pub(crate) use undo::conflict_summary;
+#[cfg_attr(not(feature = "sql"), allow(unused_imports))]
+pub(crate) use replace::TableReplacement;
+pub(crate) use schema::TablePlan;
+pub(crate) use session::{Session, Side};
 
-use std::path::PathBuf;
-
+use crate::engine;
 use crate::error::{Error, Result};
-use crate::fs_util::StagingGuard;
 use crate::manager::{SnapshotManager, SnapshotRequest};
 use crate::record::{Outcome, PRE_RESTORE, SnapshotRecord};
+use crate::restore::Image;
 use crate::source::CheckLevel;
-use crate::table::engine::{Applied, Session, Side};
-use crate::table::schema::{RowFilter, TablePlan, TableShape};
+use crate::table::plan::{Labels, plan_table, write_and_commit, write_order};
+use crate::table::schema::RowFilter;
 
 /// Conflicting rows listed per table in an undo's report or error.
 const CONFLICT_SAMPLE: usize = 20;
 
 /// A page of a table in a snapshot.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct TablePreview {
     /// The snapshot's record.
     pub record: SnapshotRecord,
@@ -158,83 +161,13 @@ pub struct TablePreview {
     pub total_rows: u64,
 }
 
-/// A verified, readable local copy of a snapshot image: the store's own file, or a staged copy
-/// removed when dropped.
-struct Image {
-    path: PathBuf,
-    _staged: Option<StagingGuard>,
-}
-
 /// An engine session on a snapshot (and the live data). Fields drop in order: the session
 /// closes before a staged image is removed.
 struct Opened {
     record: SnapshotRecord,
     session: Box<dyn Session>,
+    labels: Labels,
     _image: Image,
-}
-
-impl Opened {
-    fn location(&self, side: Side, live: &std::path::Path) -> String {
-        match side {
-            Side::Snapshot => format!("snapshot {}", self.record.snapshot_id),
-            Side::Live => format!("the live database {}", live.display()),
-        }
-    }
-}
-
-/// The order in which `plans` are written (see [`order`]): positions, parents first.
-fn write_order(session: &mut dyn Session, plans: &[TablePlan]) -> Result<Vec<usize>> {
-    let names: Vec<String> = plans.iter().map(|p| p.live_table.clone()).collect();
-    let mut keys = Vec::new();
-    for name in &names {
-        keys.extend(session.foreign_keys(name)?);
-    }
-    order::write_order(&names, &keys, session.fold_case())
-}
-
-/// Writes `plans` in the open transaction, in `order` (parents first): in
-/// [`Replace`](RestoreMode::Replace) mode the deletes first, children before parents — a delete
-/// that a foreign key checked per statement still blocks is retried at the end, once the
-/// referring rows are rewritten — then the updates and inserts, parents before children. What
-/// was written comes back per plan, in the order of `plans`; a failure names its table.
-fn write_tables(
-    session: &mut dyn Session,
-    plans: &[TablePlan],
-    order: &[usize],
-    mode: RestoreMode,
-) -> std::result::Result<Vec<Applied>, Box<(String, Error)>> {
-    let fail = |i: usize| {
-        let table = plans[i].live_table.clone();
-        move |e| Box::new((table, e))
-    };
-    let mut applied = vec![Applied::default(); plans.len()];
-    let mut blocked = Vec::new();
-    if mode == RestoreMode::Replace {
-        for &i in order.iter().rev() {
-            match session.delete_added(&plans[i], true).map_err(fail(i))? {
-                Some(n) => applied[i].deleted = n,
-                None => blocked.push(i),
-            }
-        }
-    }
-    for &i in order {
-        let a = session.upsert(&plans[i]).map_err(fail(i))?;
-        applied[i].updated = a.updated;
-        applied[i].inserted = a.inserted;
-    }
-    for i in blocked {
-        let n = session.delete_added(&plans[i], false).map_err(fail(i))?;
-        applied[i].deleted = n.unwrap_or(0);
-    }
-    Ok(applied)
-}
-
-/// The message of an engine error inside a transaction.
-fn detail(e: &Error) -> String {
-    match e {
-        Error::Engine { detail, .. } => detail.clone(),
-        other => other.to_string(),
-    }
 }
 
 impl SnapshotManager {
@@ -290,7 +223,14 @@ impl SnapshotManager {
     pub fn compare(&self, id: &str, table: &str, options: &CompareOptions) -> Result<TableDiff> {
         let mut o = self.open_tables(id, "compare", true, false)?;
         o.session.begin(false)?;
-        let plan = self.plan_table(&mut o, table, options.key.as_deref(), true, None)?;
+        let plan = plan_table(
+            &mut *o.session,
+            &o.labels,
+            table,
+            options.key.as_deref(),
+            true,
+            None,
+        )?;
         let d = o.session.diff(&plan, options.sample)?;
         o.session.rollback();
         Ok(TableDiff {
@@ -369,8 +309,9 @@ impl SnapshotManager {
         let mut plans = Vec::with_capacity(tables.len());
         for t in tables {
             let t = t.as_ref();
-            plans.push(self.plan_table(
-                &mut o,
+            plans.push(plan_table(
+                &mut *o.session,
+                &o.labels,
                 t,
                 options.key_for(t),
                 options.common_columns,
@@ -409,33 +350,18 @@ impl SnapshotManager {
             return Ok(report);
         }
         report.safety_snapshot = self.table_safety_snapshot(&o.record, "restoring tables")?;
-        match write_tables(&mut *o.session, &plans, &order, options.mode) {
-            Ok(applied) => {
-                for (plan, a) in plans.iter().zip(applied) {
-                    report
-                        .tables
-                        .push(changes(plan, a.inserted, a.updated, a.deleted));
-                }
-            }
-            Err(failed) => {
-                let (table, e) = *failed;
-                o.session.rollback();
-                return Err(Error::TableRestoreFailed {
-                    id: report.snapshot_id,
-                    table: Some(table),
-                    detail: detail(&e),
-                    safety_snapshot: report.safety_snapshot,
-                });
-            }
-        }
-        if let Err(e) = o.session.commit() {
-            o.session.rollback();
-            return Err(Error::TableRestoreFailed {
-                id: report.snapshot_id,
-                table: None,
-                detail: detail(&e),
-                safety_snapshot: report.safety_snapshot,
-            });
+        let applied = write_and_commit(
+            &mut *o.session,
+            &plans,
+            &order,
+            options.mode,
+            &report.snapshot_id,
+            report.safety_snapshot.as_deref(),
+        )?;
+        for (plan, a) in plans.iter().zip(applied) {
+            report
+                .tables
+                .push(changes(plan, a.inserted, a.updated, a.deleted));
         }
         tracing::info!(
             id = %report.snapshot_id,
@@ -486,13 +412,12 @@ impl SnapshotManager {
 
         // The entity's table: which column holds the id, which key matches rows.
         let table = mapping.table.clone().unwrap_or_else(|| entity_type.clone());
-        let live_path = self.source().path().to_path_buf();
         let live = o
             .session
             .shape(Side::Live, &table)?
             .ok_or_else(|| Error::TableMissing {
                 table: table.clone(),
-                location: o.location(Side::Live, &live_path),
+                location: o.labels.location(Side::Live),
             })?;
         let column = match &mapping.column {
             Some(c) => c.clone(),
@@ -536,8 +461,9 @@ impl SnapshotManager {
                 column: column.clone(),
                 value: entity_id.clone(),
             };
-            let plan = self.plan_table(
-                &mut o,
+            let plan = plan_table(
+                &mut *o.session,
+                &o.labels,
                 table,
                 key.as_deref(),
                 options.common_columns,
@@ -604,31 +530,16 @@ impl SnapshotManager {
             return Ok(report);
         }
         report.safety_snapshot = self.table_safety_snapshot(&record, "undoing")?;
-        match write_tables(&mut *o.session, &plans, &order, RestoreMode::Merge) {
-            Ok(applied) => {
-                for (plan, a) in plans.iter().zip(applied) {
-                    report.tables.push(changes(plan, a.inserted, a.updated));
-                }
-            }
-            Err(failed) => {
-                let (table, e) = *failed;
-                o.session.rollback();
-                return Err(Error::TableRestoreFailed {
-                    id: report.snapshot_id,
-                    table: Some(table),
-                    detail: detail(&e),
-                    safety_snapshot: report.safety_snapshot,
-                });
-            }
-        }
-        if let Err(e) = o.session.commit() {
-            o.session.rollback();
-            return Err(Error::TableRestoreFailed {
-                id: report.snapshot_id,
-                table: None,
-                detail: detail(&e),
-                safety_snapshot: report.safety_snapshot,
-            });
+        let applied = write_and_commit(
+            &mut *o.session,
+            &plans,
+            &order,
+            RestoreMode::Merge,
+            &report.snapshot_id,
+            report.safety_snapshot.as_deref(),
+        )?;
+        for (plan, a) in plans.iter().zip(applied) {
+            report.tables.push(changes(plan, a.inserted, a.updated));
         }
         tracing::info!(
             id = %report.snapshot_id,
@@ -642,7 +553,9 @@ impl SnapshotManager {
     }
 
     /// Finds the record, checks it against the live source (when `live`), verifies its blob's
-    /// checksum and opens an engine session on it.
+    /// checksum and opens an engine session on it: through the live source
+    /// ([`Source::open_tables`](crate::Source::open_tables)), or for a preview through the
+    /// registry's engine of the snapshot's kind.
     fn open_tables(
         &self,
         id: &str,
@@ -659,109 +572,43 @@ impl SnapshotManager {
                 target_kind: source.kind().to_string(),
             });
         }
-        if !engine::supports(&record.source_kind) {
+        let engine = engine::require(&record.source_kind, operation)?;
+        let image = self.verified_image(&record, None, CheckLevel::Header, false)?;
+        if !engine.has_tables() {
             return Err(Error::Unsupported {
                 operation,
                 kind: record.source_kind,
             });
         }
-        let image = self.table_image(&record)?;
-        let session = engine::open(
-            &record.source_kind,
-            operation,
-            &image.path,
-            live.then_some(&**source),
-            write,
-        )?;
+        let session = if live {
+            source
+                .open_tables(&image.path, write)
+                .map_err(|e| match e {
+                    // The engine has sessions; this source does not hand one out.
+                    Error::Unsupported { .. } => Error::invalid(
+                        "source",
+                        format!(
+                            "the live source {} is of kind {:?} but opens no record-level \
+                             session (a Source wrapping one must forward open_tables)",
+                            source.path().display(),
+                            record.source_kind
+                        ),
+                    ),
+                    e => e,
+                })?
+                .0
+        } else {
+            engine.preview(&image.path)?
+        };
         Ok(Opened {
+            labels: Labels {
+                snapshot_id: record.snapshot_id.clone(),
+                live: source.path().display().to_string(),
+            },
             record,
             session,
             _image: image,
         })
-    }
-
-    /// A readable local copy of the snapshot whose checksum matches its record: the store's
-    /// own file when it keeps one (read in place, never written), else a staged download.
-    fn table_image(&self, record: &SnapshotRecord) -> Result<Image> {
-        let store = self.store();
-        match store.local_path(&record.blob_key) {
-            Some(p) if p.exists() => {
-                self.check_copy(record, &p, CheckLevel::Header, false, false)?;
-                Ok(Image {
-                    path: p,
-                    _staged: None,
-                })
-            }
-            Some(_) => Err(Error::BlobMissing {
-                key: record.blob_key.clone(),
-            }),
-            None => {
-                let dir = store.staging_dir()?;
-                let staged = self.stage_verified(record, &dir, CheckLevel::Header, false)?;
-                Ok(Image {
-                    path: staged.path().to_path_buf(),
-                    _staged: Some(staged),
-                })
-            }
-        }
-    }
-
-    /// Resolves one table on both sides: presence, key, drift policy, key uniqueness.
-    fn plan_table(
-        &self,
-        o: &mut Opened,
-        table: &str,
-        key: Option<&[String]>,
-        allow_drift: bool,
-        filter: Option<RowFilter>,
-    ) -> Result<TablePlan> {
-        let live_path = self.source().path().to_path_buf();
-        let mut shape = |side| -> Result<TableShape> {
-            let location = o.location(side, &live_path);
-            o.session
-                .shape(side, table)?
-                .ok_or_else(|| Error::TableMissing {
-                    table: table.to_string(),
-                    location,
-                })
-        };
-        let snap = shape(Side::Snapshot)?;
-        let live = shape(Side::Live)?;
-        let mut plan = schema::plan(table, &snap, &live, key, o.session.fold_case())?;
-        if !plan.drift.is_empty() && !allow_drift {
-            return Err(Error::SchemaDrift {
-                id: o.record.snapshot_id.clone(),
-                table: plan.live_table,
-                drift: plan.drift,
-            });
-        }
-        if let Some(f) = filter {
-            let column = live
-                .find(&f.column, o.session.fold_case())
-                .filter(|_| snap.find(&f.column, o.session.fold_case()).is_some())
-                .ok_or_else(|| Error::NoKey {
-                    table: table.to_string(),
-                    reason: format!(
-                        "the entity column {:?} is not a column of both the snapshot's and the live table",
-                        f.column
-                    ),
-                })?;
-            plan.filter = Some(RowFilter {
-                column: column.name.clone(),
-                value: f.value,
-            });
-        }
-        for (side, shape) in [(Side::Snapshot, &snap), (Side::Live, &live)] {
-            if let Some(dup) = o.session.duplicate_key(side, shape, &plan.key)? {
-                return Err(Error::KeyCollision {
-                    table: plan.live_table.clone(),
-                    location: o.location(side, &live_path),
-                    key_columns: plan.key.join(", "),
-                    key: value::show_key(&dup),
-                });
-            }
-        }
-        Ok(plan)
     }
 
     /// Takes the pinned `pre_restore` snapshot of the live data (none on a disabled manager).

@@ -18,6 +18,7 @@ use crate::source::CheckLevel;
 
 /// What [`SnapshotManager::verify`] found for one snapshot that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// The snapshot.
     pub snapshot_id: String,
@@ -31,6 +32,7 @@ pub struct VerifyReport {
 
 /// What [`SnapshotManager::verify_all`] found.
 #[derive(Debug, Default)]
+#[non_exhaustive]
 pub struct VerifyAllReport {
     /// Snapshots that passed.
     pub passed: Vec<VerifyReport>,
@@ -66,6 +68,7 @@ impl Default for DoctorOptions {
 
 /// What [`SnapshotManager::doctor`] found (and repaired, when asked).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DoctorReport {
     /// Staging files of crashed writers (in the store and beside the live data), and deleted
     /// objects whose space a process that exited did not get to free.
@@ -295,11 +298,8 @@ impl SnapshotManager {
     /// Ids of records whose blob is the live file (same device and inode).
     fn shared_with_live(&self, records: &[SnapshotRecord]) -> Vec<String> {
         use std::os::unix::fs::MetadataExt;
-        let source = &self.inner.source;
-        if !source.is_file() {
-            return Vec::new();
-        }
-        let Ok(live) = std::fs::metadata(source.path()) else {
+        // A source that is not a file (a server) has no file to share.
+        let Ok(live) = std::fs::metadata(self.inner.source.path()) else {
             return Vec::new();
         };
         records

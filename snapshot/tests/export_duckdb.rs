@@ -8,6 +8,7 @@ use std::path::Path;
 use anyhow::{Context, Result, ensure};
 use duckdb::Connection;
 use serde_json::Value;
+use snapshot::Source;
 use snapshot::export::{CsvReader, ExportSource, TableSchema, ValueKind};
 
 fn fixture(db: &Path) -> Result<()> {
@@ -164,7 +165,7 @@ fn duckdb_statistics_and_unknown_tables() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let db = dir.path().join("lab.duckdb");
     fixture(&db)?;
-    let s = snapshot::stats::duckdb_stats(&db, Some("readings"), Some("ts"))?;
+    let s = snapshot::DuckDbSource::new(&db).statistics(Some("readings"), Some("ts"))?;
     assert_eq!(s.tables.len(), 2);
     let t = s.table.context("table stats")?;
     let water = t

@@ -288,7 +288,7 @@ fn a_snapshot_is_one_verified_bundle_of_every_table() -> Result<()> {
     Ok(())
 }
 
-/// A source wrapping a `PostgresSource`, forwarding `as_any` or not.
+/// A source wrapping a `PostgresSource`, forwarding its record-level side or not.
 #[derive(Debug)]
 struct Wrapped {
     inner: PostgresSource,
@@ -314,24 +314,35 @@ impl snapshot::Source for Wrapped {
     fn prepare_replace(&self) -> snapshot::Result<()> {
         self.inner.prepare_replace()
     }
-    fn is_file(&self) -> bool {
-        self.inner.is_file()
+    fn begin_restore(
+        &self,
+        image: &std::path::Path,
+        snapshot_id: &str,
+    ) -> snapshot::Result<Option<Box<dyn snapshot::source::Replacement + '_>>> {
+        self.inner.begin_restore(image, snapshot_id)
     }
-    fn image_tables(&self, image: &std::path::Path) -> snapshot::Result<Vec<String>> {
-        self.inner.image_tables(image)
+    fn restore_dir(&self) -> Option<std::path::PathBuf> {
+        self.inner.restore_dir()
     }
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
+    fn open_tables(
+        &self,
+        image: &std::path::Path,
+        write: bool,
+    ) -> snapshot::Result<snapshot::table::TableSession> {
         if self.forward {
-            self.inner.as_any()
+            self.inner.open_tables(image, write)
         } else {
-            None
+            Err(Error::Unsupported {
+                operation: "record-level restore",
+                kind: self.kind().to_string(),
+            })
         }
     }
 }
 
 /// The table engine connects with the settings of the manager's own source object (no
-/// process-wide registry of locations): a wrapper that forwards `as_any` works, one that hides
-/// the source is refused with a typed error naming it.
+/// process-wide registry of locations): a wrapper that forwards `open_tables` works, one that
+/// hides the source's sessions is refused with a typed error naming it.
 #[test]
 fn the_table_engine_connects_through_the_managers_source() -> Result<()> {
     let f = Fixture::new("wrapped")?;
@@ -357,7 +368,7 @@ fn the_table_engine_connects_through_the_managers_source() -> Result<()> {
             Ok(d) if forward => assert_eq!(d.removed, 1),
             Err(Error::InvalidInput { field, reason }) if !forward => {
                 assert_eq!(field, "source");
-                assert!(reason.contains("as_any"), "{reason}");
+                assert!(reason.contains("open_tables"), "{reason}");
                 assert!(
                     reason.contains(&*f.m.source().path().to_string_lossy()),
                     "{reason}"

@@ -17,8 +17,10 @@ use crate::error::{Error, Result};
 use crate::export::{ExportFormat, ExportSource};
 use crate::manager::SnapshotManager;
 use crate::record::SnapshotRecord;
-use crate::source::{CheckLevel, FileSource, Source};
+use crate::source::{CheckLevel, Replacement, Source};
+use crate::stats::DbStats;
 use crate::store::LocalStore;
+use crate::table::TableSession;
 
 pub(crate) struct Ctx {
     pub(crate) config: Config,
@@ -65,33 +67,15 @@ impl Ctx {
     /// PostgreSQL snapshot records (`postgres://user@host:port/database[?schema=…]`, no
     /// password: one comes from `PGPASSWORD` if the server needs it).
     fn db_source(&self, path: &Path, engine: Engine) -> Result<Arc<dyn Source>> {
-        Ok(match engine {
-            #[cfg(feature = "sqlite")]
-            Engine::Sqlite => Arc::new(crate::source::SqliteSource::new(path)),
-            #[cfg(feature = "duckdb")]
-            Engine::Duckdb => Arc::new(crate::source::DuckDbSource::new(path)),
-            Engine::File => Arc::new(FileSource::new(path)),
-            #[cfg(feature = "postgres")]
-            Engine::Postgres => {
-                let text = path.to_string_lossy();
-                let (url, schema) = match text.split_once("?schema=") {
-                    Some((u, s)) => (u, Some(s)),
-                    None => (text.as_ref(), None),
-                };
-                let mut source = crate::source::PostgresSource::new(url)?;
-                if let Some(s) = schema {
-                    source = source.schema(s);
-                }
-                Arc::new(source)
-            }
-            #[allow(unreachable_patterns)]
-            other => return Err(no_support(other)),
+        crate::engine::source(engine.name(), path).map_err(|e| match e {
+            Error::Unsupported { .. } => no_support(engine),
+            e => e,
         })
     }
 
     /// The source of the configured database: its file, or its PostgreSQL server (with
     /// `tables` instead of the configured ones when given). Nothing is connected yet.
-    fn configured_source(
+    pub(crate) fn configured_source(
         &self,
         create: bool,
         tables: Option<Vec<String>>,
@@ -150,34 +134,29 @@ impl Ctx {
         engine: Engine,
         formats: &[ExportFormat],
     ) -> Result<ExportSource> {
-        match engine {
-            #[cfg(feature = "sqlite")]
-            Engine::Sqlite => return Ok(ExportSource::sqlite(path).formats(formats)),
-            #[cfg(feature = "duckdb")]
-            Engine::Duckdb => return Ok(ExportSource::duckdb(path).formats(formats)),
-            Engine::Postgres => {
-                return Err(Error::invalid(
-                    "type",
-                    "CSV/JSON exports read a SQLite or DuckDB file, not a PostgreSQL server",
-                ));
-            }
-            _ => {}
+        if engine == Engine::Postgres {
+            return Err(Error::invalid(
+                "type",
+                "CSV/JSON exports read a SQLite or DuckDB file, not a PostgreSQL server",
+            ));
         }
-        let _ = formats;
-        Err(Error::invalid(
-            "type",
-            format!(
-                "exports need a sqlite or duckdb database (and a build with that feature); {} is {engine}",
-                path.display()
-            ),
-        ))
+        match ExportSource::new(engine.name(), path) {
+            Ok(s) => Ok(s.formats(formats)),
+            Err(_) => Err(Error::invalid(
+                "type",
+                format!(
+                    "exports need a sqlite or duckdb database (and a build with that feature); {} is {engine}",
+                    path.display()
+                ),
+            )),
+        }
     }
 
     fn build(&self, source: Arc<dyn Source>, create: bool) -> Result<SnapshotManager> {
         let store = self.store(create)?;
         let environment = Environment::detect(Some(store.dir()));
         let mut builder = SnapshotManager::builder()
-            .source_arc(source)
+            .source(source)
             .store(store)
             .retention(self.config.retention_policy()?)
             .environment(environment)
@@ -245,22 +224,17 @@ impl Ctx {
         if self.config.has_database() && kind == self.config.engine.name() {
             return self.db_manager(false);
         }
-        let engine = match kind {
-            "sqlite" => Engine::Sqlite,
-            "duckdb" => Engine::Duckdb,
-            "postgres" => Engine::Postgres,
-            _ => Engine::File,
-        };
         let path = PathBuf::from(&record.source_path);
-        match self.db_source(&path, engine) {
+        match crate::engine::source(kind, &path) {
             Ok(s) => self.build(self.with_progress(s), false),
             Err(_) => self.db_manager(false),
         }
     }
 
     /// Wraps a source so that its capture shows a progress bar on a terminal (a spinner with
-    /// the bytes written for a database server). The wrapper forwards everything else,
-    /// [`Source::as_any`] included, so the table engines still reach the inner source.
+    /// the bytes written for a database server). The wrapper forwards everything else — the
+    /// restore side and record-level sessions included — so the engines still reach the inner
+    /// source.
     fn with_progress(&self, source: Arc<dyn Source>) -> Arc<dyn Source> {
         if self.progress {
             Arc::new(Progressed { inner: source })
@@ -360,10 +334,14 @@ impl Source for Progressed {
         self.inner.extension()
     }
     fn capture(&self, dest: &Path) -> Result<()> {
-        let total = if export_formats_of(self.inner.kind()).is_some() || !self.inner.is_file() {
+        // A bar for a file copied as it is; a spinner for exports and servers.
+        let total = if export_formats_of(self.inner.kind()).is_some() {
             None
         } else {
-            std::fs::metadata(self.inner.path()).ok().map(|m| m.len())
+            std::fs::metadata(self.inner.path())
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
         };
         let bar = match total {
             Some(n) => ProgressBar::new(n).with_style(
@@ -412,14 +390,21 @@ impl Source for Progressed {
     fn companions(&self) -> Vec<PathBuf> {
         self.inner.companions()
     }
-    fn is_file(&self) -> bool {
-        self.inner.is_file()
+    fn begin_restore(
+        &self,
+        image: &Path,
+        snapshot_id: &str,
+    ) -> Result<Option<Box<dyn Replacement + '_>>> {
+        self.inner.begin_restore(image, snapshot_id)
     }
-    fn image_tables(&self, image: &Path) -> Result<Vec<String>> {
-        self.inner.image_tables(image)
+    fn restore_dir(&self) -> Option<PathBuf> {
+        self.inner.restore_dir()
     }
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        self.inner.as_any()
+    fn open_tables(&self, image: &Path, write: bool) -> Result<TableSession> {
+        self.inner.open_tables(image, write)
+    }
+    fn statistics(&self, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
+        self.inner.statistics(table, order_by)
     }
 }
 

@@ -5,7 +5,8 @@ use std::io::{BufRead, Write};
 use base64::Engine as _;
 
 use crate::error::{Error, Result};
-use crate::export::{Cell, ColumnSchema, RowWriter};
+use crate::export::RowWriter;
+use crate::export::reader::{Cell, ColumnSchema};
 
 pub(crate) struct CsvWriter<'w> {
     out: &'w mut dyn Write,

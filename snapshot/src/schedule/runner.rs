@@ -51,14 +51,13 @@ impl SnapshotManager {
 /// its own snapshots after each run.
 ///
 /// ```no_run
-/// # #[cfg(feature = "sqlite")]
 /// # fn main() -> snapshot::Result<()> {
 /// use std::sync::atomic::AtomicBool;
 /// use snapshot::schedule::{Job, ManagerRunner, Schedule, Scheduler, SystemClock, TimeZone};
-/// use snapshot::{LocalStore, RetentionPolicy, SnapshotManager, SqliteSource};
+/// use snapshot::{LocalStore, RetentionPolicy, SnapshotManager};
 ///
 /// let manager = SnapshotManager::builder()
-///     .source(SqliteSource::new("plant.db"))
+///     .source(snapshot::engine::source("sqlite", "plant.db".as_ref())?)
 ///     .store(LocalStore::open("backups")?)
 ///     .build()?;
 /// let mut runner = ManagerRunner::new(manager)
@@ -68,7 +67,6 @@ impl SnapshotManager {
 /// let stop = AtomicBool::new(false); // set it from a signal handler to stop
 /// scheduler.serve(&SystemClock, &mut runner, &mut |e| println!("{e}"), &stop);
 /// # Ok(()) }
-/// # #[cfg(not(feature = "sqlite"))] fn main() {}
 /// ```
 #[derive(Debug, Clone)]
 pub struct ManagerRunner {

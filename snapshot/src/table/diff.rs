@@ -1,7 +1,8 @@
 //! What [`compare`](crate::SnapshotManager::compare) reports: how a table of a snapshot differs
 //! from the live table, as counts (over every row) and a bounded sample (for display).
 
-use crate::table::{SchemaDrift, Value};
+use crate::table::drift::SchemaDrift;
+use crate::table::value::Value;
 
 /// Rows shown per kind of difference unless [`CompareOptions::sample`] says otherwise.
 pub const DEFAULT_SAMPLE: usize = 20;
@@ -60,6 +61,7 @@ pub enum DiffKind {
 
 /// One row of a compare sample.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct RowDiff {
     /// Added, removed or changed.
     pub kind: DiffKind,
@@ -73,11 +75,8 @@ pub struct RowDiff {
     pub changed_columns: Vec<String>,
 }
 
-// Used by the engines (features `sqlite`, `duckdb`, `postgres`).
-#[cfg_attr(
-    not(any(feature = "sqlite", feature = "duckdb", feature = "postgres")),
-    allow(dead_code)
-)]
+// Used by the SQL engines.
+#[cfg_attr(not(feature = "sql"), allow(dead_code))]
 impl RowDiff {
     fn key(key_index: &[usize], row: &[Value]) -> Vec<Value> {
         key_index.iter().map(|&i| row[i].clone()).collect()
@@ -148,6 +147,7 @@ impl RowDiff {
 /// declared type is unchanged (`1` differs from `1.0` and from `'1'`), and text byte for byte
 /// (a `NOCASE` column still reports a change of case).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct TableDiff {
     /// The snapshot compared.
     pub snapshot_id: String,

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::table::SchemaDrift;
+use crate::table::drift::SchemaDrift;
 
 /// How a table restore treats the live rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +71,7 @@ impl TableRestoreOptions {
 /// What a restore did (or would do) to one table. The counts are of rows the restore wrote
 /// itself; rows that triggers or foreign-key actions changed as a consequence are not counted.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableChanges {
     /// The table (as the live schema spells it).
     pub table: String,
@@ -92,6 +93,7 @@ pub struct TableChanges {
 
 /// What [`restore_tables`](crate::SnapshotManager::restore_tables) did, or would do.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableRestoreReport {
     /// The restored snapshot.
     pub snapshot_id: String,

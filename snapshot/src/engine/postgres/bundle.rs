@@ -22,13 +22,14 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use ::postgres::Client;
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
+use crate::engine::postgres::catalog;
+use crate::engine::postgres::manifest::{Manifest, TableEntry};
+use crate::engine::postgres::target::{SESSION_SETTINGS, Target};
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::CheckLevel;
-use crate::source::postgres::{SESSION_SETTINGS, Target, catalog, ident};
+use crate::sql::ident;
 
 /// The first line of every bundle.
 const MAGIC: &[u8] = b"SNAPSHOT-POSTGRES-BUNDLE 1\n";
@@ -42,83 +43,6 @@ const FORMAT: u32 = 1;
 const MAX_MANIFEST: u64 = 256 << 20;
 /// Copy buffer size.
 const CHUNK: usize = 256 << 10;
-
-/// What a bundle holds, written after its rows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct Manifest {
-    /// The format version ([`FORMAT`]).
-    pub(crate) format: u32,
-    /// `server_version` of the server exported.
-    pub(crate) server_version: String,
-    /// The database exported.
-    pub(crate) database: String,
-    /// The schema of the tables.
-    pub(crate) schema: String,
-    /// When the export's transaction started reading.
-    pub(crate) taken_at: DateTime<Utc>,
-    /// The session settings the text of the rows was written under.
-    pub(crate) settings: Vec<(String, String)>,
-    /// The tables, in the order of their rows in the file.
-    pub(crate) tables: Vec<TableEntry>,
-}
-
-/// One table of a bundle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct TableEntry {
-    /// The table's name.
-    pub(crate) name: String,
-    /// Its columns in table order (generated columns left out).
-    pub(crate) columns: Vec<ColumnEntry>,
-    /// Its other constraints (unique, check, foreign key, exclusion).
-    #[serde(default)]
-    pub(crate) constraints: Vec<ConstraintEntry>,
-    /// The tables of the same schema its foreign keys refer to.
-    #[serde(default)]
-    pub(crate) references: Vec<String>,
-    /// Its rows.
-    pub(crate) rows: u64,
-    /// Where its rows start in the file.
-    pub(crate) offset: u64,
-    /// The length of its rows in bytes.
-    pub(crate) length: u64,
-}
-
-/// A column of a bundled table.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ColumnEntry {
-    /// The column's name.
-    pub(crate) name: String,
-    /// Its type, as `format_type` writes it (`numeric(30,10)`, `timestamp with time zone`).
-    pub(crate) data_type: String,
-    /// Whether it is `NOT NULL`.
-    pub(crate) not_null: bool,
-    /// Its position in the primary key (1-based), 0 when not part of it.
-    pub(crate) primary_key: u32,
-    /// Its default expression.
-    #[serde(default)]
-    pub(crate) default: Option<String>,
-    /// `ALWAYS` or `BY DEFAULT` for an identity column.
-    #[serde(default)]
-    pub(crate) identity: Option<String>,
-}
-
-/// A named table constraint and its definition (`pg_get_constraintdef`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct ConstraintEntry {
-    /// The constraint's name.
-    pub(crate) name: String,
-    /// `UNIQUE (…)`, `CHECK (…)`, `FOREIGN KEY (…) REFERENCES …`.
-    pub(crate) definition: String,
-}
-
-impl TableEntry {
-    /// The primary key's columns in key order.
-    pub(crate) fn primary_key(&self) -> Vec<&ColumnEntry> {
-        let mut pk: Vec<&ColumnEntry> = self.columns.iter().filter(|c| c.primary_key > 0).collect();
-        pk.sort_by_key(|c| c.primary_key);
-        pk
-    }
-}
 
 fn damaged(path: &Path, detail: impl Into<String>) -> Error {
     Error::NotADatabase {
@@ -643,7 +567,7 @@ mod tests {
                 server_version: String::new(),
                 database: String::new(),
                 schema: "public".into(),
-                taken_at: Utc::now(),
+                taken_at: chrono::Utc::now(),
                 settings: Vec::new(),
                 tables: vec![
                     entry("a_child", &["b_parent", "gone"]),

@@ -2,43 +2,26 @@
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::types::ValueRef;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 
+use crate::engine::sqlite::{BUSY_TIMEOUT, KIND, error as err};
 use crate::error::{Error, Result};
-use crate::export::{Cell, ColumnSchema, TableReader, ValueKind, ident};
+use crate::export::ExportSource;
+use crate::export::reader::{Cell, ColumnSchema, TableReader, ValueKind};
+use crate::sql::ident;
+
+impl ExportSource {
+    /// Exports of the SQLite database at `path` (both formats, every table).
+    pub fn sqlite(path: impl Into<PathBuf>) -> Self {
+        ExportSource::with_engine(&super::SqliteEngine, path.into())
+    }
+}
 
 pub(crate) struct SqliteReader {
     conn: Connection,
     path: PathBuf,
-}
-
-fn err(path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::NotADatabase {
-            engine: "sqlite",
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        },
-        Some(ErrorCode::CannotOpen) if !path.exists() => Error::SourceMissing {
-            kind: "sqlite",
-            path: path.to_path_buf(),
-        },
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy {
-            path: path.to_path_buf(),
-            attempts: 1,
-            waited_ms: 10_000,
-            detail: format!("{op}: {e}"),
-        },
-        _ => Error::Engine {
-            engine: "sqlite",
-            op,
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        },
-    }
 }
 
 /// The kind of a column from its declared type (SQLite's affinity rules, plus booleans).
@@ -63,7 +46,7 @@ impl SqliteReader {
     pub(crate) fn open(path: &Path) -> Result<SqliteReader> {
         if !path.exists() {
             return Err(Error::SourceMissing {
-                kind: "sqlite",
+                kind: KIND,
                 path: path.to_path_buf(),
             });
         }
@@ -72,7 +55,7 @@ impl SqliteReader {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| err(path, "open", e))?;
-        conn.busy_timeout(Duration::from_secs(10))
+        conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| err(path, "open", e))?;
         // One read transaction for every table: the export is one consistent state.
         conn.execute_batch("BEGIN DEFERRED")

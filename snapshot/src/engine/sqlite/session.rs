@@ -12,24 +12,23 @@
 //! with `IS` under the column's own collation, as the table's uniqueness is defined.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use rusqlite::types::{Value as SqlValue, ValueRef};
-use rusqlite::{Connection, ErrorCode, OpenFlags, params_from_iter};
+use rusqlite::{Connection, OpenFlags, params_from_iter};
 
+use crate::engine::sqlite::source::uri_path;
+use crate::engine::sqlite::{BUSY_TIMEOUT, KIND, error as err};
 use crate::error::{Error, Result};
-use crate::source::uri_path;
-use crate::table::Value;
+use crate::sql::ident;
 use crate::table::diff::{DiffCounts, RowDiff};
-use crate::table::engine::{Applied, Session, Side};
+use crate::table::drift::Column;
 use crate::table::order::ForeignKey;
-use crate::table::schema::{Column, TablePlan, TableShape};
+use crate::table::schema::{TablePlan, TableShape};
+use crate::table::session::{Applied, Session, Side};
+use crate::table::value::Value;
 
 /// Schema name of the attached snapshot image.
 const SNAP: &str = "snap";
-/// How long a statement waits for other connections' locks before reporting busy.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// A connection on the live database (or memory) with the snapshot image attached.
 pub(crate) struct SqliteSession {
     conn: Connection,
@@ -37,37 +36,6 @@ pub(crate) struct SqliteSession {
     live: PathBuf,
     /// Live tables written in the open transaction (to explain a foreign-key failure).
     written: Vec<String>,
-}
-
-/// Quotes an identifier: `"` around, inner `"` doubled. Safe for any name SQLite accepts.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn err(path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::NotADatabase {
-            engine: "sqlite",
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        },
-        Some(ErrorCode::CannotOpen) if !path.exists() => Error::SourceMissing {
-            kind: "sqlite",
-            path: path.to_path_buf(),
-        },
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => Error::Busy {
-            path: path.to_path_buf(),
-            attempts: 1,
-            waited_ms: BUSY_TIMEOUT.as_millis() as u64,
-            detail: format!("{op}: {e}"),
-        },
-        _ => Error::Engine {
-            engine: "sqlite",
-            op,
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        },
-    }
 }
 
 fn value(v: ValueRef<'_>) -> Value {
@@ -321,7 +289,7 @@ impl SqliteSession {
             Some(path) => {
                 if !path.exists() {
                     return Err(Error::SourceMissing {
-                        kind: "sqlite",
+                        kind: KIND,
                         path: path.to_path_buf(),
                     });
                 }

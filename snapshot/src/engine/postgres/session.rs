@@ -33,15 +33,18 @@ use ::postgres::Client;
 use ::postgres::error::SqlState;
 use ::postgres::types::ToSql;
 
+use crate::engine::postgres::bundle::{Bundle, parse_line};
+use crate::engine::postgres::catalog;
+use crate::engine::postgres::manifest::{ColumnEntry, TableEntry};
+use crate::engine::postgres::target::Target;
 use crate::error::{Error, Result};
-use crate::source::postgres::bundle::{Bundle, ColumnEntry, TableEntry, parse_line};
-use crate::source::postgres::{Target, catalog, ident};
-use crate::source::{PostgresSource, Source};
-use crate::table::Value;
+use crate::sql::ident;
 use crate::table::diff::{DiffCounts, RowDiff};
-use crate::table::engine::{Applied, Session, Side};
+use crate::table::drift::Column;
 use crate::table::order::ForeignKey;
-use crate::table::schema::{Column, TablePlan, TableShape};
+use crate::table::schema::{TablePlan, TableShape};
+use crate::table::session::{Applied, Session, Side};
+use crate::table::value::Value;
 
 /// How long a write waits for other sessions' locks on a table before giving up.
 const LOCK_TIMEOUT: &str = "30s";
@@ -129,32 +132,17 @@ fn unhex(hex: &str) -> Option<Vec<u8>> {
 }
 
 impl PgSession {
-    /// Opens the bundle at `image` and, when `live` is given, connects to the server of that
-    /// source (a [`PostgresSource`], reached through [`Source::as_any`]).
+    /// Opens the bundle at `image` and, when `live` is given, connects to that server.
     ///
     /// # Errors
-    /// [`Error::NotADatabase`] for a damaged bundle; [`Error::InvalidInput`] when `live` is not
-    /// a `PostgresSource`; the connection errors of [`PostgresSource::ping`].
-    pub(crate) fn open(image: &Path, live: Option<&dyn Source>, write: bool) -> Result<Self> {
+    /// [`Error::NotADatabase`] for a damaged bundle; the connection errors of
+    /// [`PostgresSource::ping`](crate::PostgresSource::ping).
+    pub(crate) fn open(image: &Path, live: Option<&Target>, write: bool) -> Result<Self> {
         let bundle = Bundle::open(image)?;
         let live = match live {
             None => None,
-            Some(source) => {
-                let target = source
-                    .as_any()
-                    .and_then(|a| a.downcast_ref::<PostgresSource>())
-                    .map(|p| p.target().clone())
-                    .ok_or_else(|| {
-                        Error::invalid(
-                            "source",
-                            format!(
-                                "the live source {} is of kind \"postgres\" but not a \
-                                 PostgresSource, so its connection settings are out of reach \
-                                 (a Source wrapping one must forward as_any)",
-                                source.path().display()
-                            ),
-                        )
-                    })?;
+            Some(target) => {
+                let target = target.clone();
                 let mut client = target.connect()?;
                 if write {
                     client

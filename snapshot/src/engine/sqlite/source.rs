@@ -7,7 +7,7 @@
 //! - WAL mode: the main file is copied raw while the read transaction pins the log — no
 //!   checkpoint can write frames past our read mark into the main file and the log cannot be
 //!   restarted — then every committed frame of the log is written over the copy
-//!   ([`sqlite_wal`](super::sqlite_wal)). The result is the database as of the log's last commit,
+//!   ([`wal`](super::wal)). The result is the database as of the log's last commit,
 //!   in one self-contained file that needs no `-wal` or `-shm`.
 //!
 //! This is about the cost of a `cp` of the file (the kernel's `copy_file_range`), where SQLite's
@@ -21,12 +21,13 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+use crate::engine::sqlite::{KIND, MAGIC, error, session::SqliteSession, stats, wal};
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::live_file::LiveFile;
-use crate::source::{BusyBudget, CheckLevel, Source, processes_holding, sqlite_wal};
-
-const MAGIC: &[u8; 16] = b"SQLite format 3\0";
+use crate::source::{BusyBudget, CheckLevel, Source, processes_holding};
+use crate::stats::DbStats;
+use crate::table::session::TableSession;
 
 /// A SQLite database file, live or not.
 #[derive(Debug, Clone)]
@@ -56,10 +57,6 @@ impl SqliteSource {
         PathBuf::from(s)
     }
 
-    fn engine_err(&self, path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
-        sqlite_error(path, op, e)
-    }
-
     fn open_live(&self) -> Result<Connection> {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let conn = match Connection::open_with_flags(&self.path, flags) {
@@ -68,10 +65,10 @@ impl SqliteSource {
                 &self.path,
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
-            .map_err(|e| self.engine_err(&self.path, "open", e))?,
+            .map_err(|e| error(&self.path, "open", e))?,
         };
         conn.busy_timeout(self.busy.max_pause)
-            .map_err(|e| self.engine_err(&self.path, "open", e))?;
+            .map_err(|e| error(&self.path, "open", e))?;
         Ok(conn)
     }
 
@@ -96,7 +93,7 @@ impl SqliteSource {
                         detail: format!("{op}: {e}"),
                     });
                 }
-                Err(e) => return Err(self.engine_err(&self.path, op, e)),
+                Err(e) => return Err(error(&self.path, op, e)),
             }
         }
     }
@@ -105,7 +102,7 @@ impl SqliteSource {
         let f = LiveFile::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::SourceMissing {
-                    kind: "sqlite",
+                    kind: KIND,
                     path: path.to_path_buf(),
                 }
             } else {
@@ -119,7 +116,7 @@ impl SqliteSource {
         }
         if got < 16 || head.as_slice() != MAGIC {
             return Err(Error::NotADatabase {
-                engine: "sqlite",
+                engine: KIND,
                 path: path.to_path_buf(),
                 detail: "the file does not start with the SQLite header".into(),
             });
@@ -133,26 +130,6 @@ pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
         e.sqlite_error_code(),
         Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
     )
-}
-
-pub(crate) fn sqlite_error(path: &Path, op: &'static str, e: rusqlite::Error) -> Error {
-    match e.sqlite_error_code() {
-        Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => Error::NotADatabase {
-            engine: "sqlite",
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        },
-        Some(ErrorCode::CannotOpen) if !path.exists() => Error::SourceMissing {
-            kind: "sqlite",
-            path: path.to_path_buf(),
-        },
-        _ => Error::Engine {
-            engine: "sqlite",
-            op,
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        },
-    }
 }
 
 /// Percent-encodes a path for a `file:` URI (everything but unreserved characters and `/`).
@@ -178,12 +155,12 @@ pub(crate) fn open_image(image: &Path) -> Result<Connection> {
             | OpenFlags::SQLITE_OPEN_URI
             | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| sqlite_error(image, "open image", e))
+    .map_err(|e| error(image, "open image", e))
 }
 
 impl Source for SqliteSource {
     fn kind(&self) -> &'static str {
-        "sqlite"
+        KIND
     }
 
     fn path(&self) -> &Path {
@@ -218,7 +195,7 @@ impl Source for SqliteSource {
         let live = LiveFile::open(&self.path).map_err(|e| Error::io("open", &self.path, e))?;
         fs_util::copy_open_to_new(live.file(), &self.path, dest)?;
         let (overlay, pages) = if wal {
-            let o = sqlite_wal::read_committed(&self.companion("-wal"), page_size)?;
+            let o = wal::read_committed(&self.companion("-wal"), page_size)?;
             let pages = o.db_pages.unwrap_or(page_count);
             (Some(o), pages)
         } else {
@@ -261,18 +238,16 @@ impl Source for SqliteSource {
         } else {
             "PRAGMA quick_check"
         };
-        let mut stmt = conn
-            .prepare(pragma)
-            .map_err(|e| sqlite_error(image, "check", e))?;
+        let mut stmt = conn.prepare(pragma).map_err(|e| error(image, "check", e))?;
         let rows: Vec<String> = stmt
             .query_map([], |r| r.get(0))
             .and_then(|rows| rows.collect())
-            .map_err(|e| sqlite_error(image, "check", e))?;
+            .map_err(|e| error(image, "check", e))?;
         if rows.len() == 1 && rows[0] == "ok" {
             Ok(())
         } else {
             Err(Error::NotADatabase {
-                engine: "sqlite",
+                engine: KIND,
                 path: image.to_path_buf(),
                 detail: format!("{pragma}: {}", rows.join("; ")),
             })
@@ -321,8 +296,13 @@ impl Source for SqliteSource {
         ]
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
+    fn open_tables(&self, image: &Path, write: bool) -> Result<TableSession> {
+        let session = SqliteSession::open(image, Some(&self.path), write)?;
+        Ok(TableSession(Box::new(session)))
+    }
+
+    fn statistics(&self, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
+        stats::stats(&self.path, table, order_by)
     }
 }
 

@@ -1,11 +1,26 @@
 //! [`FileSource`]: any single file, copied as it is.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::live_file::LiveFile;
 use crate::source::{CheckLevel, Source};
+
+/// The registry's entry for [`FileSource`].
+pub(crate) struct FileEngine;
+
+impl Engine for FileEngine {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn source(&self, location: &Path) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(FileSource::new(location)))
+    }
+}
 
 /// A single file of any kind. The copy is checked against the file's size and modification time
 /// before and after, and retried when the file changed while being copied; the image is verified
@@ -91,9 +106,5 @@ impl Source for FileSource {
 
     fn prepare_replace(&self) -> Result<()> {
         Ok(())
-    }
-
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
     }
 }

@@ -2,17 +2,15 @@
 //!
 //! A [`Session`] sees two sides at once — a verified snapshot image and (except for previews)
 //! the live database — and does every comparison and write inside the engine, so a table is
-//! never held in memory. Adding an engine is one file implementing [`Session`] plus one arm in
-//! [`open`].
+//! never held in memory. An engine implements it in its folder (`engine/<name>/session.rs`);
+//! a live source hands one out through [`Source::open_tables`](crate::Source::open_tables), the
+//! registry ([`engine`](crate::engine)) for previews of an image alone.
 
-use std::path::Path;
-
-use crate::error::{Error, Result};
-use crate::source::Source;
-use crate::table::Value;
+use crate::error::Result;
 use crate::table::diff::DiffCounts;
 use crate::table::order::ForeignKey;
 use crate::table::schema::{TablePlan, TableShape};
+use crate::table::value::Value;
 
 /// Which side of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -24,10 +22,7 @@ pub(crate) enum Side {
 }
 
 /// Rows written by [`Session::upsert`].
-#[cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres", feature = "duckdb")),
-    allow(dead_code)
-)] // read by the engines
+#[cfg_attr(not(feature = "sql"), allow(dead_code))] // read by the engines
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Applied {
     pub(crate) inserted: u64,
@@ -91,55 +86,13 @@ pub(crate) trait Session {
     fn rollback(&mut self);
 }
 
-/// Whether an engine for snapshots of `kind` is compiled in.
-pub(crate) fn supports(kind: &str) -> bool {
-    match kind {
-        #[cfg(feature = "sqlite")]
-        "sqlite" => true,
-        #[cfg(feature = "postgres")]
-        "postgres" => true,
-        #[cfg(feature = "duckdb")]
-        "duckdb" => true,
-        _ => false,
-    }
-}
+/// A record-level session on a snapshot image and the live data of a
+/// [`Source`](crate::Source), as [`Source::open_tables`](crate::Source::open_tables) returns it.
+/// Opaque: only the library's workflows ([`table`](crate::table)) drive it.
+pub struct TableSession(pub(crate) Box<dyn Session>);
 
-/// Opens a session for snapshots of `kind`: the image at `image`, and the live data of the
-/// source `live` when given (`write` when it will be written). Each engine takes from the
-/// source what it needs: its path, or (through [`Source::as_any`]) a PostgreSQL source's
-/// connection settings and a DuckDB source's connection.
-///
-/// # Errors
-/// [`Error::Unsupported`] when no engine for `kind` is compiled in; engine errors.
-#[cfg_attr(
-    not(any(feature = "sqlite", feature = "postgres", feature = "duckdb")),
-    allow(unused_variables)
-)]
-pub(crate) fn open(
-    kind: &str,
-    operation: &'static str,
-    image: &Path,
-    live: Option<&dyn Source>,
-    write: bool,
-) -> Result<Box<dyn Session>> {
-    match kind {
-        #[cfg(feature = "sqlite")]
-        "sqlite" => Ok(Box::new(super::sqlite::SqliteSession::open(
-            image,
-            live.map(|s| s.path()),
-            write,
-        )?)),
-        #[cfg(feature = "postgres")]
-        "postgres" => Ok(Box::new(super::postgres::PgSession::open(
-            image, live, write,
-        )?)),
-        #[cfg(feature = "duckdb")]
-        "duckdb" => Ok(Box::new(super::duckdb::DuckSession::open(
-            image, live, write,
-        )?)),
-        _ => Err(Error::Unsupported {
-            operation,
-            kind: kind.to_string(),
-        }),
+impl std::fmt::Debug for TableSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TableSession")
     }
 }

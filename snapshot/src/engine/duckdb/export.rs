@@ -7,38 +7,26 @@ use std::path::{Path, PathBuf};
 use duckdb::types::ValueRef;
 use duckdb::{AccessMode, Config, Connection};
 
+use crate::engine::duckdb::{KIND, error as err};
 use crate::error::{Error, Result};
-use crate::export::{Cell, ColumnSchema, TableReader, ValueKind, ident};
+use crate::export::ExportSource;
+use crate::export::reader::{Cell, ColumnSchema, TableReader, ValueKind};
+use crate::sql::ident;
 
 /// Rows per page.
 const PAGE: i64 = 50_000;
 
+impl ExportSource {
+    /// Exports of the DuckDB database at `path` (both formats, every table). The file must not be held open by
+    /// another process (DuckDB's one-writer rule).
+    pub fn duckdb(path: impl Into<PathBuf>) -> Self {
+        ExportSource::with_engine(&super::DuckDbEngine, path.into())
+    }
+}
+
 pub(crate) struct DuckReader {
     conn: Connection,
     path: PathBuf,
-}
-
-fn err(path: &Path, op: &'static str, e: duckdb::Error) -> Error {
-    let detail = e.to_string();
-    if detail.contains("Could not set lock") || detail.contains("Conflicting lock") {
-        return Error::TargetLocked {
-            path: path.to_path_buf(),
-            detail,
-        };
-    }
-    if detail.contains("not a valid DuckDB database") {
-        return Error::NotADatabase {
-            engine: "duckdb",
-            path: path.to_path_buf(),
-            detail,
-        };
-    }
-    Error::Engine {
-        engine: "duckdb",
-        op,
-        path: path.to_path_buf(),
-        detail,
-    }
 }
 
 /// The kind of a column from its DuckDB type name.
@@ -61,7 +49,7 @@ impl DuckReader {
     pub(crate) fn open(path: &Path) -> Result<DuckReader> {
         if !path.exists() {
             return Err(Error::SourceMissing {
-                kind: "duckdb",
+                kind: KIND,
                 path: path.to_path_buf(),
             });
         }

@@ -25,10 +25,15 @@ use std::time::{Duration, Instant};
 
 use duckdb::{AccessMode, Config, Connection};
 
+use crate::engine::duckdb::instance::{Held, Hold, lock};
+use crate::engine::duckdb::session::DuckSession;
+use crate::engine::duckdb::{KIND, error as duck_error, stats};
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::live_file::LiveFile;
 use crate::source::{BusyBudget, CheckLevel, Source, processes_holding};
+use crate::stats::DbStats;
+use crate::table::session::TableSession;
 
 /// Bytes at the start of a DuckDB file that change whenever a checkpoint rewrites it (the main
 /// header and the two alternating database headers).
@@ -41,35 +46,6 @@ pub struct DuckDbSource {
     conn: Option<Mutex<Connection>>,
     busy: BusyBudget,
     held: Arc<Mutex<Held>>,
-}
-
-/// The instance of a closed file that the source opened for record-level sessions.
-#[derive(Debug, Default)]
-struct Held {
-    conn: Option<Connection>,
-    /// Sessions holding it ([`Hold`]s alive).
-    users: usize,
-}
-
-/// Keeps the instance a [`DuckDbSource`] opened for a record-level session open; the last hold
-/// dropped closes it (once the sessions' own connections are gone too).
-#[derive(Debug)]
-pub(crate) struct Hold {
-    held: Arc<Mutex<Held>>,
-}
-
-impl Drop for Hold {
-    fn drop(&mut self) {
-        let mut held = lock(&self.held);
-        held.users = held.users.saturating_sub(1);
-        if held.users == 0 {
-            held.conn = None;
-        }
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl DuckDbSource {
@@ -92,7 +68,7 @@ impl DuckDbSource {
     pub fn with_connection(path: impl Into<PathBuf>, conn: &Connection) -> Result<Self> {
         let path = path.into();
         let own = conn.try_clone().map_err(|e| Error::Engine {
-            engine: "duckdb",
+            engine: KIND,
             op: "clone connection",
             path: path.clone(),
             detail: e.to_string(),
@@ -175,7 +151,7 @@ impl DuckDbSource {
         let f = LiveFile::open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 Error::SourceMissing {
-                    kind: "duckdb",
+                    kind: KIND,
                     path: path.to_path_buf(),
                 }
             } else {
@@ -188,7 +164,7 @@ impl DuckDbSource {
             Ok(())
         } else {
             Err(Error::NotADatabase {
-                engine: "duckdb",
+                engine: KIND,
                 path: path.to_path_buf(),
                 detail: "the file does not carry the DuckDB magic bytes".into(),
             })
@@ -261,36 +237,6 @@ fn read_headers(live: &LiveFile, path: &Path) -> Result<Vec<u8>> {
         .map_err(|e| Error::io("read", path, e))
 }
 
-/// Maps a DuckDB error on the database at `path`: a file lock held elsewhere is
-/// [`Error::TargetLocked`], a damaged or foreign file [`Error::NotADatabase`], anything else
-/// [`Error::Engine`].
-pub(crate) fn duck_error(path: &Path, op: &'static str, e: duckdb::Error) -> Error {
-    let detail = e.to_string();
-    if detail.contains("Could not set lock") || detail.contains("Conflicting lock") {
-        return Error::TargetLocked {
-            path: path.to_path_buf(),
-            detail,
-        };
-    }
-    if detail.contains("not a valid DuckDB database")
-        || detail.contains("Invalid Input Error")
-        || detail.contains("Corrupt")
-        || detail.contains("checksum")
-    {
-        return Error::NotADatabase {
-            engine: "duckdb",
-            path: path.to_path_buf(),
-            detail,
-        };
-    }
-    Error::Engine {
-        engine: "duckdb",
-        op,
-        path: path.to_path_buf(),
-        detail,
-    }
-}
-
 fn open_read_only(path: &Path) -> Result<Connection> {
     let config = Config::default()
         .access_mode(AccessMode::ReadOnly)
@@ -300,7 +246,7 @@ fn open_read_only(path: &Path) -> Result<Connection> {
 
 impl Source for DuckDbSource {
     fn kind(&self) -> &'static str {
-        "duckdb"
+        KIND
     }
 
     fn path(&self) -> &Path {
@@ -404,7 +350,14 @@ impl Source for DuckDbSource {
             .collect()
     }
 
-    fn as_any(&self) -> Option<&dyn std::any::Any> {
-        Some(self)
+    fn open_tables(&self, image: &Path, _write: bool) -> Result<TableSession> {
+        // DuckDB opens the live file read-write either way.
+        let (conn, hold) = self.session_connection()?;
+        let session = DuckSession::open(image, Some((conn, hold, self.path.clone())))?;
+        Ok(TableSession(Box::new(session)))
+    }
+
+    fn statistics(&self, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
+        stats::stats(&self.path, table, order_by)
     }
 }

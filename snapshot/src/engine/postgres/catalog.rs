@@ -7,9 +7,9 @@
 
 use ::postgres::Client;
 
+use crate::engine::postgres::manifest::{ColumnEntry, ConstraintEntry};
+use crate::engine::postgres::target::Target;
 use crate::error::Result;
-use crate::source::postgres::Target;
-use crate::source::postgres::bundle::{ColumnEntry, ConstraintEntry};
 
 /// A relation found by name.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 //!
 //! The snapshot image is `ATTACH`ed read-only (as a database of its own name) to a connection on
 //! the live database — a clone of the application's connection when the source has one
-//! ([`DuckDbSource::with_connection`]), else of the one instance the source opens for its
+//! ([`DuckDbSource::with_connection`](crate::DuckDbSource::with_connection)), else of the one instance the source opens for its
 //! sessions: DuckDB lets one process open a file once, so the engine never opens the live file
 //! beside the application. Previews attach the image to an in-memory database. Every count,
 //! sample and write is then one SQL statement over both databases, as on SQLite: anti-joins
@@ -34,13 +34,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use ::duckdb::types::ValueRef;
 use ::duckdb::{Connection, params_from_iter};
 
+use crate::engine::duckdb::instance::Hold as DuckDbHold;
+use crate::engine::duckdb::{error as duck_error, statement_error as err};
 use crate::error::{Error, Result};
-use crate::source::{DuckDbHold, DuckDbSource, Source, duck_error};
-use crate::table::Value;
+use crate::source::Source;
+use crate::sql::{ident, literal};
 use crate::table::diff::{DiffCounts, RowDiff};
-use crate::table::engine::{Applied, Session, Side};
+use crate::table::drift::Column;
 use crate::table::order::ForeignKey;
-use crate::table::schema::{Column, TablePlan, TableShape};
+use crate::table::schema::{TablePlan, TableShape};
+use crate::table::session::{Applied, Session, Side};
+use crate::table::value::Value;
 
 /// Sessions opened by this process (each attaches the image under a name of its own).
 static SESSIONS: AtomicUsize = AtomicUsize::new(0);
@@ -57,35 +61,6 @@ pub(crate) struct DuckSession {
     live: PathBuf,
     in_tx: bool,
     _hold: Option<DuckDbHold>,
-}
-
-/// Quotes an identifier: `"` around, inner `"` doubled.
-fn ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// Quotes a string literal: `'` around, inner `'` doubled.
-fn literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
-/// An error of a statement on the database at `path`. A foreign key DuckDB checks against rows
-/// deleted in the same transaction gets a word of explanation.
-fn err(path: &Path, op: &'static str, e: ::duckdb::Error) -> Error {
-    let mut detail = e.to_string();
-    if detail.contains("still referenced by a foreign key") {
-        detail.push_str(
-            " (DuckDB refuses to delete, or to change an indexed column of, a row that another \
-             row refers to — even one deleted earlier in the same transaction: restore the \
-             referring table by itself first, or by merge)",
-        );
-    }
-    Error::Engine {
-        engine: "duckdb",
-        op,
-        path: path.to_path_buf(),
-        detail,
-    }
 }
 
 /// The type's name without its parameters, upper case: `DECIMAL(18,3)` → `DECIMAL`.
@@ -376,16 +351,18 @@ impl Statements {
 }
 
 impl DuckSession {
-    /// Attaches the image at `image` to a connection on the live database of `live` (a clone
-    /// of the source's connection; see the module docs), or to an in-memory database.
+    /// Attaches the image at `image` to `live` — a connection on the live database (a clone of
+    /// the source's; see the module docs), the hold keeping its instance open, and the live
+    /// file's path, as the source's [`open_tables`](crate::Source::open_tables) gives them —
+    /// or, for a preview, to an in-memory database.
     ///
     /// # Errors
-    /// [`Error::SourceMissing`] for a missing live database; [`Error::NotADatabase`] when
-    /// either side is not DuckDB; [`Error::TargetLocked`] when another process holds the live
-    /// file; [`Error::InvalidInput`] when this process has it open without a connection-backed
-    /// source; engine errors.
-    pub(crate) fn open(image: &Path, live: Option<&dyn Source>, write: bool) -> Result<Self> {
-        let _ = write; // DuckDB opens the live file read-write either way.
+    /// [`Error::BlobMissing`] for a missing image; [`Error::NotADatabase`] when it is not
+    /// DuckDB; engine errors.
+    pub(crate) fn open(
+        image: &Path,
+        live: Option<(Connection, Option<DuckDbHold>, PathBuf)>,
+    ) -> Result<Self> {
         let (conn, hold, live_path) = match live {
             None => (
                 Connection::open_in_memory()
@@ -393,19 +370,7 @@ impl DuckSession {
                 None,
                 PathBuf::from(":memory:"),
             ),
-            Some(source) => {
-                let path = source.path().to_path_buf();
-                let (conn, hold) = match source
-                    .as_any()
-                    .and_then(|a| a.downcast_ref::<DuckDbSource>())
-                {
-                    Some(duck) => duck.session_connection()?,
-                    // A wrapper that hides its DuckDbSource: the file at its path, opened as
-                    // a source without connection would.
-                    None => DuckDbSource::new(&path).session_connection()?,
-                };
-                (conn, hold, path)
-            }
+            Some(live) => live,
         };
         let live_db: String = conn
             .query_row("SELECT current_database()", [], |r| r.get(0))
