@@ -23,6 +23,7 @@ use std::hint::black_box;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use snapshot::StoreExt;
 use snapshot::{
     Environment, ListFilter, LocalStore, Outcome, RetentionPolicy, SnapshotManager,
     SnapshotRequest, SqliteSource, with_snapshot,

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::Context;
 use rusqlite::Connection;
+use snapshot::StoreExt;
 use snapshot::{
     Environment, Error, ListFilter, LocalStore, MemoryStore, Outcome, RetentionPolicy,
     SnapshotManager, SnapshotRecord, SqliteSource, Store, with_snapshot,

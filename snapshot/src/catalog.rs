@@ -1,25 +1,37 @@
 //! The catalog: `snapshot_metadata.json`, a JSON array of [`SnapshotRecord`]s, plus one sidecar
 //! per snapshot from which the index can be rebuilt.
 //!
-//! The index is the truth of what snapshots exist. It is only ever replaced whole and atomically
-//! (through the store's atomic put), and every read-modify-write holds the store's lock, so
-//! concurrent processes never lose a record. A record is added only after its blob is durable
-//! and checksummed; a record is removed before its blob is deleted. A crash between those steps
-//! leaves at worst an unlisted blob, which [`doctor`](crate::SnapshotManager::doctor) finds.
+//! The index is the truth of what snapshots exist. It is only ever replaced whole and atomically,
+//! and every read-modify-write is a compare-and-swap on the store's core
+//! ([`PutMode::Update`] against the version read), retried when another writer got there first
+//! — so concurrent processes never lose a record, on any store, with no lock of the catalog's
+//! own. A record is added only after its blob is durable and checksummed; a record is removed
+//! before its blob is deleted. A crash between those steps leaves at worst an unlisted blob,
+//! which [`doctor`](crate::SnapshotManager::doctor) finds.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
 use crate::record::SnapshotRecord;
-use crate::store::{PutMode, Store};
+use crate::store::{Payload, PutMode, Store};
 
 /// Key of the catalog index in the store.
 pub const INDEX_KEY: &str = "snapshot_metadata.json";
+
+/// How long a read-modify-write keeps retrying while other writers win the race.
+const UPDATE_BUDGET: Duration = Duration::from_secs(60);
 
 /// Reads and rewrites the catalog index of one store.
 #[derive(Debug, Clone)]
 pub(crate) struct Catalog {
     store: Arc<dyn Store>,
+}
+
+/// The index as read: its records and the version to compare against (`None`: no index).
+struct Read {
+    records: Vec<SnapshotRecord>,
+    version: Option<String>,
 }
 
 impl Catalog {
@@ -29,12 +41,29 @@ impl Catalog {
 
     /// All records as stored (oldest first as written). A missing index is an empty catalog.
     pub(crate) fn load(&self) -> Result<Vec<SnapshotRecord>> {
-        let bytes = match self.store.get_bytes(INDEX_KEY) {
-            Ok(b) => b,
-            Err(Error::BlobMissing { .. }) => return Ok(Vec::new()),
+        self.read().map(|r| r.records)
+    }
+
+    fn read(&self) -> Result<Read> {
+        let object = match self.store.get(INDEX_KEY) {
+            Ok(o) => o,
+            Err(Error::BlobMissing { .. }) => {
+                return Ok(Read {
+                    records: Vec::new(),
+                    version: None,
+                });
+            }
             Err(e) => return Err(e),
         };
-        parse_index(&bytes, &self.store.object_location(INDEX_KEY))
+        Ok(Read {
+            records: parse_index(&object.bytes, &self.store.object_location(INDEX_KEY))?,
+            version: Some(
+                object
+                    .meta
+                    .version
+                    .unwrap_or_else(|| crate::store::content_version(&object.bytes)),
+            ),
+        })
     }
 
     /// Creates an empty index when there is none, so that a missing index always means a lost
@@ -44,40 +73,79 @@ impl Catalog {
         if self.store.head(INDEX_KEY)?.is_some() {
             return Ok(());
         }
-        let _lock = self.store.lock()?;
-        if self.store.head(INDEX_KEY)?.is_none() {
-            self.write(&[])?;
+        match self.put(&[], PutMode::Create) {
+            Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(())
     }
 
-    /// Runs `f` on the records under the store lock and writes the result back atomically when
-    /// `f` returns `Ok`.
+    /// Runs `f` on the records and writes the result back when `f` returns `Ok` and changed
+    /// them — as a compare-and-swap against the index it read, re-reading and running `f`
+    /// again when another writer changed the index meanwhile.
+    ///
+    /// # Errors
+    /// `f`'s errors; [`Error::StoreLocked`] when other writers kept winning for the whole
+    /// budget; store errors.
     pub(crate) fn update<T>(
         &self,
-        f: impl FnOnce(&mut Vec<SnapshotRecord>) -> Result<T>,
+        mut f: impl FnMut(&mut Vec<SnapshotRecord>) -> Result<T>,
     ) -> Result<T> {
-        let _lock = self.store.lock()?;
-        let mut records = self.load()?;
-        let before = records.clone();
-        let out = f(&mut records)?;
-        if records != before {
-            self.write(&records)?;
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let Read {
+                mut records,
+                version,
+            } = self.read()?;
+            let before = records.clone();
+            let out = f(&mut records)?;
+            if records == before {
+                return Ok(out);
+            }
+            let mode = match version {
+                Some(v) => PutMode::Update(v),
+                None => PutMode::Create,
+            };
+            match self.put(&records, mode) {
+                Ok(()) => return Ok(out),
+                Err(Error::Precondition { .. } | Error::AlreadyExists { .. })
+                    if start.elapsed() < UPDATE_BUDGET =>
+                {
+                    // Another writer won: read its index and apply `f` to it. A jittered pause
+                    // keeps many losers from colliding again in step.
+                    let jitter = u64::from(std::process::id() ^ start.elapsed().subsec_nanos());
+                    std::thread::sleep(pause + Duration::from_micros(jitter % 1000));
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(Error::Precondition { .. } | Error::AlreadyExists { .. }) => {
+                    return Err(Error::StoreLocked {
+                        path: self.store.object_location(INDEX_KEY).into(),
+                        waited_ms: start.elapsed().as_millis() as u64,
+                    });
+                }
+                Err(e) => return Err(e),
+            }
         }
-        Ok(out)
     }
 
-    /// Replaces the whole index (callers hold the lock).
-    pub(crate) fn write(&self, records: &[SnapshotRecord]) -> Result<()> {
+    /// Replaces the whole index, whatever it holds now — parseable or not (doctor's rebuild of
+    /// a lost or corrupt index).
+    pub(crate) fn replace(&self, records: &[SnapshotRecord]) -> Result<()> {
+        self.put(records, PutMode::Overwrite)
+    }
+
+    fn put(&self, records: &[SnapshotRecord], mode: PutMode) -> Result<()> {
         let mut json = serde_json::to_vec_pretty(records)
             .map_err(|e| Error::invalid("catalog", format!("cannot serialise records: {e}")))?;
         json.push(b'\n');
-        self.store.put_bytes(INDEX_KEY, &json, PutMode::Overwrite)
+        self.store
+            .put(INDEX_KEY, Payload::Bytes(&json), mode)
+            .map(drop)
     }
 
     /// Reads one sidecar.
     pub(crate) fn read_sidecar(&self, key: &str) -> Result<SnapshotRecord> {
-        let bytes = self.store.get_bytes(key)?;
+        let bytes = self.store.get(key)?.bytes;
         serde_json::from_slice(&bytes).map_err(|e| Error::CatalogCorrupt {
             path: self.store.object_location(key).into(),
             line: e.line(),

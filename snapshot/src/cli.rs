@@ -484,6 +484,7 @@ impl From<Error> for CliError {
             Error::RetentionKeepsNothing { .. } => (ExitStatus::Usage, "retention_keeps_nothing"),
             Error::WrongEngine { .. } => (ExitStatus::Usage, "wrong_engine"),
             Error::AlreadyExists { .. } => (ExitStatus::Error, "already_exists"),
+            Error::Precondition { .. } => (ExitStatus::Error, "concurrent_change"),
             Error::StorageFull { .. } => (ExitStatus::Error, "storage_full"),
             Error::PermissionDenied { .. } => (ExitStatus::Error, "permission_denied"),
             Error::Unreachable { .. } => (ExitStatus::Error, "unreachable"),

@@ -135,6 +135,15 @@ pub enum Error {
         key: String,
     },
 
+    /// A compare-and-swap put ([`PutMode::Update`](crate::PutMode::Update)) found the object
+    /// changed (or gone) since it was read: another writer got there first. The catalog retries
+    /// such a read-modify-write.
+    #[error("{key} changed in the store since it was read (a concurrent writer)")]
+    Precondition {
+        /// The key.
+        key: String,
+    },
+
     /// The catalog index (`snapshot_metadata.json`) cannot be parsed.
     #[error("catalog {} is corrupt at line {line}, column {column}: {detail} (run `doctor` to rebuild it from the sidecars)", path.display())]
     CatalogCorrupt {
@@ -194,10 +203,12 @@ pub enum Error {
     )]
     NotInstalled,
 
-    /// Another process holds the store lock longer than the wait budget.
-    #[error("store lock {} is held by another process (waited {waited_ms} ms)", path.display())]
+    /// Another process holds a store's lock longer than the wait budget (a scheduler's lock,
+    /// a local store's compare-and-swap), or other writers kept changing the catalog index
+    /// for the whole budget of a read-modify-write.
+    #[error("{} is held by another process (waited {waited_ms} ms)", path.display())]
     StoreLocked {
-        /// The lock file.
+        /// The lock file, or the index.
         path: PathBuf,
         /// How long was waited, in milliseconds.
         waited_ms: u64,
@@ -378,6 +389,7 @@ impl From<Error> for io::Error {
             | Error::BlobMissing { .. }
             | Error::TableMissing { .. } => io::ErrorKind::NotFound,
             Error::AlreadyExists { .. } => io::ErrorKind::AlreadyExists,
+            Error::Precondition { .. } => io::ErrorKind::ResourceBusy,
             Error::Busy { .. } | Error::TargetLocked { .. } | Error::StoreLocked { .. } => {
                 io::ErrorKind::ResourceBusy
             }

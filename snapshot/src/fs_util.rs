@@ -185,7 +185,6 @@ pub fn hash_file(path: &Path) -> Result<Sealed> {
 }
 
 /// `blake3:` checksum of bytes in memory.
-#[cfg(test)]
 pub fn hash_bytes(data: &[u8]) -> String {
     format!("blake3:{}", blake3::hash(data).to_hex())
 }

@@ -92,6 +92,8 @@ mod sql;
 pub mod stats;
 pub mod store;
 pub mod table;
+#[cfg(feature = "test-util")]
+pub mod testing;
 mod verify;
 
 #[doc(hidden)]
@@ -117,5 +119,5 @@ pub use record::{Outcome, SnapshotRecord};
 pub use restore::{RestoreOptions, RestoreReport};
 pub use retention::{Decision, Reason, RetentionPlan, RetentionPolicy};
 pub use source::{BusyBudget, CheckLevel, Source};
-pub use store::{LocalStore, MemoryStore, ObjectMeta, PutMode, Store, StoreLock};
+pub use store::{LocalStore, MemoryStore, ObjectMeta, PutMode, Store, StoreExt};
 pub use verify::{DoctorOptions, DoctorReport, VerifyAllReport, VerifyReport};

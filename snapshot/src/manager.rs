@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use chrono::{DateTime, Utc};
 
@@ -21,7 +21,7 @@ use crate::id;
 use crate::record::{self, FORMAT_VERSION, Outcome, SnapshotRecord};
 use crate::retention::{RetentionPlan, RetentionPolicy};
 use crate::source::{CheckLevel, IntoSource, Source};
-use crate::store::{IntoStore, Store};
+use crate::store::{IntoStore, Store, StoreExt};
 
 /// Takes, lists, verifies, prunes and restores snapshots of one source into one store.
 ///
@@ -56,6 +56,17 @@ pub(crate) struct Inner {
     pub(crate) check_on_create: CheckLevel,
     pub(crate) host: String,
     pub(crate) entities: Vec<crate::mapping::EntityMapping>,
+    /// Where images are prepared for a store without a local directory: a private temporary
+    /// directory, made on first use and removed with the manager.
+    pub(crate) temp_staging: Mutex<Option<PathBuf>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(Some(dir)) = self.temp_staging.get_mut().map(Option::take) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
 
 /// Builds a [`SnapshotManager`]; see [`SnapshotManager::builder`].
@@ -131,8 +142,8 @@ impl SnapshotManagerBuilder {
         retention.validate()?;
         let environment = self
             .environment
-            .unwrap_or_else(|| Environment::detect(store.local_dir()));
-        let disabled = (environment.is_ephemeral() && store.is_host_local()).then(|| {
+            .unwrap_or_else(|| Environment::detect(store.local().map(|l| l.dir())));
+        let disabled = (environment.is_ephemeral() && !store.outlives_host()).then(|| {
             format!(
                 "{environment}; snapshots into the host-local store {} would not survive it",
                 store.location()
@@ -150,6 +161,7 @@ impl SnapshotManagerBuilder {
                 check_on_create: self.check_on_create.unwrap_or(CheckLevel::Header),
                 host: gethostname::gethostname().to_string_lossy().into_owned(),
                 entities: self.entities,
+                temp_staging: Mutex::new(None),
             }),
         })
     }
@@ -510,7 +522,7 @@ impl SnapshotManager {
         request.validate()?;
         let inner = &self.inner;
         let now = Utc::now();
-        let staging_dir = inner.store.staging_dir()?;
+        let staging_dir = self.staging_dir()?;
         let staged = StagingGuard::new(fs_util::staging_path(
             &staging_dir,
             inner.source.extension(),
@@ -626,6 +638,30 @@ impl SnapshotManager {
         Ok((record, dropped))
     }
 
+    /// Where images are prepared: the store's own directory when it has one (publishing is then
+    /// a rename), else the manager's private temporary directory.
+    pub(crate) fn staging_dir(&self) -> Result<PathBuf> {
+        if let Some(local) = self.inner.store.local() {
+            return Ok(local.dir().to_path_buf());
+        }
+        let mut temp = self
+            .inner
+            .temp_staging
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = temp.as_ref() {
+            return Ok(dir.clone());
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "snapshot-staging-{}-{:p}",
+            std::process::id(),
+            Arc::as_ptr(&self.inner)
+        ));
+        fs_util::create_private_dir(&dir)?;
+        *temp = Some(dir.clone());
+        Ok(dir)
+    }
+
     /// Drops one record from the catalog and deletes its objects (failures are logged).
     pub(crate) fn forget(&self, id: &str) {
         let dropped = self.inner.catalog.update(|records| {
@@ -707,7 +743,7 @@ impl SnapshotManager {
         self.modify(id, |r| r.pinned = pinned)
     }
 
-    pub(crate) fn modify(&self, id: &str, f: impl FnOnce(&mut SnapshotRecord)) -> Result<()> {
+    pub(crate) fn modify(&self, id: &str, f: impl Fn(&mut SnapshotRecord)) -> Result<()> {
         self.inner.catalog.update(|records| {
             let r = records
                 .iter_mut()

@@ -300,9 +300,8 @@ impl SnapshotManager {
         check: CheckLevel,
         engine_check: bool,
     ) -> Result<Image> {
-        let store = &self.inner.store;
         if dir.is_none() {
-            match store.local_path(&record.blob_key) {
+            match self.local_object(&record.blob_key)? {
                 Some(p) if p.exists() => {
                     self.check_copy(record, &p, check, engine_check, false)?;
                     return Ok(Image {
@@ -320,13 +319,22 @@ impl SnapshotManager {
         }
         let dir = match dir {
             Some(d) => d.to_path_buf(),
-            None => store.staging_dir()?,
+            None => self.staging_dir()?,
         };
         let staged = self.stage_verified(record, &dir, check, engine_check)?;
         Ok(Image {
             path: staged.path().to_path_buf(),
             _staged: Some(staged),
         })
+    }
+
+    /// The file of the object `key` when the store keeps its objects as local files.
+    pub(crate) fn local_object(&self, key: &str) -> Result<Option<PathBuf>> {
+        self.inner
+            .store
+            .local()
+            .map(|l| l.object_path(key))
+            .transpose()
     }
 
     /// Copies a snapshot's blob into a staging file in `dir`, makes it durable, and checks its
@@ -340,7 +348,7 @@ impl SnapshotManager {
     ) -> Result<StagingGuard> {
         let store = &self.inner.store;
         let staged = StagingGuard::new(fs_util::staging_path(dir, &record.blob_key));
-        match store.local_path(&record.blob_key) {
+        match self.local_object(&record.blob_key)? {
             Some(p) if p.exists() => {
                 fs_util::copy_to_new(&p, staged.path())?;
             }
@@ -349,7 +357,9 @@ impl SnapshotManager {
                     key: record.blob_key.clone(),
                 });
             }
-            None => store.get_to_file(&record.blob_key, staged.path())?,
+            None => {
+                store.get_to_file(&record.blob_key, staged.path())?;
+            }
         }
         self.check_copy(record, staged.path(), check, engine_check, true)?;
         Ok(staged)

@@ -1,10 +1,23 @@
 //! Where snapshot blobs, sidecars and the catalog index live.
 //!
-//! [`Store`] is a small object-safe trait in the style of `object_store`: put, get, head, list and
-//! delete of objects by key, with [`PutMode::Create`] refusing to overwrite (that refusal is what
-//! keeps snapshot ids unique across processes). [`LocalStore`] keeps objects as files in one
-//! directory; [`MemoryStore`] keeps them in memory for tests. Both pass the same conformance suite
-//! (`tests/store_conformance.rs`). Stores are shared as `Arc<dyn Store>`.
+//! [`Store`] is a small object-safe core in the shape of `object_store`: [`put`](Store::put) with
+//! a [`PutMode`] — [`Create`](PutMode::Create) refuses to overwrite (that refusal keeps snapshot
+//! ids unique across processes), [`Update`](PutMode::Update) is a compare-and-swap against the
+//! version a [`get`](Store::get) returned (the catalog's read-modify-write, so processes on
+//! different hosts need no shared lock) — and `get`, [`head`](Store::head),
+//! [`list`](Store::list), [`delete`](Store::delete). Conveniences (`put_bytes`, `put_file`,
+//! `get_bytes`, `delete_many`, publishing a snapshot's pair) are in [`StoreExt`], implemented
+//! for every store.
+//!
+//! Notions that only a directory on this host has — staging images beside the objects so that
+//! publishing is a rename, reading objects in place, hard links, freeing deleted objects in the
+//! background, crash leftovers — are an optional capability, [`LocalStorage`], that a store
+//! offers through [`Store::local`] and the manager asks for. A store without it (memory, a
+//! remote service) is driven through the core alone.
+//!
+//! [`LocalStore`] keeps objects as files in one directory; [`MemoryStore`] keeps them in
+//! memory. Both pass the same conformance suite (`snapshot::testing`, feature `test-util`).
+//! Stores are shared as `Arc<dyn Store>`; a decorator wraps one and forwards what it keeps.
 
 mod local;
 mod memory;
@@ -20,23 +33,39 @@ pub use crate::fs_util::TRASH_PREFIX;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// How a put treats an existing object.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum PutMode {
-    /// Fail with [`Error::AlreadyExists`](crate::Error::AlreadyExists) if the key exists.
+    /// Fail with [`Error::AlreadyExists`] if the key exists.
     Create,
-    /// Replace an existing object atomically.
+    /// Replace an existing object atomically (or create it).
     Overwrite,
+    /// Replace the object only if it is still at this version (as [`Store::get`] returned
+    /// it): a compare-and-swap. Fails with [`Error::Precondition`] when the object changed or
+    /// is gone. A remote store does it with a conditional request (`If-Match`).
+    Update(String),
+}
+
+/// What to put: bytes, or a finished, fsynced local file that the store takes over (moves in,
+/// or uploads and then removes; on error it is left for the caller).
+#[derive(Debug, Clone, Copy)]
+pub enum Payload<'a> {
+    /// These bytes.
+    Bytes(&'a [u8]),
+    /// The file at this path.
+    File(&'a Path),
 }
 
 /// What a store knows of one object.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ObjectMeta {
     /// The key.
     pub key: String,
@@ -44,24 +73,232 @@ pub struct ObjectMeta {
     pub size: u64,
     /// Last modification time, when the store keeps one.
     pub modified: Option<DateTime<Utc>>,
+    /// The version a [`PutMode::Update`] compares against, when the store knows it here
+    /// ([`Store::get`] always says it).
+    pub version: Option<String>,
 }
 
-/// An exclusive lock on a store's catalog, released when dropped.
-pub struct StoreLock {
-    _guard: Box<dyn Send>,
-}
+impl ObjectMeta {
+    /// Metadata of `key` (`version` unknown).
+    pub fn new(key: impl Into<String>, size: u64, modified: Option<DateTime<Utc>>) -> Self {
+        ObjectMeta {
+            key: key.into(),
+            size,
+            modified,
+            version: None,
+        }
+    }
 
-impl StoreLock {
-    /// Wraps whatever guard the store uses.
-    pub fn new(guard: Box<dyn Send>) -> Self {
-        StoreLock { _guard: guard }
+    /// With the version a [`PutMode::Update`] compares against.
+    pub fn with_version(mut self, version: impl Into<String>) -> Self {
+        self.version = Some(version.into());
+        self
     }
 }
 
-impl Debug for StoreLock {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StoreLock")
+/// A whole object and its metadata, as [`Store::get`] returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Object {
+    /// Its metadata, with its version.
+    pub meta: ObjectMeta,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A place that keeps snapshot objects by key: the small core every store implements.
+///
+/// Keys are flat, file-name-safe strings chosen by the library. Puts are atomic (an object is
+/// either absent or complete) and durable before they return.
+pub trait Store: Send + Sync + Debug {
+    /// Human-readable location of the store (a directory, a URL).
+    fn location(&self) -> String;
+
+    /// Human-readable location of one object (recorded as `file_path`).
+    fn object_location(&self, key: &str) -> String;
+
+    /// Stores `payload` under `key`, atomically and durably, as `mode` says; returns the new
+    /// version when the store knows it.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] (`Create` on an existing key), [`Error::Precondition`]
+    /// (`Update` of an object that changed), [`Error::InvalidInput`] for a key the store cannot
+    /// hold, [`Error::StorageFull`], [`Error::PermissionDenied`], I/O errors naming the path.
+    fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<Option<String>>;
+
+    /// Reads a whole object with its version.
+    ///
+    /// # Errors
+    /// [`Error::BlobMissing`] when absent; I/O errors.
+    fn get(&self, key: &str) -> Result<Object>;
+
+    /// Writes an object to a new local file `dest` (which must not exist; left absent on
+    /// error). Not fsynced.
+    ///
+    /// # Errors
+    /// [`Error::BlobMissing`] when absent; I/O errors.
+    fn get_to_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta>;
+
+    /// Metadata of one object, `None` when absent.
+    ///
+    /// # Errors
+    /// I/O errors other than "not found".
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
+
+    /// Every object, sorted by key. Staging leftovers are not objects.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn list(&self) -> Result<Vec<ObjectMeta>>;
+
+    /// Deletes an object; deleting an absent key succeeds.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn delete(&self, key: &str) -> Result<()>;
+
+    /// Whether objects outlive this host (a remote service): on an ephemeral host the manager
+    /// stays on only with such a store. Default: no.
+    fn outlives_host(&self) -> bool {
+        false
     }
+
+    /// The local-directory capability, when the store keeps its objects as files in a
+    /// directory of this host (see [`LocalStorage`]). Default: none.
+    fn local(&self) -> Option<&dyn LocalStorage> {
+        None
+    }
+}
+
+/// Conveniences over the [`Store`] core, for every store.
+pub trait StoreExt: Store {
+    /// Stores bytes under `key`.
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    fn put_bytes(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
+        self.put(key, Payload::Bytes(data), mode).map(drop)
+    }
+
+    /// Publishes a finished, fsynced file under `key` (moved, or uploaded then removed; on
+    /// error it is left for the caller).
+    ///
+    /// # Errors
+    /// As [`Store::put`].
+    fn put_file(&self, key: &str, file: &Path, mode: PutMode) -> Result<()> {
+        self.put(key, Payload::File(file), mode).map(drop)
+    }
+
+    /// Reads a whole object's bytes.
+    ///
+    /// # Errors
+    /// As [`Store::get`].
+    fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+        self.get(key).map(|o| o.bytes)
+    }
+
+    /// Deletes several objects; absent keys succeed. Every key is tried even after a failure;
+    /// a local store makes all the removals durable at once and frees their space in the
+    /// background ([`LocalStorage::discard`]).
+    ///
+    /// # Errors
+    /// The first error met.
+    fn delete_many(&self, keys: &[String]) -> Result<()> {
+        if let Some(local) = self.local() {
+            return local.discard(keys);
+        }
+        let mut first = None;
+        for key in keys {
+            if let Err(e) = self.delete(key) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    /// Waits for the store's background work (a local store freeing deleted objects).
+    ///
+    /// # Errors
+    /// The background work's errors.
+    fn settle(&self) -> Result<()> {
+        self.local().map_or(Ok(()), |l| l.settle_frees())
+    }
+
+    /// Publishes a snapshot: the finished, fsynced image file `image` under `blob_key` and its
+    /// record `sidecar` under `sidecar_key`, both refusing an existing key. Either both are
+    /// published or neither is (on error `image` is left for the caller). A local store links
+    /// both into place with one directory fsync; any other puts the sidecar (reserving the id),
+    /// then the image.
+    ///
+    /// # Errors
+    /// [`Error::AlreadyExists`] when either key exists; the errors of [`Store::put`].
+    fn put_snapshot(
+        &self,
+        blob_key: &str,
+        image: &Path,
+        sidecar_key: &str,
+        sidecar: &[u8],
+    ) -> Result<()> {
+        if let Some(local) = self.local()
+            && local.dir().join(blob_key).parent() == image.parent()
+        {
+            return local.publish_snapshot(blob_key, image, sidecar_key, sidecar);
+        }
+        self.put(sidecar_key, Payload::Bytes(sidecar), PutMode::Create)?;
+        if let Err(e) = self.put(blob_key, Payload::File(image), PutMode::Create) {
+            let _ = self.delete(sidecar_key);
+            return Err(e);
+        }
+        Ok(())
+    }
+}
+
+impl<S: Store + ?Sized> StoreExt for S {}
+
+/// The capability of a store whose objects are files in one directory of this host.
+pub trait LocalStorage: Send + Sync {
+    /// The directory: images are staged in it (so that publishing is a rename), ephemeral
+    /// hosts are detected from it, and leftovers of crashed writers are found in it.
+    fn dir(&self) -> &Path;
+
+    /// The file holding the object `key` (read in place, never written), whether or not it
+    /// exists.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for a key the store cannot hold.
+    fn object_path(&self, key: &str) -> Result<PathBuf>;
+
+    /// Publishes a snapshot's image (a file in [`dir`](Self::dir)) and its sidecar together,
+    /// as [`StoreExt::put_snapshot`] describes.
+    ///
+    /// # Errors
+    /// As [`StoreExt::put_snapshot`].
+    fn publish_snapshot(
+        &self,
+        blob_key: &str,
+        image: &Path,
+        sidecar_key: &str,
+        sidecar: &[u8],
+    ) -> Result<()>;
+
+    /// Deletes several objects durably at once (absent keys succeed), freeing their space in
+    /// the background: unlinking a large file can take as long as copying a tenth of it.
+    ///
+    /// # Errors
+    /// The first error met.
+    fn discard(&self, keys: &[String]) -> Result<()>;
+
+    /// Waits for the background frees of [`discard`](Self::discard).
+    ///
+    /// # Errors
+    /// None so far; the signature leaves room for background work that can fail.
+    fn settle_frees(&self) -> Result<()>;
+
+    /// Staging files left by crashed writers (older than `min_age`, so live writers are
+    /// spared) and trash not yet freed.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn leftovers(&self, min_age: Duration) -> Result<Vec<PathBuf>>;
 }
 
 /// A store as the manager's builder takes it: any [`Store`], or one already shared.
@@ -88,148 +325,14 @@ impl<S: Store + 'static> IntoStore for Arc<S> {
     }
 }
 
-/// A place that keeps snapshot objects by key.
-///
-/// Keys are flat, file-name-safe strings chosen by the library. Implementations must make
-/// `put_*` atomic (an object is either absent or complete) and durable before returning.
-pub trait Store: Send + Sync + Debug {
-    /// Human-readable location of the store (a directory, a URL).
-    fn location(&self) -> String;
-
-    /// Human-readable location of one object (recorded as `file_path`).
-    fn object_location(&self, key: &str) -> String;
-
-    /// The directory where images are prepared before [`put_file`](Store::put_file); on the same
-    /// file system as the objects for a local store, so publishing is a rename.
-    ///
-    /// # Errors
-    /// When the directory cannot be created.
-    fn staging_dir(&self) -> Result<PathBuf>;
-
-    /// Publishes a finished, fsynced file under `key`. The file is moved (or uploaded and then
-    /// removed); on error it is left for the caller to remove.
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) with `PutMode::Create` when the key
-    /// exists; I/O errors naming the path.
-    fn put_file(&self, key: &str, file: &Path, mode: PutMode) -> Result<()>;
-
-    /// Stores bytes under `key`, atomically and durably.
-    ///
-    /// # Errors
-    /// As [`put_file`](Store::put_file).
-    fn put_bytes(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()>;
-
-    /// Reads a whole object.
-    ///
-    /// # Errors
-    /// [`Error::BlobMissing`](crate::Error::BlobMissing) when absent; I/O errors.
-    fn get_bytes(&self, key: &str) -> Result<Vec<u8>>;
-
-    /// Writes an object to a new local file `dest` (which must not exist). Not fsynced.
-    ///
-    /// # Errors
-    /// [`Error::BlobMissing`](crate::Error::BlobMissing) when absent; I/O errors.
-    fn get_to_file(&self, key: &str, dest: &Path) -> Result<()>;
-
-    /// The object's path when the store keeps it as a local file (read it in place).
-    fn local_path(&self, key: &str) -> Option<PathBuf>;
-
-    /// Metadata of one object, `None` when absent.
-    ///
-    /// # Errors
-    /// I/O errors other than "not found".
-    fn head(&self, key: &str) -> Result<Option<ObjectMeta>>;
-
-    /// Every object, sorted by key. Staging leftovers are not objects.
-    ///
-    /// # Errors
-    /// I/O errors.
-    fn list(&self) -> Result<Vec<ObjectMeta>>;
-
-    /// Deletes an object; deleting an absent key succeeds.
-    ///
-    /// # Errors
-    /// I/O errors.
-    fn delete(&self, key: &str) -> Result<()>;
-
-    /// Deletes several objects; absent keys succeed. Every key is tried even after a failure.
-    /// A local store makes all the removals durable with one directory fsync, and may free
-    /// their space in the background (see [`settle`](Self::settle)).
-    ///
-    /// # Errors
-    /// The first error met (I/O errors).
-    fn delete_many(&self, keys: &[String]) -> Result<()> {
-        let mut first = None;
-        for key in keys {
-            if let Err(e) = self.delete(key) {
-                first.get_or_insert(e);
-            }
-        }
-        first.map_or(Ok(()), Err)
-    }
-
-    /// Waits for the store's background work — the space of deleted objects being freed — to
-    /// finish. The default has none.
-    ///
-    /// # Errors
-    /// None so far; the signature leaves room for stores whose background work can fail.
-    fn settle(&self) -> Result<()> {
-        Ok(())
-    }
-
-    /// Publishes a snapshot: the finished, fsynced image file `image` under `blob_key` and its
-    /// record `sidecar` under `sidecar_key`, both refusing an existing key. Either both are
-    /// published or neither is (on error `image` is left for the caller to remove). The default
-    /// puts the sidecar, then the image; a local store links both into place with one
-    /// directory fsync.
-    ///
-    /// # Errors
-    /// [`Error::AlreadyExists`](crate::Error::AlreadyExists) when either key exists; I/O errors.
-    fn put_snapshot(
-        &self,
-        blob_key: &str,
-        image: &Path,
-        sidecar_key: &str,
-        sidecar: &[u8],
-    ) -> Result<()> {
-        put_sidecar_then_blob(self, blob_key, image, sidecar_key, sidecar)
-    }
-
-    /// Takes the store's exclusive catalog lock (across threads and processes).
-    ///
-    /// # Errors
-    /// [`Error::StoreLocked`](crate::Error::StoreLocked) after the wait budget.
-    fn lock(&self) -> Result<StoreLock>;
-
-    /// Whether objects live on this host's disk (and so vanish with an ephemeral host).
-    fn is_host_local(&self) -> bool;
-
-    /// The directory backing a host-local store, for ephemeral-host detection.
-    fn local_dir(&self) -> Option<&Path> {
-        None
-    }
-
-    /// Staging files left by a crashed writer (older than `min_age`, so live writers are spared).
-    ///
-    /// # Errors
-    /// I/O errors.
-    fn leftovers(&self, min_age: std::time::Duration) -> Result<Vec<PathBuf>>;
+/// The version of an object's bytes, for stores that compare content: `blake3:<hex>`.
+pub(crate) fn content_version(bytes: &[u8]) -> String {
+    crate::fs_util::hash_bytes(bytes)
 }
 
-/// [`Store::put_snapshot`] from the primitive puts: the sidecar (reserving the id), then the
-/// image; the sidecar is removed again when the image cannot be published.
-pub(crate) fn put_sidecar_then_blob<S: Store + ?Sized>(
-    store: &S,
-    blob_key: &str,
-    image: &Path,
-    sidecar_key: &str,
-    sidecar: &[u8],
-) -> Result<()> {
-    store.put_bytes(sidecar_key, sidecar, PutMode::Create)?;
-    if let Err(e) = store.put_file(blob_key, image, PutMode::Create) {
-        let _ = store.delete(sidecar_key);
-        return Err(e);
+/// [`Error::Precondition`] for `key`.
+pub(crate) fn precondition(key: &str) -> Error {
+    Error::Precondition {
+        key: key.to_string(),
     }
-    Ok(())
 }

@@ -113,6 +113,7 @@ mod replace;
 mod restore;
 pub(crate) mod schema;
 pub(crate) mod session;
+pub(crate) mod statements;
 mod undo;
 pub(crate) mod value;
 

@@ -15,6 +15,7 @@ use crate::fs_util::{self, StagingGuard};
 use crate::manager::SnapshotManager;
 use crate::record::SnapshotRecord;
 use crate::source::CheckLevel;
+use crate::store::StoreExt;
 
 /// What [`SnapshotManager::verify`] found for one snapshot that passed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,7 +158,7 @@ impl SnapshotManager {
     fn verify_record(&self, record: &SnapshotRecord, level: CheckLevel) -> Result<VerifyReport> {
         let store = &self.inner.store;
         let fetched;
-        let path = match store.local_path(&record.blob_key) {
+        let path = match self.local_object(&record.blob_key)? {
             Some(p) => {
                 if !p.exists() {
                     return Err(Error::BlobMissing {
@@ -167,7 +168,7 @@ impl SnapshotManager {
                 p
             }
             None => {
-                let dir = store.staging_dir()?;
+                let dir = self.staging_dir()?;
                 fetched = StagingGuard::new(fs_util::staging_path(&dir, &record.blob_key));
                 store.get_to_file(&record.blob_key, fetched.path())?;
                 fetched.path().to_path_buf()
@@ -194,7 +195,6 @@ impl SnapshotManager {
         // This process's own background frees finish first: what is left after that is trash
         // of processes that exited before freeing it, a leftover.
         store.settle()?;
-        let _lock = store.lock()?;
         let mut report = DoctorReport::default();
 
         let objects = store.list()?;
@@ -230,7 +230,7 @@ impl SnapshotManager {
                     .cmp(&b.datetime)
                     .then_with(|| a.snapshot_id.cmp(&b.snapshot_id))
             });
-            inner.catalog.write(&rebuilt)?;
+            inner.catalog.replace(&rebuilt)?;
             report.rebuilt_records = Some(rebuilt.len());
             records = Some(rebuilt);
         }
@@ -259,7 +259,10 @@ impl SnapshotManager {
             report.blobs_shared_with_live = self.shared_with_live(records);
         }
 
-        report.staging_leftovers = store.leftovers(options.min_age)?;
+        report.staging_leftovers = match store.local() {
+            Some(local) => local.leftovers(options.min_age)?,
+            None => Vec::new(),
+        };
         report
             .staging_leftovers
             .extend(self.leftovers_beside_source(options.min_age));
@@ -279,10 +282,15 @@ impl SnapshotManager {
                     .iter()
                     .chain(&report.blobs_shared_with_live)
                     .collect();
-                let (dropped, kept): (Vec<_>, Vec<_>) = records
+                let dropped: Vec<SnapshotRecord> = records
                     .drain(..)
-                    .partition(|r| gone.contains(&r.snapshot_id));
-                inner.catalog.write(&kept)?;
+                    .filter(|r| gone.contains(&r.snapshot_id))
+                    .collect();
+                // Against the index as it is now: records added meanwhile stay.
+                inner.catalog.update(|now| {
+                    now.retain(|r| !gone.contains(&r.snapshot_id));
+                    Ok(())
+                })?;
                 for r in dropped
                     .iter()
                     .filter(|r| report.blobs_shared_with_live.contains(&r.snapshot_id))
@@ -305,9 +313,9 @@ impl SnapshotManager {
         records
             .iter()
             .filter(|r| {
-                self.inner
-                    .store
-                    .local_path(&r.blob_key)
+                self.local_object(&r.blob_key)
+                    .ok()
+                    .flatten()
                     .and_then(|p| std::fs::metadata(p).ok())
                     .is_some_and(|m| m.dev() == live.dev() && m.ino() == live.ino())
             })
@@ -364,7 +372,7 @@ impl SnapshotManager {
         }) else {
             return Vec::new();
         };
-        if self.inner.store.local_dir() == Some(dir) {
+        if self.inner.store.local().map(|l| l.dir()) == Some(dir) {
             return Vec::new(); // already covered by the store's own scan
         }
         let Ok(entries) = std::fs::read_dir(dir) else {

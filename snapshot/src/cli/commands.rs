@@ -203,7 +203,7 @@ pub(crate) fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
 fn bundle_manifest(ctx: &Ctx, r: &SnapshotRecord) -> Option<export::Manifest> {
     export_formats_of(&r.source_kind)?;
     let store = ctx.store(false).ok()?;
-    let path = crate::store::Store::local_path(&store, &r.blob_key)?;
+    let path = crate::store::LocalStorage::object_path(&store, &r.blob_key).ok()?;
     export::read_bundle_manifest(&path, CheckLevel::Header).ok()
 }
 

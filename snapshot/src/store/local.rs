@@ -11,13 +11,16 @@ use chrono::{DateTime, Utc};
 
 use crate::error::{Error, Result};
 use crate::fs_util;
-use crate::store::{self, ObjectMeta, PutMode, Store, StoreLock};
+use crate::store::{self, LocalStorage, Object, ObjectMeta, Payload, PutMode, Store};
 
 const LOCK_FILE: &str = ".lock";
 const LOCK_BUDGET: Duration = Duration::from_secs(60);
 
 /// A directory of snapshot files (mode 0700, files 0600), the layout users of the original know:
-/// blobs, their JSON sidecars and `snapshot_metadata.json` side by side.
+/// blobs, their JSON sidecars and `snapshot_metadata.json` side by side. It offers the
+/// [`LocalStorage`] capability. Its compare-and-swap puts ([`PutMode::Update`]) hold an advisory
+/// lock on `.lock` in the directory for the compare and the rename; the version is the content's
+/// hash.
 ///
 /// Deleted objects leave the store's namespace at once (a rename into a trash name and one
 /// directory fsync); their space is freed by a background thread, because unlinking a large
@@ -124,6 +127,48 @@ fn modified(meta: &fs::Metadata) -> Option<DateTime<Utc>> {
     meta.modified().ok().map(DateTime::<Utc>::from)
 }
 
+impl LocalStore {
+    fn publish(&self, staged: &Path, dst: &Path, mode: &PutMode) -> Result<()> {
+        match mode {
+            PutMode::Create => fs_util::publish_new(staged, dst),
+            _ => fs_util::publish_replace(staged, dst),
+        }
+    }
+
+    /// Publishes the file `file` under `dst`: renamed when it is in the store's directory,
+    /// else copied in through a staging file first (and then removed).
+    fn put_file_at(&self, key: &str, dst: &Path, file: &Path, mode: &PutMode) -> Result<()> {
+        if file.parent() != Some(self.dir.as_path()) {
+            let staged = fs_util::StagingGuard::new(fs_util::staging_path(&self.dir, key));
+            fs_util::copy_to_new(file, staged.path())?;
+            fs_util::sync_file(staged.path())?;
+            self.publish(staged.path(), dst, mode)?;
+            staged.disarm();
+            return fs_util::remove_if_exists(file);
+        }
+        fs_util::make_private(file)?;
+        self.publish(file, dst, mode)
+    }
+
+    /// A compare-and-swap: under the directory's lock (threads and processes), the object
+    /// must still be at `version` (its content's hash) to be replaced.
+    fn update(&self, key: &str, dst: &Path, payload: Payload<'_>, version: &str) -> Result<()> {
+        let _lock = fs_util::lock_exclusive(&self.dir.join(LOCK_FILE), LOCK_BUDGET)?;
+        let current = match fs::read(dst) {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(store::precondition(key)),
+            Err(e) => return Err(Error::io("read", dst, e)),
+        };
+        if store::content_version(&current) != version {
+            return Err(store::precondition(key));
+        }
+        match payload {
+            Payload::Bytes(data) => fs_util::write_atomic(dst, data),
+            Payload::File(file) => self.put_file_at(key, dst, file, &PutMode::Overwrite),
+        }
+    }
+}
+
 impl Store for LocalStore {
     fn location(&self) -> String {
         self.dir.display().to_string()
@@ -133,61 +178,43 @@ impl Store for LocalStore {
         self.dir.join(key).display().to_string()
     }
 
-    fn staging_dir(&self) -> Result<PathBuf> {
-        Ok(self.dir.clone())
-    }
-
-    fn put_file(&self, key: &str, file: &Path, mode: PutMode) -> Result<()> {
+    fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<Option<String>> {
         let dst = self.path(key)?;
-        if file.parent() != Some(self.dir.as_path()) {
-            // Not in our directory: copy in through a staging file first.
-            let staged = fs_util::StagingGuard::new(fs_util::staging_path(&self.dir, key));
-            fs_util::copy_to_new(file, staged.path())?;
-            fs_util::sync_file(staged.path())?;
-            self.publish(staged.path(), &dst, mode)?;
-            staged.disarm();
-            fs_util::remove_if_exists(file)?;
-            return Ok(());
+        let version = match payload {
+            Payload::Bytes(data) => Some(store::content_version(data)),
+            Payload::File(_) => None,
+        };
+        match (&mode, payload) {
+            (PutMode::Update(v), payload) => self.update(key, &dst, payload, v)?,
+            (PutMode::Create, Payload::Bytes(data)) => fs_util::write_new(&dst, data)?,
+            (_, Payload::Bytes(data)) => fs_util::write_atomic(&dst, data)?,
+            (_, Payload::File(file)) => self.put_file_at(key, &dst, file, &mode)?,
         }
-        fs_util::make_private(file)?;
-        self.publish(file, &dst, mode)
+        Ok(version)
     }
 
-    fn put_bytes(&self, key: &str, data: &[u8], mode: PutMode) -> Result<()> {
-        let dst = self.path(key)?;
-        match mode {
-            PutMode::Create => fs_util::write_new(&dst, data),
-            PutMode::Overwrite => fs_util::write_atomic(&dst, data),
-        }
-    }
-
-    fn get_bytes(&self, key: &str) -> Result<Vec<u8>> {
+    fn get(&self, key: &str) -> Result<Object> {
         let p = self.path(key)?;
-        fs::read(&p).map_err(|e| not_found_as_missing(key, &p, "read", e))
+        let bytes = fs::read(&p).map_err(|e| not_found_as_missing(key, &p, "read", e))?;
+        let modified = fs::metadata(&p).ok().as_ref().and_then(modified);
+        Ok(Object {
+            meta: ObjectMeta::new(key, bytes.len() as u64, modified)
+                .with_version(store::content_version(&bytes)),
+            bytes,
+        })
     }
 
-    fn get_to_file(&self, key: &str, dest: &Path) -> Result<()> {
+    fn get_to_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta> {
         let p = self.path(key)?;
-        if !p.exists() {
-            return Err(Error::BlobMissing {
-                key: key.to_string(),
-            });
-        }
-        fs_util::copy_to_new(&p, dest).map(|_| ())
-    }
-
-    fn local_path(&self, key: &str) -> Option<PathBuf> {
-        self.path(key).ok()
+        let m = fs::metadata(&p).map_err(|e| not_found_as_missing(key, &p, "stat", e))?;
+        fs_util::copy_to_new(&p, dest)?;
+        Ok(ObjectMeta::new(key, m.len(), modified(&m)))
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
         let p = self.path(key)?;
         match fs::metadata(&p) {
-            Ok(m) => Ok(Some(ObjectMeta {
-                key: key.to_string(),
-                size: m.len(),
-                modified: modified(&m),
-            })),
+            Ok(m) => Ok(Some(ObjectMeta::new(key, m.len(), modified(&m)))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io("stat", p, e)),
         }
@@ -207,11 +234,7 @@ impl Store for LocalStore {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("stat", entry.path(), e)),
             };
-            out.push(ObjectMeta {
-                key: name,
-                size: m.len(),
-                modified: modified(&m),
-            });
+            out.push(ObjectMeta::new(name, m.len(), modified(&m)));
         }
         out.sort_by(|a, b| a.key.cmp(&b.key));
         Ok(out)
@@ -222,7 +245,34 @@ impl Store for LocalStore {
         fs_util::remove_durable(&p)
     }
 
-    fn delete_many(&self, keys: &[String]) -> Result<()> {
+    fn local(&self) -> Option<&dyn LocalStorage> {
+        Some(self)
+    }
+}
+
+impl LocalStorage for LocalStore {
+    fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn object_path(&self, key: &str) -> Result<PathBuf> {
+        self.path(key)
+    }
+
+    fn publish_snapshot(
+        &self,
+        blob_key: &str,
+        image: &Path,
+        sidecar_key: &str,
+        sidecar: &[u8],
+    ) -> Result<()> {
+        let blob = self.path(blob_key)?;
+        let record = self.path(sidecar_key)?;
+        fs_util::make_private(image)?;
+        fs_util::publish_new_pair(image, &blob, sidecar, &record)
+    }
+
+    fn discard(&self, keys: &[String]) -> Result<()> {
         let paths = keys
             .iter()
             .map(|k| self.path(k))
@@ -233,39 +283,9 @@ impl Store for LocalStore {
         discarded.map(|_| ())
     }
 
-    fn settle(&self) -> Result<()> {
+    fn settle_frees(&self) -> Result<()> {
         self.reaper.wait();
         Ok(())
-    }
-
-    fn put_snapshot(
-        &self,
-        blob_key: &str,
-        image: &Path,
-        sidecar_key: &str,
-        sidecar: &[u8],
-    ) -> Result<()> {
-        let blob = self.path(blob_key)?;
-        let record = self.path(sidecar_key)?;
-        if image.parent() != Some(self.dir.as_path()) {
-            // Prepared elsewhere: the generic path copies it in.
-            return store::put_sidecar_then_blob(self, blob_key, image, sidecar_key, sidecar);
-        }
-        fs_util::make_private(image)?;
-        fs_util::publish_new_pair(image, &blob, sidecar, &record)
-    }
-
-    fn lock(&self) -> Result<StoreLock> {
-        let lock = fs_util::lock_exclusive(&self.dir.join(LOCK_FILE), LOCK_BUDGET)?;
-        Ok(StoreLock::new(Box::new(lock)))
-    }
-
-    fn is_host_local(&self) -> bool {
-        true
-    }
-
-    fn local_dir(&self) -> Option<&Path> {
-        Some(&self.dir)
     }
 
     fn leftovers(&self, min_age: Duration) -> Result<Vec<PathBuf>> {
@@ -292,15 +312,6 @@ impl Store for LocalStore {
         }
         out.sort();
         Ok(out)
-    }
-}
-
-impl LocalStore {
-    fn publish(&self, staged: &Path, dst: &Path, mode: PutMode) -> Result<()> {
-        match mode {
-            PutMode::Create => fs_util::publish_new(staged, dst),
-            PutMode::Overwrite => fs_util::publish_replace(staged, dst),
-        }
     }
 }
 

@@ -123,21 +123,6 @@ impl RowDiff {
             live: Some(live),
         }
     }
-
-    /// [`changed`](Self::changed) from one sampled row laid out as the snapshot's columns, the
-    /// live columns, then one 0/1 flag per column.
-    pub(crate) fn changed_from_flags(
-        key_index: &[usize],
-        columns: &[String],
-        mut row: Vec<Value>,
-    ) -> Self {
-        let n = columns.len();
-        let flags = row.split_off(2 * n);
-        let live = row.split_off(n);
-        Self::changed(key_index, columns, row, live, |i| {
-            flags[i].as_i64().unwrap_or(0) != 0
-        })
-    }
 }
 
 /// How a snapshot's table differs from the live table.

@@ -39,11 +39,14 @@ use crate::engine::duckdb::{error as duck_error, statement_error as err};
 use crate::error::{Error, Result};
 use crate::source::Source;
 use crate::sql::{ident, literal};
-use crate::table::diff::{DiffCounts, RowDiff};
+use crate::table::diff::DiffCounts;
 use crate::table::drift::Column;
 use crate::table::order::ForeignKey;
 use crate::table::schema::{TablePlan, TableShape};
 use crate::table::session::{Applied, Session, Side};
+use crate::table::statements::{
+    self, AntiJoin, ColumnSql, Dialect, KeyColumn, Param, Parts, ReadAs, SqlRunner, Statements,
+};
 use crate::table::value::Value;
 
 /// Sessions opened by this process (each attaches the image under a name of its own).
@@ -113,68 +116,50 @@ fn type_of(shape: &TableShape, name: &str) -> String {
         .unwrap_or_default()
 }
 
-/// The statements of one plan. `s` is the snapshot's row, `l` the live row.
-struct Statements {
-    /// Aliases of the snapshot's and the live row: `s` and `l`, lengthened until they name no
-    /// column (a column called `s` would otherwise shadow the alias in a correlated subquery).
-    s: String,
-    l: String,
-    /// `"snap"."main"."table"`.
-    st: String,
-    /// `"live"."main"."table"`.
-    lt: String,
-    /// Compared and written columns (quoted).
-    cols: Vec<String>,
-    /// Per column: the snapshot's value as the live column takes it.
-    values: Vec<String>,
-    /// Per column: whether it differs between `s` and `l` (a boolean).
-    differs: Vec<String>,
-    /// Per column: the snapshot's and the live value, as read for display.
-    shown_s: Vec<String>,
-    shown_l: Vec<String>,
-    /// Key columns (quoted) and whether `=` serves (both sides NOT NULL).
-    key: Vec<(String, bool)>,
-    /// Columns written by an update (`c = value`).
-    set: Vec<String>,
-    /// The row filter on `s` and on `l` (`TRUE` without one).
-    fs: String,
-    fl: String,
-    params: Vec<String>,
+/// Picks aliases `s` and `l`, lengthened until no column of either side is called so (a column
+/// named `s` would shadow the alias in a correlated subquery).
+fn aliases(snap: &TableShape, live: &TableShape) -> (String, String) {
+    let taken = |a: &str| {
+        snap.columns
+            .iter()
+            .chain(&live.columns)
+            .any(|c| c.name.eq_ignore_ascii_case(a))
+    };
+    let mut s = "s".to_string();
+    while taken(&s) {
+        s.push('_');
+    }
+    let mut l = "l".to_string();
+    while taken(&l) {
+        l.push('_');
+    }
+    (s, l)
 }
 
-impl Statements {
-    fn new(session: &DuckSession, plan: &TablePlan, snap: &TableShape, live: &TableShape) -> Self {
-        let taken = |a: &str| {
-            snap.columns
-                .iter()
-                .chain(&live.columns)
-                .any(|c| c.name.eq_ignore_ascii_case(a))
-        };
-        let mut s = "s".to_string();
-        while taken(&s) {
-            s.push('_');
-        }
-        let mut l = "l".to_string();
-        while taken(&l) {
-            l.push('_');
-        }
-        let mut q = Statements {
-            s: s.clone(),
-            l: l.clone(),
-            st: session.table(Side::Snapshot, &plan.snapshot_table),
-            lt: session.table(Side::Live, &plan.live_table),
-            cols: Vec::new(),
-            values: Vec::new(),
-            differs: Vec::new(),
-            shown_s: Vec::new(),
-            shown_l: Vec::new(),
-            key: Vec::new(),
-            set: Vec::new(),
-            fs: "TRUE".into(),
-            fl: "TRUE".into(),
-            params: Vec::new(),
-        };
-        for (i, name) in plan.columns.iter().enumerate() {
+/// DuckDB's SQL: `NOT EXISTS` anti-joins (hash anti-joins), the snapshot's table joined
+/// directly by the update.
+const DIALECT: Dialect = Dialect {
+    anti_join: AntiJoin::NotExists,
+    insert_override: "",
+    update_through_subquery: false,
+};
+
+/// The statements of one plan, from both sides' shapes. Keys match with `=` where both sides
+/// are NOT NULL (`IS NOT DISTINCT FROM` otherwise); values are compared in their own type
+/// (text byte for byte, whatever the collation); a retyped column compares the snapshot's
+/// value cast to the live type.
+fn statements(
+    tables: (String, String),
+    plan: &TablePlan,
+    snap: &TableShape,
+    live: &TableShape,
+) -> Statements {
+    let (s, l) = aliases(snap, live);
+    let columns = plan
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
             let c = ident(name);
             let (stype, ltype) = (type_of(snap, name), type_of(live, name));
             let (value, differs) = if plan.same_type[i] {
@@ -197,156 +182,116 @@ impl Statements {
                     ),
                 )
             };
-            if !plan.key.contains(name) {
+            let sql = ColumnSql {
+                shown_s: shown(&format!("{s}.{c}"), &stype),
+                shown_l: shown(&format!("{l}.{c}"), &ltype),
+                value,
+                differs,
                 // Key columns are equal by the join; leaving them out of the update keeps
                 // DuckDB from rewriting the row's index entries.
-                q.set.push(format!("{c} = {value}"));
-            }
-            q.shown_s.push(shown(&format!("{s}.{c}"), &stype));
-            q.shown_l.push(shown(&format!("{l}.{c}"), &ltype));
-            q.differs.push(differs);
-            q.values.push(value);
-            q.cols.push(c);
-        }
-        for k in &plan.key {
+                written: !plan.key.contains(name),
+            };
+            (c, sql)
+        })
+        .collect();
+    let key = plan
+        .key
+        .iter()
+        .map(|k| {
             let not_null = |shape: &TableShape| {
                 shape
                     .find(k, true)
                     .is_some_and(|c| c.not_null || c.primary_key > 0)
             };
-            q.key.push((ident(k), not_null(snap) && not_null(live)));
-        }
-        if let Some(f) = &plan.filter {
-            let c = ident(&f.column);
-            // The id as the column's type (no match when it is not one).
-            q.fs = format!(
+            KeyColumn {
+                quoted: ident(k),
+                op: if not_null(snap) && not_null(live) {
+                    "="
+                } else {
+                    "IS NOT DISTINCT FROM"
+                },
+            }
+        })
+        .collect();
+    let filter = plan.filter.as_ref().map(|f| {
+        let c = ident(&f.column);
+        // The id as the column's type (no match when it is not one).
+        (
+            format!(
                 "({s}.{c} = TRY_CAST(CAST($1 AS VARCHAR) AS {}))",
                 type_of(snap, &f.column)
-            );
-            q.fl = format!(
+            ),
+            format!(
                 "({l}.{c} = TRY_CAST(CAST($1 AS VARCHAR) AS {}))",
                 type_of(live, &f.column)
-            );
-            q.params.push(f.value.clone());
-        }
-        q
-    }
+            ),
+            vec![Param::Text(f.value.clone())],
+        )
+    });
+    Statements::new(
+        DIALECT,
+        Parts {
+            s,
+            l,
+            st: tables.0,
+            lt: tables.1,
+            columns,
+            key,
+            filter,
+        },
+    )
+}
 
-    fn on(&self, probe: &str, outer: &str) -> String {
-        self.key
-            .iter()
-            .map(|(k, eq)| {
-                if *eq {
-                    format!("{probe}.{k} = {outer}.{k}")
-                } else {
-                    format!("{probe}.{k} IS NOT DISTINCT FROM {outer}.{k}")
-                }
+impl SqlRunner for DuckSession {
+    fn counts(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        width: usize,
+        op: &'static str,
+    ) -> Result<Vec<u64>> {
+        self.conn
+            .query_row(sql, params_from_iter(Param::texts(params)), |r| {
+                (0..width)
+                    .map(|i| {
+                        r.get::<_, Option<i64>>(i)
+                            .map(|n| n.unwrap_or(0).max(0) as u64)
+                    })
+                    .collect::<::duckdb::Result<Vec<u64>>>()
             })
-            .collect::<Vec<_>>()
-            .join(" AND ")
+            .map_err(|e| err(&self.live, op, e))
     }
 
-    fn any_differs(&self) -> String {
-        if self.differs.is_empty() {
-            "FALSE".into()
-        } else {
-            format!("({})", self.differs.join(" OR "))
+    fn rows(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        read: &[ReadAs],
+        flags: usize,
+        op: &'static str,
+    ) -> Result<Vec<(Vec<Value>, Vec<bool>)>> {
+        let path = self.live.clone();
+        let mut stmt = self.conn.prepare(sql).map_err(|e| err(&path, op, e))?;
+        let mut rows = stmt
+            .query(params_from_iter(Param::texts(params)))
+            .map_err(|e| err(&path, op, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| err(&path, op, e))? {
+            let mut values = Vec::with_capacity(read.len());
+            for i in 0..read.len() {
+                values.push(value(row.get_ref(i).map_err(|e| err(&path, op, e))?));
+            }
+            let mut set = Vec::with_capacity(flags);
+            for i in read.len()..read.len() + flags {
+                set.push(
+                    row.get::<_, Option<bool>>(i)
+                        .map_err(|e| err(&path, op, e))?
+                        .unwrap_or(false),
+                );
+            }
+            out.push((values, set));
         }
-    }
-
-    fn count_snapshot(&self) -> String {
-        format!(
-            "SELECT count(*) FROM {} AS {} WHERE {}",
-            self.st, self.s, self.fs
-        )
-    }
-
-    fn count_live(&self) -> String {
-        format!(
-            "SELECT count(*) FROM {} AS {} WHERE {}",
-            self.lt, self.l, self.fl
-        )
-    }
-
-    fn added(&self, what: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS {l} WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS {s} WHERE {})",
-            self.lt,
-            self.fl,
-            self.st,
-            self.on(&self.s, &self.l),
-            s = self.s,
-            l = self.l
-        )
-    }
-
-    fn removed(&self, what: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS {s} WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS {l} WHERE {})",
-            self.st,
-            self.fs,
-            self.lt,
-            self.on(&self.l, &self.s),
-            s = self.s,
-            l = self.l
-        )
-    }
-
-    fn matched(&self, what: &str, only: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS {s} JOIN {} AS {l} ON {} WHERE {} AND {only}",
-            self.st,
-            self.lt,
-            self.on(&self.l, &self.s),
-            self.fs,
-            s = self.s,
-            l = self.l
-        )
-    }
-
-    fn delete_added(&self) -> String {
-        format!(
-            "DELETE FROM {} AS {l} WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS {s} WHERE {})",
-            self.lt,
-            self.fl,
-            self.st,
-            self.on(&self.s, &self.l),
-            s = self.s,
-            l = self.l
-        )
-    }
-
-    fn update_changed(&self) -> Option<String> {
-        if self.set.is_empty() {
-            return None;
-        }
-        Some(format!(
-            "UPDATE {} AS {l} SET {} FROM {} AS {s} WHERE {} AND {} AND {}",
-            self.lt,
-            self.set.join(", "),
-            self.st,
-            self.on(&self.l, &self.s),
-            self.fs,
-            self.any_differs(),
-            s = self.s,
-            l = self.l
-        ))
-    }
-
-    fn insert_removed(&self) -> String {
-        format!(
-            "INSERT INTO {} ({}) SELECT {} FROM {} AS {s} WHERE {} \
-             AND NOT EXISTS (SELECT 1 FROM {} AS {l} WHERE {})",
-            self.lt,
-            self.cols.join(", "),
-            self.values.join(", "),
-            self.st,
-            self.fs,
-            self.lt,
-            self.on(&self.l, &self.s),
-            s = self.s,
-            l = self.l
-        )
+        Ok(out)
     }
 }
 
@@ -421,8 +366,8 @@ impl DuckSession {
         format!("{}.main.{}", ident(self.db(side)), ident(name))
     }
 
-    /// Runs a query returning rows of `width` values.
-    fn rows(
+    /// Runs a catalog query returning rows of `width` values.
+    fn select(
         &self,
         path: &Path,
         sql: &str,
@@ -445,26 +390,6 @@ impl DuckSession {
         Ok(out)
     }
 
-    /// Runs a query returning one row of counts.
-    fn counts(
-        &self,
-        sql: &str,
-        params: &[String],
-        width: usize,
-        op: &'static str,
-    ) -> Result<Vec<u64>> {
-        self.conn
-            .query_row(sql, params_from_iter(params), |r| {
-                (0..width)
-                    .map(|i| {
-                        r.get::<_, Option<i64>>(i)
-                            .map(|n| n.unwrap_or(0).max(0) as u64)
-                    })
-                    .collect::<::duckdb::Result<Vec<u64>>>()
-            })
-            .map_err(|e| err(&self.live, op, e))
-    }
-
     fn execute(&self, sql: &str, params: &[String], op: &'static str) -> Result<u64> {
         self.conn
             .execute(sql, params_from_iter(params))
@@ -480,7 +405,11 @@ impl DuckSession {
         let Some(live) = self.shape(Side::Live, &plan.live_table)? else {
             return Err(self.missing(Side::Live, &plan.live_table));
         };
-        Ok(Statements::new(self, plan, &snap, &live))
+        let tables = (
+            self.table(Side::Snapshot, &plan.snapshot_table),
+            self.table(Side::Live, &plan.live_table),
+        );
+        Ok(statements(tables, plan, &snap, &live))
     }
 
     /// A table that went missing during the session.
@@ -511,7 +440,7 @@ impl Session for DuckSession {
 
     fn tables(&mut self, side: Side) -> Result<Vec<String>> {
         let path = self.path(side).to_path_buf();
-        let rows = self.rows(
+        let rows = self.select(
             &path,
             "SELECT table_name FROM duckdb_tables() WHERE database_name = $1 \
              AND schema_name = 'main' ORDER BY table_name",
@@ -531,7 +460,7 @@ impl Session for DuckSession {
     fn shape(&mut self, side: Side, name: &str) -> Result<Option<TableShape>> {
         let path = self.path(side).to_path_buf();
         let db = self.db(side).to_string();
-        let found = self.rows(
+        let found = self.select(
             &path,
             "SELECT table_name, 'table' FROM duckdb_tables()
              WHERE database_name = $1 AND schema_name = 'main' AND lower(table_name) = lower($2)
@@ -583,7 +512,7 @@ impl Session for DuckSession {
                 primary_key: 0,
             })
             .collect();
-        let pk = self.rows(
+        let pk = self.select(
             &path,
             "SELECT unnest(constraint_column_names), \
                     unnest(generate_series(1, len(constraint_column_names))) \
@@ -614,30 +543,13 @@ impl Session for DuckSession {
         table: &TableShape,
         key: &[String],
     ) -> Result<Option<Vec<Value>>> {
-        let pk = table.primary_key();
-        let is_pk = pk.len() == key.len()
-            && key
-                .iter()
-                .all(|k| pk.iter().any(|c| c.name.eq_ignore_ascii_case(k)));
-        if table.unique_pk && is_pk {
-            return Ok(None);
-        }
-        let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
-        let what: Vec<String> = key
+        let shown: Vec<String> = key
             .iter()
             .map(|k| shown(&ident(k), &type_of(table, k)))
             .collect();
-        let sql = format!(
-            "SELECT {} FROM {} GROUP BY {} HAVING count(*) > 1 LIMIT 1",
-            what.join(", "),
-            self.table(side, &table.name),
-            cols.join(", ")
-        );
-        let path = self.path(side).to_path_buf();
-        Ok(self
-            .rows(&path, &sql, &[], key.len(), "check key")?
-            .into_iter()
-            .next())
+        let relation = self.table(side, &table.name);
+        let read = ReadAs::native(key.len());
+        statements::duplicate_key(self, &relation, table, key, (&shown, &read), true)
     }
 
     fn page(
@@ -647,11 +559,6 @@ impl Session for DuckSession {
         limit: u64,
     ) -> Result<(u64, Vec<Vec<Value>>)> {
         let t = self.table(Side::Snapshot, &table.name);
-        let image = self.image.clone();
-        let total: i64 = self
-            .conn
-            .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0))
-            .map_err(|e| err(&image, "count rows", e))?;
         let pk = table.primary_key();
         let order = if pk.is_empty() {
             "rowid".to_string()
@@ -661,91 +568,19 @@ impl Session for DuckSession {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let what: Vec<String> = table
+        let shown: Vec<String> = table
             .columns
             .iter()
             .map(|c| shown(&ident(&c.name), &c.declared_type))
             .collect();
-        let clamp = |n: u64| n.min(i64::MAX as u64).to_string();
-        let rows = self.rows(
-            &image,
-            &format!(
-                "SELECT {} FROM {t} ORDER BY {order} LIMIT {} OFFSET {}",
-                what.join(", "),
-                clamp(limit),
-                clamp(offset)
-            ),
-            &[],
-            what.len(),
-            "read rows",
-        )?;
-        Ok((total.max(0) as u64, rows))
+        let read = ReadAs::native(shown.len());
+        statements::page(self, &t, &shown, &read, &order, (offset, limit))
     }
 
     fn diff(&mut self, plan: &TablePlan, sample: usize) -> Result<DiffCounts> {
         let q = self.statements(plan)?;
-        let p = q.params.clone();
-        let n = plan.columns.len();
-        let snapshot_rows = self.counts(&q.count_snapshot(), &p, 1, "count snapshot rows")?[0];
-        let live_rows = self.counts(&q.count_live(), &p, 1, "count live rows")?[0];
-        let added = self.counts(&q.added("count(*)"), &p, 1, "count added rows")?[0];
-        let mut what = format!("count(*), count(*) FILTER (WHERE {})", q.any_differs());
-        for d in &q.differs {
-            what.push_str(&format!(", count(*) FILTER (WHERE {d})"));
-        }
-        let counts = self.counts(&q.matched(&what, "TRUE"), &p, n + 2, "compare rows")?;
-        let (matched, changed, per_column) = (counts[0], counts[1], counts[2..].to_vec());
-
-        let mut out = Vec::new();
-        if sample > 0 {
-            let live = self.live.clone();
-            let limit = format!(" LIMIT {sample}");
-            let rows = self.rows(
-                &live,
-                &(q.added(&q.shown_l.join(", ")) + &limit),
-                &p,
-                n,
-                "sample added rows",
-            )?;
-            out.extend(rows.into_iter().map(|r| RowDiff::added(&plan.key_index, r)));
-            let rows = self.rows(
-                &live,
-                &(q.removed(&q.shown_s.join(", ")) + &limit),
-                &p,
-                n,
-                "sample removed rows",
-            )?;
-            out.extend(
-                rows.into_iter()
-                    .map(|r| RowDiff::removed(&plan.key_index, r)),
-            );
-            let what = format!(
-                "{}, {}, {}",
-                q.shown_s.join(", "),
-                q.shown_l.join(", "),
-                q.differs.join(", ")
-            );
-            let rows = self.rows(
-                &live,
-                &(q.matched(&what, &q.any_differs()) + &limit),
-                &p,
-                3 * n,
-                "sample changed rows",
-            )?;
-            out.extend(
-                rows.into_iter()
-                    .map(|r| RowDiff::changed_from_flags(&plan.key_index, &plan.columns, r)),
-            );
-        }
-        Ok(DiffCounts {
-            snapshot_rows,
-            live_rows,
-            matched,
-            changed,
-            added,
-            per_column,
-            sample: out,
-        })
+        let read = ReadAs::native(plan.columns.len());
+        statements::diff(self, &q, plan, (&read, &read), sample)
     }
 
     fn begin(&mut self, _write: bool) -> Result<()> {
@@ -758,7 +593,7 @@ impl Session for DuckSession {
 
     fn foreign_keys(&mut self, table: &str) -> Result<Vec<ForeignKey>> {
         let live = self.live.clone();
-        let rows = self.rows(
+        let rows = self.select(
             &live,
             "SELECT constraint_name, referenced_table FROM duckdb_constraints()
              WHERE database_name = $1 AND schema_name = 'main' AND table_name = $2
@@ -788,18 +623,23 @@ impl Session for DuckSession {
     fn delete_added(&mut self, plan: &TablePlan, _tentative: bool) -> Result<Option<u64>> {
         // No savepoints: the delete runs as it is (a failure aborts the transaction).
         let q = self.statements(plan)?;
-        self.execute(&q.delete_added(), &q.params, "delete rows")
-            .map(Some)
+        self.execute(
+            &q.delete_added(None),
+            &Param::texts(&q.params),
+            "delete rows",
+        )
+        .map(Some)
     }
 
     fn upsert(&mut self, plan: &TablePlan) -> Result<Applied> {
         let q = self.statements(plan)?;
+        let p = Param::texts(&q.params);
         let mut applied = Applied::default();
         // Updates first: a changed row may hold a unique value a restored row needs.
         if let Some(update) = q.update_changed() {
-            applied.updated = self.execute(&update, &q.params, "update rows")?;
+            applied.updated = self.execute(&update, &p, "update rows")?;
         }
-        applied.inserted = self.execute(&q.insert_removed(), &q.params, "insert rows")?;
+        applied.inserted = self.execute(&q.insert_removed(), &p, "insert rows")?;
         Ok(applied)
     }
 

@@ -39,11 +39,14 @@ use crate::engine::postgres::manifest::{ColumnEntry, TableEntry};
 use crate::engine::postgres::target::Target;
 use crate::error::{Error, Result};
 use crate::sql::ident;
-use crate::table::diff::{DiffCounts, RowDiff};
+use crate::table::diff::DiffCounts;
 use crate::table::drift::Column;
 use crate::table::order::ForeignKey;
 use crate::table::schema::{TablePlan, TableShape};
 use crate::table::session::{Applied, Session, Side};
+use crate::table::statements::{
+    self, AntiJoin, ColumnSql, Dialect, KeyColumn, Param, Parts, ReadAs, SqlRunner, Statements,
+};
 use crate::table::value::Value;
 
 /// How long a write waits for other sessions' locks on a table before giving up.
@@ -277,155 +280,75 @@ impl PgSession {
     }
 }
 
-/// The statements of one plan. `s` is the snapshot's row, `l` the live row.
-struct Statements {
-    /// `pg_temp."snapshot_0"`.
-    st: String,
-    /// `"schema"."table"`.
-    lt: String,
-    /// Compared and written columns (quoted).
-    cols: Vec<String>,
-    /// Per column: the snapshot's value as the live column takes it.
-    values: Vec<String>,
-    /// Per column: whether it differs between `s` and `l`.
-    differs: Vec<String>,
-    /// Key columns (quoted) and whether `=` serves (both sides NOT NULL).
-    key: Vec<(String, bool)>,
-    /// Columns written by an update.
-    set: Vec<String>,
-    /// The row filter on `s` and on `l` (`TRUE` without one).
-    fs: String,
-    fl: String,
-}
+/// PostgreSQL's SQL: `NOT EXISTS` anti-joins (hash anti-joins), the snapshot's temporary
+/// table joined directly by the update, identity columns taking the restored values.
+const DIALECT: Dialect = Dialect {
+    anti_join: AntiJoin::NotExists,
+    insert_override: "OVERRIDING SYSTEM VALUE",
+    update_through_subquery: false,
+};
 
-impl Statements {
-    fn on(&self, probe: &str, outer: &str) -> String {
-        self.key
+impl SqlRunner for PgSession {
+    fn counts(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        width: usize,
+        op: &'static str,
+    ) -> Result<Vec<u64>> {
+        let rows = self.query(sql, &Param::texts(params), op)?;
+        Ok(match rows.first() {
+            Some(r) => (0..width)
+                .map(|i| r.get::<_, Option<i64>>(i).unwrap_or(0).max(0) as u64)
+                .collect(),
+            None => vec![0; width],
+        })
+    }
+
+    fn rows(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        read: &[ReadAs],
+        flags: usize,
+        op: &'static str,
+    ) -> Result<Vec<(Vec<Value>, Vec<bool>)>> {
+        let rows = self.query(sql, &Param::texts(params), op)?;
+        Ok(rows
             .iter()
-            .map(|(k, eq)| {
-                if *eq {
-                    format!("{probe}.{k} = {outer}.{k}")
-                } else {
-                    format!("{probe}.{k} IS NOT DISTINCT FROM {outer}.{k}")
-                }
+            .map(|r| {
+                let values = read
+                    .iter()
+                    .enumerate()
+                    .map(|(i, ty)| {
+                        let text: Option<&str> = r.get(i);
+                        value_of(&ty.declared_type, text.map(str::as_bytes))
+                    })
+                    .collect();
+                let set = (read.len()..read.len() + flags)
+                    .map(|i| r.get::<_, Option<bool>>(i).unwrap_or(false))
+                    .collect();
+                (values, set)
             })
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    }
-
-    fn any_differs(&self) -> String {
-        if self.differs.is_empty() {
-            "FALSE".into()
-        } else {
-            format!("({})", self.differs.join(" OR "))
-        }
-    }
-
-    fn list(&self, alias: &str) -> String {
-        self.cols
-            .iter()
-            .map(|c| format!("{alias}.{c}::text"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    }
-
-    fn count_snapshot(&self) -> String {
-        format!("SELECT count(*) FROM {} AS s WHERE {}", self.st, self.fs)
-    }
-
-    fn count_live(&self) -> String {
-        format!("SELECT count(*) FROM {} AS l WHERE {}", self.lt, self.fl)
-    }
-
-    fn added(&self, what: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS l WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})",
-            self.lt,
-            self.fl,
-            self.st,
-            self.on("s", "l")
-        )
-    }
-
-    fn removed(&self, what: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS s WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS l WHERE {})",
-            self.st,
-            self.fs,
-            self.lt,
-            self.on("l", "s")
-        )
-    }
-
-    fn matched(&self, what: &str, only: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS s JOIN {} AS l ON {} WHERE {} AND {only}",
-            self.st,
-            self.lt,
-            self.on("l", "s"),
-            self.fs
-        )
-    }
-
-    fn delete_added(&self) -> String {
-        format!(
-            "DELETE FROM {} AS l WHERE {} AND NOT EXISTS (SELECT 1 FROM {} AS s WHERE {})",
-            self.lt,
-            self.fl,
-            self.st,
-            self.on("s", "l")
-        )
-    }
-
-    fn update_changed(&self) -> Option<String> {
-        if self.set.is_empty() {
-            return None;
-        }
-        Some(format!(
-            "UPDATE {} AS l SET {} FROM {} AS s WHERE {} AND {} AND {}",
-            self.lt,
-            self.set.join(", "),
-            self.st,
-            self.on("l", "s"),
-            self.fs,
-            self.any_differs()
-        ))
-    }
-
-    fn insert_removed(&self) -> String {
-        format!(
-            "INSERT INTO {} ({}) OVERRIDING SYSTEM VALUE SELECT {} FROM {} AS s WHERE {} \
-             AND NOT EXISTS (SELECT 1 FROM {} AS l WHERE {})",
-            self.lt,
-            self.cols.join(", "),
-            self.values.join(", "),
-            self.st,
-            self.fs,
-            self.lt,
-            self.on("l", "s")
-        )
+            .collect())
     }
 }
 
 impl PgSession {
-    /// Builds the statements of a plan (loading the snapshot's table), with their parameters.
-    fn statements(&mut self, plan: &TablePlan) -> Result<(Statements, Vec<String>)> {
+    /// Builds the statements of a plan (loading the snapshot's table), with the types its
+    /// values are read as on each side. Values are compared by their text form, exactly; a
+    /// retyped column compares the snapshot's value cast to the live type; keys match with `=`
+    /// where both sides are NOT NULL.
+    fn statements(&mut self, plan: &TablePlan) -> Result<(Statements, Vec<String>, Vec<String>)> {
         let st = self.temp(&plan.snapshot_table)?;
         let snap = self.entry(&plan.snapshot_table)?.columns.clone();
         let live_cols = self.live_columns(&plan.live_table)?;
         let schema = self.live()?.target.schema().to_string();
         let find = |cols: &[ColumnEntry], name: &str| cols.iter().find(|c| c.name == name).cloned();
-        let mut s = Statements {
-            st,
-            lt: format!("{}.{}", ident(&schema), ident(&plan.live_table)),
-            cols: Vec::new(),
-            values: Vec::new(),
-            differs: Vec::new(),
-            key: Vec::new(),
-            set: Vec::new(),
-            fs: "TRUE".into(),
-            fl: "TRUE".into(),
+        let type_in = |cols: &[ColumnEntry], name: &str| {
+            find(cols, name).map(|c| c.data_type).unwrap_or_default()
         };
+        let mut columns = Vec::with_capacity(plan.columns.len());
         for (i, name) in plan.columns.iter().enumerate() {
             let c = ident(name);
             let l = find(&live_cols, name);
@@ -435,30 +358,33 @@ impl PgSession {
             } else {
                 format!("CAST(s.{c} AS {ltype})")
             };
-            s.differs
-                .push(format!("({value}::text IS DISTINCT FROM l.{c}::text)"));
-            let is_key = plan.key.contains(name);
             let always = l.as_ref().and_then(|l| l.identity.as_deref()) == Some("ALWAYS");
-            if !(is_key && always) {
-                s.set.push(format!("{c} = {value}"));
-            }
-            s.cols.push(c);
-            s.values.push(value);
+            let sql = ColumnSql {
+                differs: format!("({value}::text IS DISTINCT FROM l.{c}::text)"),
+                shown_s: format!("s.{c}::text"),
+                shown_l: format!("l.{c}::text"),
+                written: !(plan.key.contains(name) && always),
+                value,
+            };
+            columns.push((c, sql));
         }
-        for k in &plan.key {
-            let both = find(&snap, k).is_some_and(|c| c.not_null || c.primary_key > 0)
-                && find(&live_cols, k).is_some_and(|c| c.not_null);
-            s.key.push((ident(k), both));
-        }
-        let mut params = Vec::new();
+        let key = plan
+            .key
+            .iter()
+            .map(|k| {
+                let both = find(&snap, k).is_some_and(|c| c.not_null || c.primary_key > 0)
+                    && find(&live_cols, k).is_some_and(|c| c.not_null);
+                KeyColumn {
+                    quoted: ident(k),
+                    op: if both { "=" } else { "IS NOT DISTINCT FROM" },
+                }
+            })
+            .collect();
+        let mut filter = None;
         if let Some(f) = &plan.filter {
             let c = ident(&f.column);
-            let stype = find(&snap, &f.column)
-                .map(|c| c.data_type)
-                .unwrap_or_default();
-            let ltype = find(&live_cols, &f.column)
-                .map(|c| c.data_type)
-                .unwrap_or_default();
+            let stype = type_in(&snap, &f.column);
+            let ltype = type_in(&live_cols, &f.column);
             let known = self
                 .live()?
                 .known_types
@@ -466,11 +392,31 @@ impl PgSession {
                 .copied()
                 .unwrap_or(false);
             let stype = if known { stype } else { "text".to_string() };
-            s.fs = self.filter(&c, "s", &stype, &f.value)?;
-            s.fl = self.filter(&c, "l", &ltype, &f.value)?;
-            params.push(f.value.clone());
+            filter = Some((
+                self.filter(&c, "s", &stype, &f.value)?,
+                self.filter(&c, "l", &ltype, &f.value)?,
+                vec![Param::Text(f.value.clone())],
+            ));
         }
-        Ok((s, params))
+        let stypes = plan.columns.iter().map(|c| type_in(&snap, c)).collect();
+        let ltypes = plan
+            .columns
+            .iter()
+            .map(|c| type_in(&live_cols, c))
+            .collect();
+        let q = Statements::new(
+            DIALECT,
+            Parts {
+                s: "s".into(),
+                l: "l".into(),
+                st,
+                lt: format!("{}.{}", ident(&schema), ident(&plan.live_table)),
+                columns,
+                key,
+                filter,
+            },
+        );
+        Ok((q, stypes, ltypes))
     }
 
     /// `alias.c = CAST($1 AS type)` when the id casts to the column's type (an index can
@@ -538,32 +484,12 @@ impl PgSession {
             .map_err(|e| live.target.error(op, e))
     }
 
-    fn count(&mut self, sql: &str, params: &[String], op: &'static str) -> Result<u64> {
-        let rows = self.query(sql, params, op)?;
-        Ok(rows
-            .first()
-            .map(|r| r.get::<_, i64>(0).max(0) as u64)
-            .unwrap_or(0))
-    }
-
     fn execute(&mut self, sql: &str, params: &[String], op: &'static str) -> Result<u64> {
         let live = self.live()?;
         let p: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
         live.client
             .execute(sql, &p)
             .map_err(|e| live.target.error(op, e))
-    }
-
-    /// Text columns `from..from + types.len()` of a row as values of those types.
-    fn values(row: &::postgres::Row, from: usize, types: &[String]) -> Vec<Value> {
-        types
-            .iter()
-            .enumerate()
-            .map(|(i, ty)| {
-                let text: Option<&str> = row.get(from + i);
-                value_of(ty, text.map(str::as_bytes))
-            })
-            .collect()
     }
 
     /// Moves the sequences of the live table's columns past the largest restored values.
@@ -676,9 +602,7 @@ impl Session for PgSession {
         table: &TableShape,
         key: &[String],
     ) -> Result<Option<Vec<Value>>> {
-        let pk = table.primary_key();
-        let is_pk = pk.len() == key.len() && key.iter().all(|k| pk.iter().any(|c| &c.name == k));
-        if table.unique_pk && is_pk {
+        if statements::key_is_unique(table, key, false) {
             return Ok(None);
         }
         let relation = match side {
@@ -697,15 +621,15 @@ impl Session for PgSession {
                     .unwrap_or_default()
             })
             .collect();
-        let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
-        let texts: Vec<String> = cols.iter().map(|c| format!("{c}::text")).collect();
-        let sql = format!(
-            "SELECT {} FROM {relation} GROUP BY {} HAVING count(*) > 1 LIMIT 1",
-            texts.join(", "),
-            cols.join(", ")
-        );
-        let rows = self.query(&sql, &[], "check key")?;
-        Ok(rows.first().map(|r| Self::values(r, 0, &types)))
+        let shown: Vec<String> = key.iter().map(|k| format!("{}::text", ident(k))).collect();
+        statements::duplicate_key(
+            self,
+            &relation,
+            table,
+            key,
+            (&shown, &ReadAs::typed(&types)),
+            false,
+        )
     }
 
     fn page(
@@ -750,88 +674,14 @@ impl Session for PgSession {
     }
 
     fn diff(&mut self, plan: &TablePlan, sample: usize) -> Result<DiffCounts> {
-        let (q, p) = self.statements(plan)?;
-        let n = plan.columns.len();
-        let snapshot_rows = self.count(&q.count_snapshot(), &p, "count snapshot rows")?;
-        let live_rows = self.count(&q.count_live(), &p, "count live rows")?;
-        let added = self.count(&q.added("count(*)"), &p, "count added rows")?;
-        let per: Vec<String> = q
-            .differs
-            .iter()
-            .map(|d| format!("count(*) FILTER (WHERE {d})"))
-            .collect();
-        let mut what = format!("count(*), count(*) FILTER (WHERE {})", q.any_differs());
-        for x in &per {
-            what.push_str(", ");
-            what.push_str(x);
-        }
-        let counts = self.query(&q.matched(&what, "TRUE"), &p, "compare rows")?;
-        let counts: Vec<u64> = match counts.first() {
-            Some(r) => (0..n + 2)
-                .map(|i| r.get::<_, i64>(i).max(0) as u64)
-                .collect(),
-            None => vec![0; n + 2],
-        };
-        let (matched, changed, per_column) = (counts[0], counts[1], counts[2..].to_vec());
-
-        let mut out = Vec::new();
-        if sample > 0 {
-            let snap_cols = self.entry(&plan.snapshot_table)?.columns.clone();
-            let live_cols = self.live_columns(&plan.live_table)?;
-            let type_in = |cols: &[ColumnEntry], name: &str| {
-                cols.iter()
-                    .find(|c| c.name == name)
-                    .map(|c| c.data_type.clone())
-                    .unwrap_or_default()
-            };
-            let stypes: Vec<String> = plan
-                .columns
-                .iter()
-                .map(|c| type_in(&snap_cols, c))
-                .collect();
-            let ltypes: Vec<String> = plan
-                .columns
-                .iter()
-                .map(|c| type_in(&live_cols, c))
-                .collect();
-            let limit = format!(" LIMIT {sample}");
-            for r in self.query(&(q.added(&q.list("l")) + &limit), &p, "sample added rows")? {
-                out.push(RowDiff::added(
-                    &plan.key_index,
-                    Self::values(&r, 0, &ltypes),
-                ));
-            }
-            for r in self.query(
-                &(q.removed(&q.list("s")) + &limit),
-                &p,
-                "sample removed rows",
-            )? {
-                out.push(RowDiff::removed(
-                    &plan.key_index,
-                    Self::values(&r, 0, &stypes),
-                ));
-            }
-            let what = format!("{}, {}, {}", q.list("s"), q.list("l"), q.differs.join(", "));
-            let sql = q.matched(&what, &q.any_differs()) + &limit;
-            for r in self.query(&sql, &p, "sample changed rows")? {
-                out.push(RowDiff::changed(
-                    &plan.key_index,
-                    &plan.columns,
-                    Self::values(&r, 0, &stypes),
-                    Self::values(&r, n, &ltypes),
-                    |i| r.get::<_, bool>(2 * n + i),
-                ));
-            }
-        }
-        Ok(DiffCounts {
-            snapshot_rows,
-            live_rows,
-            matched,
-            changed,
-            added,
-            per_column,
-            sample: out,
-        })
+        let (q, stypes, ltypes) = self.statements(plan)?;
+        statements::diff(
+            self,
+            &q,
+            plan,
+            (&ReadAs::typed(&stypes), &ReadAs::typed(&ltypes)),
+            sample,
+        )
     }
 
     fn begin(&mut self, write: bool) -> Result<()> {
@@ -882,16 +732,19 @@ impl Session for PgSession {
     }
 
     fn delete_added(&mut self, plan: &TablePlan, tentative: bool) -> Result<Option<u64>> {
-        let (q, p) = self.statements(plan)?;
+        let (q, _, _) = self.statements(plan)?;
+        let p = Param::texts(&q.params);
         if !tentative {
-            return self.execute(&q.delete_added(), &p, "delete rows").map(Some);
+            return self
+                .execute(&q.delete_added(None), &p, "delete rows")
+                .map(Some);
         }
         let live = self.live()?;
         live.client
             .batch_execute("SAVEPOINT snapshot_delete")
             .map_err(|e| live.target.error("delete rows", e))?;
         let params: Vec<&(dyn ToSql + Sync)> = p.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-        match live.client.execute(&q.delete_added(), &params) {
+        match live.client.execute(&q.delete_added(None), &params) {
             Ok(n) => {
                 live.client
                     .batch_execute("RELEASE SAVEPOINT snapshot_delete")
@@ -915,7 +768,8 @@ impl Session for PgSession {
     }
 
     fn upsert(&mut self, plan: &TablePlan) -> Result<Applied> {
-        let (q, p) = self.statements(plan)?;
+        let (q, _, _) = self.statements(plan)?;
+        let p = Param::texts(&q.params);
         let mut applied = Applied::default();
         // Updates first: a changed row may hold a unique value a restored row needs.
         if let Some(update) = q.update_changed() {

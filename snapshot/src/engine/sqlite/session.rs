@@ -20,11 +20,14 @@ use crate::engine::sqlite::source::uri_path;
 use crate::engine::sqlite::{BUSY_TIMEOUT, KIND, error as err};
 use crate::error::{Error, Result};
 use crate::sql::ident;
-use crate::table::diff::{DiffCounts, RowDiff};
+use crate::table::diff::DiffCounts;
 use crate::table::drift::Column;
 use crate::table::order::ForeignKey;
 use crate::table::schema::{TablePlan, TableShape};
 use crate::table::session::{Applied, Session, Side};
+use crate::table::statements::{
+    self, AntiJoin, ColumnSql, Dialect, KeyColumn, Param, Parts, ReadAs, SqlRunner, Statements,
+};
 use crate::table::value::Value;
 
 /// Schema name of the attached snapshot image.
@@ -55,225 +58,133 @@ fn schema(side: Side) -> &'static str {
     }
 }
 
-/// `alias."a", alias."b"`.
-fn list(alias: &str, columns: &[String]) -> String {
-    columns
+/// SQLite's SQL: a `LEFT JOIN` anti-join (an index, or an automatic one, serves the key
+/// lookup), the update reading the snapshot through a filtered subquery.
+const DIALECT: Dialect = Dialect {
+    anti_join: AntiJoin::LeftJoin,
+    insert_override: "",
+    update_through_subquery: true,
+};
+
+/// The statements of one plan. Keys match with `IS` (NULL-safe, under the column's own
+/// collation); values are compared with `IS NOT … COLLATE BINARY`, plus the storage class
+/// (`typeof`) where the declared type is unchanged.
+fn statements(plan: &TablePlan) -> Statements {
+    let columns = plan
+        .columns
         .iter()
-        .map(|c| format!("{alias}.{}", ident(c)))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The statements of one plan. `s` is the snapshot's row, `l` the live row.
-///
-/// Rows present on one side only are found with a `LEFT JOIN` on the key and an `IS NULL`
-/// marker (an anti-join): SQLite looks the key up in the probed side's index, or builds an
-/// automatic index when the key has none. (`NOT EXISTS` would be a correlated subquery, for
-/// which SQLite builds no automatic index: quadratic on a declared key without an index.)
-struct Statements<'a> {
-    plan: &'a TablePlan,
-    /// `snap."table"`.
-    st: String,
-    /// `main."table"`.
-    lt: String,
-}
-
-impl<'a> Statements<'a> {
-    fn new(plan: &'a TablePlan) -> Self {
-        Statements {
-            plan,
+        .enumerate()
+        .map(|(i, name)| {
+            let c = ident(name);
+            let differs = if plan.same_type[i] {
+                format!("(s.{c} IS NOT l.{c} COLLATE BINARY OR typeof(s.{c}) <> typeof(l.{c}))")
+            } else {
+                format!("(s.{c} IS NOT l.{c} COLLATE BINARY)")
+            };
+            let sql = ColumnSql {
+                value: format!("s.{c}"),
+                differs,
+                shown_s: format!("s.{c}"),
+                shown_l: format!("l.{c}"),
+                written: true,
+            };
+            (c, sql)
+        })
+        .collect();
+    let key = plan
+        .key
+        .iter()
+        .map(|k| KeyColumn {
+            quoted: ident(k),
+            op: "IS",
+        })
+        .collect();
+    // The id as text (`?1`) and, when it is one, as an integer (`?2`): a column compares
+    // with whichever its affinity makes equal.
+    let filter = plan.filter.as_ref().map(|f| {
+        let c = ident(&f.column);
+        let number = f
+            .value
+            .parse::<i64>()
+            .ok()
+            .filter(|i| i.to_string() == f.value)
+            .map_or_else(|| Param::Text(f.value.clone()), Param::Integer);
+        (
+            format!("(s.{c} = ?1 OR s.{c} = ?2)"),
+            format!("(l.{c} = ?1 OR l.{c} = ?2)"),
+            vec![Param::Text(f.value.clone()), number],
+        )
+    });
+    Statements::new(
+        DIALECT,
+        Parts {
+            s: "s".into(),
+            l: "l".into(),
             st: format!("{SNAP}.{}", ident(&plan.snapshot_table)),
             lt: format!("main.{}", ident(&plan.live_table)),
-        }
-    }
+            columns,
+            key,
+            filter,
+        },
+    )
+}
 
-    /// `s."k" IS l."k" AND …`: the probed side first, so its collation applies and its index
-    /// serves the lookup.
-    fn on(&self, probe: &str, outer: &str) -> String {
-        self.plan
-            .key
-            .iter()
-            .map(|k| {
-                let k = ident(k);
-                format!("{probe}.{k} IS {outer}.{k}")
+fn bind(params: &[Param]) -> Vec<SqlValue> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Text(t) => SqlValue::Text(t.clone()),
+            Param::Integer(i) => SqlValue::Integer(*i),
+        })
+        .collect()
+}
+
+impl SqlRunner for SqliteSession {
+    fn counts(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        width: usize,
+        op: &'static str,
+    ) -> Result<Vec<u64>> {
+        self.conn
+            .query_row(sql, params_from_iter(bind(params)), |r| {
+                (0..width)
+                    .map(|i| {
+                        r.get::<_, Option<i64>>(i)
+                            .map(|n| n.unwrap_or(0).max(0) as u64)
+                    })
+                    .collect::<rusqlite::Result<Vec<u64>>>()
             })
-            .collect::<Vec<_>>()
-            .join(" AND ")
+            .map_err(|e| err(&self.live, op, e))
     }
 
-    /// `LEFT JOIN` of `table` (as `alias`) on the key of the row `outer`; `alias.p IS NULL`
-    /// then means "no row with that key". Every column of the subquery is renamed, so no user
-    /// column can collide with the marker.
-    fn absent(&self, table: &str, alias: &str, outer: &str) -> String {
-        let keys: Vec<String> = self
-            .plan
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{alias}.{} AS k{i}", ident(k)))
-            .collect();
-        let on: Vec<String> = self
-            .plan
-            .key
-            .iter()
-            .enumerate()
-            .map(|(i, k)| format!("{alias}.k{i} IS {outer}.{}", ident(k)))
-            .collect();
-        format!(
-            "LEFT JOIN (SELECT 1 AS p, {} FROM {table} AS {alias}) AS {alias} ON {}",
-            keys.join(", "),
-            on.join(" AND ")
-        )
-    }
-
-    /// Whether column `i` differs between `s` and `l` (0 or 1).
-    fn differs(&self, i: usize) -> String {
-        let c = ident(&self.plan.columns[i]);
-        if self.plan.same_type[i] {
-            format!("(s.{c} IS NOT l.{c} COLLATE BINARY OR typeof(s.{c}) <> typeof(l.{c}))")
-        } else {
-            format!("(s.{c} IS NOT l.{c} COLLATE BINARY)")
-        }
-    }
-
-    /// Whether any column differs.
-    fn any_differs(&self) -> String {
-        let all: Vec<String> = (0..self.plan.columns.len())
-            .map(|i| self.differs(i))
-            .collect();
-        format!("({})", all.join(" OR "))
-    }
-
-    /// The row filter on `alias` (`?1` the id as text, `?2` as an integer when it is one).
-    fn filter(&self, alias: &str) -> String {
-        match &self.plan.filter {
-            Some(f) => {
-                let c = ident(&f.column);
-                format!("({alias}.{c} = ?1 OR {alias}.{c} = ?2)")
+    fn rows(
+        &mut self,
+        sql: &str,
+        params: &[Param],
+        read: &[ReadAs],
+        flags: usize,
+        op: &'static str,
+    ) -> Result<Vec<(Vec<Value>, Vec<bool>)>> {
+        let path = self.live.clone();
+        let mut stmt = self.conn.prepare(sql).map_err(|e| err(&path, op, e))?;
+        let mut rows = stmt
+            .query(params_from_iter(bind(params)))
+            .map_err(|e| err(&path, op, e))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(|e| err(&path, op, e))? {
+            let mut values = Vec::with_capacity(read.len());
+            for i in 0..read.len() {
+                values.push(value(row.get_ref(i).map_err(|e| err(&path, op, e))?));
             }
-            None => "1".into(),
-        }
-    }
-
-    fn params(&self) -> Vec<SqlValue> {
-        match &self.plan.filter {
-            Some(f) => {
-                let text = SqlValue::Text(f.value.clone());
-                let number = f
-                    .value
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|i| i.to_string() == f.value)
-                    .map_or_else(|| text.clone(), SqlValue::Integer);
-                vec![text, number]
+            let mut set = Vec::with_capacity(flags);
+            for i in read.len()..read.len() + flags {
+                set.push(row.get::<_, i64>(i).map_err(|e| err(&path, op, e))? != 0);
             }
-            None => Vec::new(),
+            out.push((values, set));
         }
-    }
-
-    /// Snapshot rows (matching the filter).
-    fn count_snapshot(&self) -> String {
-        format!(
-            "SELECT count(*) FROM {} AS s WHERE {}",
-            self.st,
-            self.filter("s")
-        )
-    }
-
-    /// Live rows (matching the filter).
-    fn count_live(&self) -> String {
-        format!(
-            "SELECT count(*) FROM {} AS l WHERE {}",
-            self.lt,
-            self.filter("l")
-        )
-    }
-
-    /// `what` of the live rows (matching the filter) whose key is not in the snapshot.
-    fn added(&self, what: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS l {} WHERE {} AND s.p IS NULL",
-            self.lt,
-            self.absent(&self.st, "s", "l"),
-            self.filter("l")
-        )
-    }
-
-    /// `what` of the snapshot rows (matching the filter) whose key is not in the live table.
-    fn removed(&self, what: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS s {} WHERE {} AND l.p IS NULL",
-            self.st,
-            self.absent(&self.lt, "l", "s"),
-            self.filter("s")
-        )
-    }
-
-    /// `what` of the snapshot rows (matching the filter) joined with their live rows, `only`
-    /// further restricting them.
-    fn matched(&self, what: &str, only: &str) -> String {
-        format!(
-            "SELECT {what} FROM {} AS s JOIN {} AS l ON {} WHERE {} AND {only}",
-            self.st,
-            self.lt,
-            self.on("l", "s"),
-            self.filter("s")
-        )
-    }
-
-    /// Deletes the live rows (matching the filter) whose key is not in the snapshot; `id`
-    /// names a live row (its rowid, or the primary key of a WITHOUT ROWID table).
-    fn delete_added(&self, id: &[String]) -> String {
-        let bare = id.join(", ");
-        let qualified: Vec<String> = id.iter().map(|c| format!("l.{c}")).collect();
-        format!(
-            "DELETE FROM {} WHERE ({bare}) IN ({})",
-            self.lt,
-            self.added(&qualified.join(", "))
-        )
-    }
-
-    /// Updates the live rows that differ from their snapshot rows (matching the filter).
-    fn update_changed(&self) -> String {
-        let set: Vec<String> = self
-            .plan
-            .columns
-            .iter()
-            .map(|c| {
-                let c = ident(c);
-                format!("{c} = s.{c}")
-            })
-            .collect();
-        let aliased: Vec<String> = self
-            .plan
-            .columns
-            .iter()
-            .map(|c| {
-                let c = ident(c);
-                format!("s.{c} AS {c}")
-            })
-            .collect();
-        format!(
-            "UPDATE {} AS l SET {} FROM (SELECT {} FROM {} AS s WHERE {}) AS s WHERE {} AND {}",
-            self.lt,
-            set.join(", "),
-            aliased.join(", "),
-            self.st,
-            self.filter("s"),
-            self.on("l", "s"),
-            self.any_differs()
-        )
-    }
-
-    /// Inserts the snapshot rows (matching the filter) whose key is not in the live table.
-    fn insert_removed(&self) -> String {
-        let cols: Vec<String> = self.plan.columns.iter().map(|c| ident(c)).collect();
-        format!(
-            "INSERT INTO {} ({}) {}",
-            self.lt,
-            cols.join(", "),
-            self.removed(&list("s", &self.plan.columns))
-        )
+        Ok(out)
     }
 }
 
@@ -352,37 +263,6 @@ impl SqliteSession {
             Side::Snapshot => &self.image,
             Side::Live => &self.live,
         }
-    }
-
-    fn count(&self, sql: &str, params: &[SqlValue], op: &'static str) -> Result<u64> {
-        self.conn
-            .query_row(sql, params_from_iter(params), |r| r.get::<_, i64>(0))
-            .map(|n| n.max(0) as u64)
-            .map_err(|e| err(&self.live, op, e))
-    }
-
-    /// Runs a query returning rows of `width` values.
-    fn rows(
-        &self,
-        path: &Path,
-        sql: &str,
-        params: &[SqlValue],
-        width: usize,
-        op: &'static str,
-    ) -> Result<Vec<Vec<Value>>> {
-        let mut stmt = self.conn.prepare(sql).map_err(|e| err(path, op, e))?;
-        let mut rows = stmt
-            .query(params_from_iter(params))
-            .map_err(|e| err(path, op, e))?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next().map_err(|e| err(path, op, e))? {
-            let mut values = Vec::with_capacity(width);
-            for i in 0..width {
-                values.push(value(row.get_ref(i).map_err(|e| err(path, op, e))?));
-            }
-            out.push(values);
-        }
-        Ok(out)
     }
 
     fn execute(&self, sql: &str, params: &[SqlValue], op: &'static str) -> Result<u64> {
@@ -579,26 +459,10 @@ impl Session for SqliteSession {
         table: &TableShape,
         key: &[String],
     ) -> Result<Option<Vec<Value>>> {
-        let pk = table.primary_key();
-        let is_pk = pk.len() == key.len()
-            && key
-                .iter()
-                .all(|k| pk.iter().any(|c| c.name.eq_ignore_ascii_case(k)));
-        if table.unique_pk && is_pk {
-            return Ok(None);
-        }
-        let cols: Vec<String> = key.iter().map(|k| ident(k)).collect();
-        let cols = cols.join(", ");
-        let sql = format!(
-            "SELECT {cols} FROM {}.{} GROUP BY {cols} HAVING count(*) > 1 LIMIT 1",
-            schema(side),
-            ident(&table.name)
-        );
-        let path = self.path(side).to_path_buf();
-        Ok(self
-            .rows(&path, &sql, &[], key.len(), "check key")?
-            .into_iter()
-            .next())
+        let relation = format!("{}.{}", schema(side), ident(&table.name));
+        let shown: Vec<String> = key.iter().map(|k| ident(k)).collect();
+        let read = ReadAs::native(key.len());
+        statements::duplicate_key(self, &relation, table, key, (&shown, &read), true)
     }
 
     fn page(
@@ -608,13 +472,6 @@ impl Session for SqliteSession {
         limit: u64,
     ) -> Result<(u64, Vec<Vec<Value>>)> {
         let t = format!("{SNAP}.{}", ident(&table.name));
-        let image = self.image.clone();
-        let total = self
-            .conn
-            .query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
-                r.get::<_, i64>(0)
-            })
-            .map_err(|e| err(&image, "count rows", e))?;
         let pk = table.primary_key();
         let order = if pk.is_empty() {
             "rowid".to_string()
@@ -624,100 +481,15 @@ impl Session for SqliteSession {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let names: Vec<String> = table.columns.iter().map(|c| c.name.clone()).collect();
-        let clamp = |n: u64| SqlValue::Integer(i64::try_from(n).unwrap_or(i64::MAX));
-        let rows = self.rows(
-            &image,
-            &format!(
-                "SELECT {} FROM {t} AS s ORDER BY {order} LIMIT ?1 OFFSET ?2",
-                list("s", &names)
-            ),
-            &[clamp(limit), clamp(offset)],
-            names.len(),
-            "read rows",
-        )?;
-        Ok((total.max(0) as u64, rows))
+        let shown: Vec<String> = table.columns.iter().map(|c| ident(&c.name)).collect();
+        let read = ReadAs::native(shown.len());
+        statements::page(self, &t, &shown, &read, &order, (offset, limit))
     }
 
     fn diff(&mut self, plan: &TablePlan, sample: usize) -> Result<DiffCounts> {
-        let q = Statements::new(plan);
-        let p = q.params();
-        let n = plan.columns.len();
-        let snapshot_rows = self.count(&q.count_snapshot(), &p, "count snapshot rows")?;
-        let live_rows = self.count(&q.count_live(), &p, "count live rows")?;
-        let added = self.count(&q.added("count(*)"), &p, "count added rows")?;
-        let sums: Vec<String> = (0..n)
-            .map(|i| format!("coalesce(sum({}), 0)", q.differs(i)))
-            .collect();
-        let joined = q.matched(
-            &format!(
-                "count(*), coalesce(sum({}), 0), {}",
-                q.any_differs(),
-                sums.join(", ")
-            ),
-            "1",
-        );
-        let counts = self
-            .conn
-            .query_row(&joined, params_from_iter(&p), |r| {
-                (0..n + 2)
-                    .map(|i| r.get::<_, i64>(i).map(|v| v.max(0) as u64))
-                    .collect::<rusqlite::Result<Vec<u64>>>()
-            })
-            .map_err(|e| err(&self.live, "compare rows", e))?;
-        let (matched, changed, per_column) = (counts[0], counts[1], counts[2..].to_vec());
-
-        let mut out = Vec::new();
-        if sample > 0 {
-            let live = self.live.clone();
-            let limit = format!(" LIMIT {sample}");
-            let rows = self.rows(
-                &live,
-                &(q.added(&list("l", &plan.columns)) + &limit),
-                &p,
-                n,
-                "sample added rows",
-            )?;
-            out.extend(rows.into_iter().map(|r| RowDiff::added(&plan.key_index, r)));
-            let rows = self.rows(
-                &live,
-                &(q.removed(&list("s", &plan.columns)) + &limit),
-                &p,
-                n,
-                "sample removed rows",
-            )?;
-            out.extend(
-                rows.into_iter()
-                    .map(|r| RowDiff::removed(&plan.key_index, r)),
-            );
-            let flags: Vec<String> = (0..n).map(|i| q.differs(i)).collect();
-            let what = format!(
-                "{}, {}, {}",
-                list("s", &plan.columns),
-                list("l", &plan.columns),
-                flags.join(", ")
-            );
-            let rows = self.rows(
-                &live,
-                &(q.matched(&what, &q.any_differs()) + &limit),
-                &p,
-                3 * n,
-                "sample changed rows",
-            )?;
-            out.extend(
-                rows.into_iter()
-                    .map(|r| RowDiff::changed_from_flags(&plan.key_index, &plan.columns, r)),
-            );
-        }
-        Ok(DiffCounts {
-            snapshot_rows,
-            live_rows,
-            matched,
-            changed,
-            added,
-            per_column,
-            sample: out,
-        })
+        let q = statements(plan);
+        let read = ReadAs::native(plan.columns.len());
+        statements::diff(self, &q, plan, (&read, &read), sample)
     }
 
     fn begin(&mut self, write: bool) -> Result<()> {
@@ -757,19 +529,22 @@ impl Session for SqliteSession {
     }
 
     fn delete_added(&mut self, plan: &TablePlan, _tentative: bool) -> Result<Option<u64>> {
-        let q = Statements::new(plan);
+        let q = statements(plan);
         self.written.push(plan.live_table.clone());
         let id = self.row_identity(&plan.live_table)?;
-        self.execute(&q.delete_added(&id), &q.params(), "delete rows")
+        self.execute(&q.delete_added(Some(&id)), &bind(&q.params), "delete rows")
             .map(Some)
     }
 
     fn upsert(&mut self, plan: &TablePlan) -> Result<Applied> {
-        let q = Statements::new(plan);
-        let p = q.params();
+        let q = statements(plan);
+        let p = bind(&q.params);
         self.written.push(plan.live_table.clone());
         // Updates first: a changed row may hold a unique value a restored row needs.
-        let updated = self.execute(&q.update_changed(), &p, "update rows")?;
+        let updated = match q.update_changed() {
+            Some(update) => self.execute(&update, &p, "update rows")?,
+            None => 0,
+        };
         let inserted = self.execute(&q.insert_removed(), &p, "insert rows")?;
         Ok(Applied {
             inserted,
@@ -933,7 +708,7 @@ mod tests {
                 .shape(Side::Live, table)?
                 .ok_or_else(|| Error::invalid("t", "missing"))?;
             let plan = schema::plan(table, &a, &b, key.as_deref(), true)?;
-            let q = Statements::new(&plan);
+            let q = statements(&plan);
             let id = s.row_identity(table)?;
             let expected: &[&str] = match table {
                 "w" => &["\"a\"", "\"b\""],
@@ -945,8 +720,8 @@ mod tests {
                 q.added("count(*)"),
                 q.removed("count(*)"),
                 q.matched("count(*)", &q.any_differs()),
-                q.delete_added(&id),
-                q.update_changed(),
+                q.delete_added(Some(&id)),
+                q.update_changed().unwrap_or_default(),
                 q.insert_removed(),
             ] {
                 let mut e = s
