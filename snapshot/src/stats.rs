@@ -72,7 +72,7 @@ pub struct DbStats {
     pub table: Option<TableStats>,
 }
 
-#[cfg_attr(not(feature = "sql"), allow(dead_code))]
+#[allow(dead_code)] // used by the engines of database files
 pub(crate) fn file_bytes(path: &Path, companions: &[&str]) -> u64 {
     let mut total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     for c in companions {

@@ -108,11 +108,12 @@ pub(crate) mod diff;
 pub(crate) mod drift;
 pub(crate) mod order;
 mod plan;
-#[cfg_attr(not(feature = "sql"), allow(dead_code))] // used by server engines
+#[allow(dead_code)] // used by the engines whose live data is tables on a server
 mod replace;
 mod restore;
 pub(crate) mod schema;
 pub(crate) mod session;
+#[allow(dead_code)] // shared by the SQL engines: each uses its part
 pub(crate) mod statements;
 mod undo;
 pub(crate) mod value;
@@ -126,7 +127,7 @@ pub use session::TableSession;
 pub use undo::{UndoOptions, UndoReport};
 pub use value::Value;
 
-#[cfg_attr(not(feature = "sql"), allow(unused_imports))]
+#[allow(unused_imports)] // used by the engines whose live data is tables on a server
 pub(crate) use replace::TableReplacement;
 pub(crate) use schema::TablePlan;
 pub(crate) use session::{Session, Side};

@@ -355,7 +355,6 @@ pub(crate) struct ReadAs {
 
 impl ReadAs {
     /// `n` values read by their own type.
-    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn native(n: usize) -> Vec<ReadAs> {
         vec![
             ReadAs {
@@ -366,7 +365,6 @@ impl ReadAs {
     }
 
     /// Values of columns of these types.
-    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn typed(types: &[String]) -> Vec<ReadAs> {
         types
             .iter()
@@ -379,7 +377,6 @@ impl ReadAs {
 
 impl Param {
     /// The parameters as text (engines that cast in SQL).
-    #[cfg_attr(not(feature = "sql"), allow(dead_code))]
     pub(crate) fn texts(params: &[Param]) -> Vec<String> {
         params
             .iter()

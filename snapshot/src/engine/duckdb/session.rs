@@ -37,7 +37,6 @@ use ::duckdb::{Connection, params_from_iter};
 use crate::engine::duckdb::instance::Hold as DuckDbHold;
 use crate::engine::duckdb::{error as duck_error, statement_error as err};
 use crate::error::{Error, Result};
-use crate::source::Source;
 use crate::sql::{ident, literal};
 use crate::table::diff::DiffCounts;
 use crate::table::drift::Column;
@@ -495,7 +494,7 @@ impl Session for DuckSession {
         }
         let params = [db, real.clone()];
         let mut columns: Vec<Column> = self
-            .rows(
+            .select(
                 &path,
                 "SELECT column_name, data_type, is_nullable FROM duckdb_columns()
                  WHERE database_name = $1 AND schema_name = 'main' AND table_name = $2

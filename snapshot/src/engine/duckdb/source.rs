@@ -20,7 +20,7 @@
 //! session holds it, so the file is never opened twice by this process.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use duckdb::{AccessMode, Config, Connection};
