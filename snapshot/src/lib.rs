@@ -69,10 +69,6 @@
 //! hold the same data as the database.
 
 pub mod catalog;
-#[cfg(feature = "cli")]
-pub mod cli;
-#[cfg(feature = "cli")]
-pub mod config;
 pub mod engine;
 pub mod environment;
 mod error;

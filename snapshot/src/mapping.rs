@@ -100,3 +100,26 @@ impl Cascade {
         self
     }
 }
+
+/// `measure = table "measure", id in the primary key, key (a, b), with "t"."c"`: the mapping as
+/// `snapshot config --show` prints it.
+impl std::fmt::Display for EntityMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let table = self.table.as_deref().unwrap_or(&self.entity_type);
+        write!(
+            f,
+            "{} = table {table:?}, id in {}",
+            self.entity_type,
+            self.column
+                .as_deref()
+                .map_or_else(|| "the primary key".to_string(), |c| format!("{c:?}"))
+        )?;
+        if let Some(k) = &self.key {
+            write!(f, ", key ({})", k.join(", "))?;
+        }
+        for c in &self.cascades {
+            write!(f, ", with {:?}.{:?}", c.table, c.column)?;
+        }
+        Ok(())
+    }
+}

@@ -63,7 +63,8 @@ impl TableRestoreOptions {
         self
     }
 
-    pub(crate) fn key_for(&self, table: &str) -> Option<&[String]> {
+    /// The key declared for `table`, if any.
+    pub fn key_for(&self, table: &str) -> Option<&[String]> {
         self.keys.get(table).map(Vec::as_slice)
     }
 }

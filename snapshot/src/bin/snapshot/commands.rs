@@ -1,25 +1,26 @@
 //! The commands other than `schedule`.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde_json::json;
 
-use crate::cli::ctx::{Ctx, export_formats_of, formats_of};
-use crate::cli::output::{self, Table, bytes, opt_time, pairs, time};
-use crate::cli::{
-    CliError, CreateArgs, DoctorArgs, ExitStatus, ExportArgs, ListArgs, PruneArgs, RestoreArgs,
-    VerifyArgs,
-};
 use crate::config::{ByteSize, HumanDuration, SnapshotType};
-use crate::error::Error;
-use crate::export::{self, ExportFormat};
-use crate::manager::{ListFilter, SnapshotOutcome, SnapshotRequest};
-use crate::record::SnapshotRecord;
-use crate::restore::RestoreOptions;
-use crate::retention::RetentionPolicy;
-use crate::source::CheckLevel;
-use crate::verify::DoctorOptions;
+use crate::ctx::{Ctx, export_formats_of, formats_of};
+use crate::output::{self, Table, bytes, opt_time, pairs, time};
+use crate::{
+    CliError, CreateArgs, DoctorArgs, ExitStatus, ExportArgs, ListArgs, PruneArgs, RestoreArgs,
+    VerifyArgs, invalid,
+};
+use snapshot::DoctorOptions;
+use snapshot::Error;
+use snapshot::RestoreOptions;
+use snapshot::export::{self, ExportFormat};
+use snapshot::record::SnapshotRecord;
+use snapshot::retention::RetentionPolicy;
+use snapshot::source::CheckLevel;
+use snapshot::{ListFilter, SnapshotOutcome, SnapshotRequest};
 
 type CliResult = Result<(), CliError>;
 
@@ -81,6 +82,7 @@ pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
         match m.snapshot(req)? {
             SnapshotOutcome::Taken(r) => taken.push(r),
             SnapshotOutcome::Disabled { reason } => disabled = Some(reason),
+            other => disabled = Some(format!("{other:?}")),
         }
     }
     if ctx.json {
@@ -203,7 +205,7 @@ pub(crate) fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
 fn bundle_manifest(ctx: &Ctx, r: &SnapshotRecord) -> Option<export::Manifest> {
     export_formats_of(&r.source_kind)?;
     let store = ctx.store(false).ok()?;
-    let path = crate::store::LocalStorage::object_path(&store, &r.blob_key).ok()?;
+    let path = snapshot::store::LocalStorage::object_path(&store, &r.blob_key).ok()?;
     export::read_bundle_manifest(&path, CheckLevel::Header).ok()
 }
 
@@ -359,7 +361,7 @@ fn clone_error(e: &Error) -> Error {
             path: path.clone(),
             detail: detail.clone(),
         },
-        other => Error::invalid("error", other.to_string()),
+        other => invalid("error", other.to_string()),
     }
 }
 
@@ -454,7 +456,11 @@ fn restore_bundle(ctx: &Ctx, record: &SnapshotRecord, dir: &Path, dry_run: bool)
         ));
     }
     let created = !dir.exists();
-    crate::fs_util::create_private_dir(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| invalid("target", format!("cannot create {}: {e}", dir.display())))?;
     let m = ctx.manager_for(record)?;
     let zip = dir.join(format!(".snapshot-bundle-{}.zip", record.snapshot_id));
     let result = m
@@ -830,7 +836,7 @@ pub(crate) fn config(ctx: &Ctx) -> CliResult {
             } else {
                 c.entities
                     .iter()
-                    .map(crate::config::describe_entity)
+                    .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join("; ")
             },

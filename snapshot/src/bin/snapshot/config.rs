@@ -82,6 +82,7 @@
 //! `database.path`) and whose message names the file, the line and the `[database]` table (or
 //! the flag or variable that gave the value).
 
+use crate::invalid;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -89,10 +90,10 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::error::{Error, Result};
-use crate::retention::RetentionPolicy;
-use crate::schedule::{Schedule, TimeZone};
-use crate::table::{Cascade, EntityMapping};
+use snapshot::retention::RetentionPolicy;
+use snapshot::schedule::{Schedule, TimeZone};
+use snapshot::table::{Cascade, EntityMapping};
+use snapshot::{Error, Result};
 
 /// The file read when neither `--config` nor `SNAPSHOT_CONFIG` names one.
 pub const DEFAULT_FILE: &str = "snapshot.toml";
@@ -200,7 +201,7 @@ impl HumanDuration {
     pub fn parse(text: &str) -> Result<Self> {
         let t = text.trim();
         if t.is_empty() {
-            return Err(Error::invalid("duration", "empty duration"));
+            return Err(invalid("duration", "empty duration"));
         }
         if let Ok(secs) = t.parse::<u64>() {
             return Ok(HumanDuration(Duration::from_secs(secs)));
@@ -219,23 +220,23 @@ impl HumanDuration {
                 'd' => 86_400,
                 'w' => 7 * 86_400,
                 _ => {
-                    return Err(Error::invalid(
+                    return Err(invalid(
                         "duration",
                         format!("{text:?}: unknown unit {c:?} (use s, m, h, d, w)"),
                     ));
                 }
             };
             let n: u64 = num.parse().map_err(|_| {
-                Error::invalid("duration", format!("{text:?}: a number must precede {c:?}"))
+                invalid("duration", format!("{text:?}: a number must precede {c:?}"))
             })?;
             num.clear();
             total = n
                 .checked_mul(unit)
                 .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| Error::invalid("duration", format!("{text:?} is too long")))?;
+                .ok_or_else(|| invalid("duration", format!("{text:?} is too long")))?;
         }
         if !num.is_empty() {
-            return Err(Error::invalid(
+            return Err(invalid(
                 "duration",
                 format!("{text:?}: the last number has no unit (s, m, h, d, w)"),
             ));
@@ -307,9 +308,9 @@ impl ByteSize {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
         let (num, unit) = t.split_at(split);
-        let n: f64 = num.parse().map_err(|_| {
-            Error::invalid("size", format!("{text:?} does not start with a number"))
-        })?;
+        let n: f64 = num
+            .parse()
+            .map_err(|_| invalid("size", format!("{text:?} does not start with a number")))?;
         let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1.0,
             "kb" | "k" => 1e3,
@@ -321,7 +322,7 @@ impl ByteSize {
             "gib" => 1024.0 * 1024.0 * 1024.0,
             "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
             other => {
-                return Err(Error::invalid(
+                return Err(invalid(
                     "size",
                     format!("{text:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB, GiB)"),
                 ));
@@ -329,7 +330,7 @@ impl ByteSize {
         };
         let bytes = n * mult;
         if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-            return Err(Error::invalid("size", format!("{text:?} is out of range")));
+            return Err(invalid("size", format!("{text:?} is out of range")));
         }
         Ok(ByteSize(bytes.round() as u64))
     }
@@ -390,11 +391,6 @@ pub struct RetentionConfig {
 }
 
 impl RetentionConfig {
-    /// Whether no rule at all is written.
-    pub fn is_empty(&self) -> bool {
-        *self == RetentionConfig::default()
-    }
-
     /// The library policy these rules describe.
     ///
     /// # Errors
@@ -738,16 +734,16 @@ impl PostgresConfig {
     /// # Errors
     /// [`Error::InvalidInput`] when the settings (or `PGPORT`) cannot be parsed.
     #[cfg(feature = "postgres")]
-    pub fn source(&self) -> Result<crate::PostgresSource> {
+    pub fn source(&self) -> Result<snapshot::PostgresSource> {
         let mut source = match self.settings() {
-            Some(s) => crate::PostgresSource::new(s).map_err(|e| match e {
+            Some(s) => snapshot::PostgresSource::new(s).map_err(|e| match e {
                 Error::InvalidInput { field, reason } => Error::InvalidInput {
                     field,
                     reason: self.scrub(&reason),
                 },
                 other => other,
             })?,
-            None => crate::PostgresSource::from_env()?,
+            None => snapshot::PostgresSource::from_env()?,
         };
         if let Some(schema) = &self.schema {
             source = source.schema(schema.clone());
@@ -764,7 +760,7 @@ impl PostgresConfig {
     pub fn location(&self) -> String {
         #[cfg(feature = "postgres")]
         if let Ok(s) = self.source() {
-            return crate::source::Source::path(&s).display().to_string();
+            return snapshot::source::Source::path(&s).display().to_string();
         }
         self.describe()
     }
@@ -971,7 +967,7 @@ fn file_database(
     vars: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Option<GivenDb>> {
     let bad = |field: &'static str, key: &str, span: std::ops::Range<usize>, reason: String| {
-        Error::invalid(field, format!("{}: [database] {key}: {reason}", at(span)))
+        invalid(field, format!("{}: [database] {key}: {reason}", at(span)))
     };
     let engine = raw.database_engine();
     let pg_keys = raw.url.is_some() || raw.url_env.is_some();
@@ -1286,10 +1282,10 @@ impl Config {
         let (raw, text) = match &file {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    Error::invalid("config", format!("cannot read {}: {e}", path.display()))
+                    invalid("config", format!("cannot read {}: {e}", path.display()))
                 })?;
                 let raw: RawFile = toml::from_str(&text)
-                    .map_err(|e| Error::invalid("config", format!("{}: {e}", path.display())))?;
+                    .map_err(|e| invalid("config", format!("{}: {e}", path.display())))?;
                 (raw, text)
             }
             None => (RawFile::default(), String::new()),
@@ -1342,7 +1338,7 @@ impl Config {
                 "file" => Engine::File,
                 "postgres" | "postgresql" => Engine::Postgres,
                 _ => {
-                    return Err(Error::invalid(
+                    return Err(invalid(
                         "config",
                         format!("SNAPSHOT_ENGINE={e:?}: expected sqlite, duckdb, file or postgres"),
                     ));
@@ -1394,7 +1390,7 @@ impl Config {
                 };
                 let engine_origin = match eng {
                     Some((e, l, o)) if l >= g.layer && e != Engine::Postgres => {
-                        return Err(Error::invalid(
+                        return Err(invalid(
                             "database.engine",
                             format!(
                                 "{o}: engine {e} conflicts with the PostgreSQL database given by \
@@ -1413,10 +1409,7 @@ impl Config {
                     PgSettings::Libpq => match vars("SNAPSHOT_PG_URL") {
                         Some(url) => {
                             check_pg_settings(&url).map_err(|reason| {
-                                Error::invalid(
-                                    "database.url",
-                                    format!("env SNAPSHOT_PG_URL: {reason}"),
-                                )
+                                invalid("database.url", format!("env SNAPSHOT_PG_URL: {reason}"))
                             })?;
                             origins.insert(
                                 "database.url",
@@ -1443,7 +1436,7 @@ impl Config {
                         if g.layer != Layer::File {
                             // The file's own values were checked as they were read.
                             check_pg_settings(&text).map_err(|reason| {
-                                Error::invalid("database.url", format!("{}: {reason}", g.origin))
+                                invalid("database.url", format!("{}: {reason}", g.origin))
                             })?;
                         }
                         origins.insert("database.url", g.origin.clone());
@@ -1460,7 +1453,7 @@ impl Config {
                 origins.insert("database.path", g.origin.clone());
                 let engine = match eng {
                     Some((Engine::Postgres, l, o)) if l >= g.layer => {
-                        return Err(Error::invalid(
+                        return Err(invalid(
                             "database.engine",
                             format!(
                                 "{o}: engine postgres, but the database {} ({}) is a file: \
@@ -1503,7 +1496,7 @@ impl Config {
             pg_settings = Some(match vars("SNAPSHOT_PG_URL") {
                 Some(url) => {
                     check_pg_settings(&url).map_err(|reason| {
-                        Error::invalid("database.url", format!("env SNAPSHOT_PG_URL: {reason}"))
+                        invalid("database.url", format!("env SNAPSHOT_PG_URL: {reason}"))
                     })?;
                     origins.insert(
                         "database.url",
@@ -1539,7 +1532,7 @@ impl Config {
                 }
                 if let Some(sc) = &overrides.pg_schema {
                     if sc.trim().is_empty() {
-                        return Err(Error::invalid(
+                        return Err(invalid(
                             "database.schema",
                             "flag --pg-schema: the schema name must not be empty",
                         ));
@@ -1568,7 +1561,7 @@ impl Config {
             }
             None => {
                 if overrides.pg_schema.is_some() {
-                    return Err(Error::invalid(
+                    return Err(invalid(
                         "database.schema",
                         format!(
                             "flag --pg-schema applies to a PostgreSQL database; the database is \
@@ -1624,7 +1617,7 @@ impl Config {
         match &raw.retention {
             Some(r) => {
                 r.get_ref().policy().map_err(|e| {
-                    Error::invalid("config", format!("[retention] ({}): {e}", at(r.span())))
+                    invalid("config", format!("[retention] ({}): {e}", at(r.span())))
                 })?;
                 origins.insert("retention", at(r.span()));
             }
@@ -1720,8 +1713,8 @@ impl Config {
             let mut jobs = Vec::new();
             for j in &raw.schedule.jobs {
                 let job = j.get_ref();
-                if job.name.trim().is_empty() || crate::id::sanitize(&job.name) != job.name {
-                    return Err(Error::invalid(
+                if job.name.trim().is_empty() || snapshot::id::sanitize(&job.name) != job.name {
+                    return Err(invalid(
                         "config",
                         format!(
                             "{}: job name {:?} must be letters, digits and dashes",
@@ -1731,14 +1724,14 @@ impl Config {
                     ));
                 }
                 if !seen.insert(job.name.clone()) {
-                    return Err(Error::invalid(
+                    return Err(invalid(
                         "config",
                         format!("{}: a second job is named {:?}", at(j.span()), job.name),
                     ));
                 }
                 if let Some(r) = &job.retention {
                     r.policy().map_err(|e| {
-                        Error::invalid(
+                        invalid(
                             "config",
                             format!("{}: retention of job {:?}: {e}", at(j.span()), job.name),
                         )
@@ -1759,7 +1752,7 @@ impl Config {
         let mut entities = Vec::with_capacity(raw.entities.len());
         for (name, e) in &raw.entities {
             entities.push(entity_mapping(name, e.get_ref()).map_err(|reason| {
-                Error::invalid(
+                invalid(
                     "config",
                     format!("{}: [entities.{name}]: {reason}", at(e.span())),
                 )
@@ -1817,7 +1810,7 @@ impl Config {
     /// database is a PostgreSQL server (it has no file).
     pub fn database_path(&self) -> Result<&Path> {
         if let Some(pg) = &self.postgres {
-            return Err(Error::invalid(
+            return Err(invalid(
                 "database.path",
                 format!(
                     "the database is a PostgreSQL server ({}), not a file",
@@ -1826,7 +1819,7 @@ impl Config {
             ));
         }
         self.database.as_deref().ok_or_else(|| {
-            Error::invalid(
+            invalid(
                 "database.path",
                 format!(
                     "no database configured: pass --db PATH (or a postgres:// URL), set \
@@ -1861,7 +1854,7 @@ impl Config {
     pub fn store_dir(&self) -> Result<&Path> {
         self.store.as_deref().ok_or_else(|| {
             if self.postgres.is_some() {
-                return Error::invalid(
+                return invalid(
                     "store.dir",
                     format!(
                         "no store configured: a PostgreSQL database has no file to keep \
@@ -1870,7 +1863,7 @@ impl Config {
                     ),
                 );
             }
-            Error::invalid(
+            invalid(
                 "store.dir",
                 "no store configured: pass --store DIR or --db PATH (the store defaults to \
                  `backups` beside the database), or set SNAPSHOT_STORE",
@@ -1923,34 +1916,22 @@ fn entity_mapping(name: &str, e: &RawEntity) -> std::result::Result<EntityMappin
     Ok(m)
 }
 
-/// One entity mapping as `config --show` prints it:
-/// `measure = table "measure", id in "id", with "measure_area_priority"."measure_id"`.
-pub(crate) fn describe_entity(m: &EntityMapping) -> String {
-    let table = m.table.as_deref().unwrap_or(&m.entity_type);
-    let mut s = format!(
-        "{} = table {table:?}, id in {}",
-        m.entity_type,
-        m.column
-            .as_deref()
-            .map_or_else(|| "the primary key".to_string(), |c| format!("{c:?}"))
-    );
-    if let Some(k) = &m.key {
-        s.push_str(&format!(", key ({})", k.join(", ")));
-    }
-    for c in &m.cascades {
-        s.push_str(&format!(", with {:?}.{:?}", c.table, c.column));
-    }
-    s
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn load(text: &str, env: &[(&str, &str)], o: Overrides) -> Result<Config> {
-        let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
+        let dir = tempfile::tempdir().map_err(|e| Error::Io {
+            op: "tempdir",
+            path: std::path::PathBuf::from("/tmp"),
+            source: e,
+        })?;
         let path = dir.path().join("snapshot.toml");
-        std::fs::write(&path, text).map_err(|e| Error::io("write", &path, e))?;
+        std::fs::write(&path, text).map_err(|e| Error::Io {
+            op: "write",
+            path: std::path::PathBuf::from(path),
+            source: e,
+        })?;
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -2053,7 +2034,7 @@ mod tests {
         );
         assert!(matches!(c.origin("entities"), Origin::File { line: 1, .. }));
         assert_eq!(
-            describe_entity(&c.entities[1]),
+            c.entities[1].to_string(),
             "measure = table \"measures\", id in \"id\", key (id), with \"prio\".\"measure_id\""
         );
         for (text, needle, line) in [

@@ -10,17 +10,17 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::cli::{CliError, ExitStatus};
 use crate::config::{Config, Engine, SnapshotType};
-use crate::environment::Environment;
-use crate::error::{Error, Result};
-use crate::export::{ExportFormat, ExportSource};
-use crate::manager::SnapshotManager;
-use crate::record::SnapshotRecord;
-use crate::source::{CheckLevel, Replacement, Source};
-use crate::stats::DbStats;
-use crate::store::LocalStore;
-use crate::table::TableSession;
+use crate::{CliError, ExitStatus, invalid};
+use snapshot::SnapshotManager;
+use snapshot::environment::Environment;
+use snapshot::export::{ExportFormat, ExportSource};
+use snapshot::record::SnapshotRecord;
+use snapshot::source::{CheckLevel, Replacement, Source};
+use snapshot::stats::DbStats;
+use snapshot::store::LocalStore;
+use snapshot::table::TableSession;
+use snapshot::{Error, Result};
 
 pub(crate) struct Ctx {
     pub(crate) config: Config,
@@ -45,7 +45,7 @@ impl Ctx {
     pub(crate) fn store(&self, create: bool) -> Result<LocalStore> {
         let dir = self.config.store_dir()?;
         if !create && !dir.is_dir() {
-            return Err(Error::invalid(
+            return Err(invalid(
                 "store",
                 format!(
                     "the store {} does not exist (no snapshot was ever taken there?)",
@@ -67,7 +67,7 @@ impl Ctx {
     /// PostgreSQL snapshot records (`postgres://user@host:port/database[?schema=…]`, no
     /// password: one comes from `PGPASSWORD` if the server needs it).
     fn db_source(&self, path: &Path, engine: Engine) -> Result<Arc<dyn Source>> {
-        crate::engine::source(engine.name(), path).map_err(|e| match e {
+        snapshot::engine::source(engine.name(), path).map_err(|e| match e {
             Error::Unsupported { .. } => no_support(engine),
             e => e,
         })
@@ -135,14 +135,14 @@ impl Ctx {
         formats: &[ExportFormat],
     ) -> Result<ExportSource> {
         if engine == Engine::Postgres {
-            return Err(Error::invalid(
+            return Err(invalid(
                 "type",
                 "CSV/JSON exports read a SQLite or DuckDB file, not a PostgreSQL server",
             ));
         }
         match ExportSource::new(engine.name(), path) {
             Ok(s) => Ok(s.formats(formats)),
-            Err(_) => Err(Error::invalid(
+            Err(_) => Err(invalid(
                 "type",
                 format!(
                     "exports need a sqlite or duckdb database (and a build with that feature); {} is {engine}",
@@ -225,7 +225,7 @@ impl Ctx {
             return self.db_manager(false);
         }
         let path = PathBuf::from(&record.source_path);
-        match crate::engine::source(kind, &path) {
+        match snapshot::engine::source(kind, &path) {
             Ok(s) => self.build(self.with_progress(s), false),
             Err(_) => self.db_manager(false),
         }
@@ -410,7 +410,7 @@ impl Source for Progressed {
 
 /// The error of an engine this build was compiled without.
 fn no_support(engine: Engine) -> Error {
-    Error::invalid(
+    invalid(
         "database.engine",
         format!("this build of snapshot has no {engine} support (feature `{engine}`)"),
     )

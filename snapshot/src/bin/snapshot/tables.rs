@@ -1,4 +1,4 @@
-//! Record-level commands: `preview`, `diff`, `restore-table` and `undo` (see [`crate::table`]).
+//! Record-level commands: `preview`, `diff`, `restore-table` and `undo` (see [`snapshot::table`]).
 //!
 //! JSON values of rows: `null`, numbers, strings; a blob is `{"base64": "…"}` and a float that
 //! is not finite the string `NaN`, `inf` or `-inf`. Rows and keys are objects by column name.
@@ -6,14 +6,12 @@
 use base64::Engine as _;
 use serde_json::{Map, Value as Json, json};
 
-use crate::cli::ctx::Ctx;
-use crate::cli::output::{self, Table, pairs, time};
-use crate::cli::{
-    CliError, DiffArgs, ExitStatus, ModeArg, PreviewArgs, RestoreTableArgs, UndoArgs,
-};
-use crate::error::Error;
-use crate::manager::SnapshotManager;
-use crate::table::{
+use crate::ctx::Ctx;
+use crate::output::{self, Table, pairs, time};
+use crate::{CliError, DiffArgs, ExitStatus, ModeArg, PreviewArgs, RestoreTableArgs, UndoArgs};
+use snapshot::Error;
+use snapshot::SnapshotManager;
+use snapshot::table::{
     Column, CompareOptions, DiffKind, RestoreMode, RowConflict, SchemaDrift, TableChanges,
     TableDiff, TableRestoreOptions, TableRestoreReport, UndoOptions, UndoReport, Value,
 };
@@ -38,6 +36,7 @@ fn value_json(v: &Value) -> Json {
         Value::Real(_) => json!("-inf"),
         Value::Text(s) => json!(s),
         Value::Blob(b) => json!({ "base64": base64::engine::general_purpose::STANDARD.encode(b) }),
+        other => json!(other.to_string()),
     }
 }
 

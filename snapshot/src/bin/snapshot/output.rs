@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::cli::{CliError, ExitStatus};
+use crate::{CliError, ExitStatus};
 
 /// Prints a value as pretty JSON on standard output.
 pub(crate) fn json<T: Serialize + ?Sized>(value: &T) -> Result<(), CliError> {

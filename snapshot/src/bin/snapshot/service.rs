@@ -7,15 +7,15 @@ use std::sync::{Arc, Mutex};
 use chrono::Utc;
 use serde_json::json;
 
-use crate::cli::ctx::{Ctx, formats_of};
-use crate::cli::output::{self, Table, bytes, opt_time, pairs};
-use crate::cli::{CliError, ExitStatus, ScheduleArgs};
 use crate::config::SnapshotType;
-use crate::error::Error;
-use crate::manager::{ListFilter, SnapshotManager};
-use crate::schedule::{
+use crate::ctx::{Ctx, formats_of};
+use crate::output::{self, Table, bytes, opt_time, pairs};
+use crate::{CliError, ExitStatus, ScheduleArgs, invalid};
+use snapshot::Error;
+use snapshot::schedule::{
     ActivityLog, Event, Job, ManagerRunner, Scheduler, SchedulerLock, SystemClock,
 };
+use snapshot::{ListFilter, SnapshotManager};
 
 type CliResult = Result<(), CliError>;
 
@@ -247,7 +247,7 @@ fn disk_free(path: &Path) -> Option<u64> {
     None
 }
 
-fn db_stats(ctx: &Ctx) -> Result<crate::stats::DbStats, Error> {
+fn db_stats(ctx: &Ctx) -> Result<snapshot::stats::DbStats, Error> {
     // The database's own source: statistics need no store.
     ctx.configured_source(true, None)?.statistics(
         ctx.config.status_table.as_deref(),
@@ -302,10 +302,7 @@ pub(crate) fn status(ctx: &Ctx) -> CliResult {
         )
     {
         // The user asked for a table that is not there: that is an answer, not a footnote.
-        return Err(CliError::from(crate::error::Error::invalid(
-            "table",
-            e.to_string(),
-        )));
+        return Err(CliError::from(invalid("table", e.to_string())));
     }
 
     if ctx.json {
@@ -412,7 +409,7 @@ pub(crate) fn status(ctx: &Ctx) -> CliResult {
     Ok(())
 }
 
-fn print_db_stats(s: &crate::stats::DbStats) {
+fn print_db_stats(s: &snapshot::stats::DbStats) {
     pairs(&[
         ("database", format!("{} ({})", s.path.display(), s.engine)),
         (
