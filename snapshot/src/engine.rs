@@ -44,6 +44,9 @@ pub(crate) trait Engine: Sync {
     /// The kind recorded in snapshots ("sqlite", "duckdb", …).
     fn kind(&self) -> &'static str;
 
+    /// The engine's name for people ("SQLite", "PostgreSQL").
+    fn title(&self) -> &'static str;
+
     /// Other names the configuration accepts for this engine.
     fn aliases(&self) -> &'static [&'static str] {
         &[]
@@ -61,6 +64,58 @@ pub(crate) trait Engine: Sync {
     /// # Errors
     /// [`Error::InvalidInput`] when the location cannot be one of this engine's.
     fn source(&self, location: &Path) -> Result<Arc<dyn Source>>;
+
+    /// Whether the engine's live data is on a server (no file: a store must be given).
+    fn is_server(&self) -> bool {
+        false
+    }
+
+    /// Whether `text` names a database of this engine by its scheme (`postgres://…`).
+    fn claims(&self, text: &str) -> bool {
+        let _ = text;
+        false
+    }
+
+    /// Why `settings` cannot be this engine's connection settings, checked without
+    /// connecting; the reason carries no password.
+    fn check_settings(&self, settings: &str) -> std::result::Result<(), String> {
+        let _ = settings;
+        Ok(())
+    }
+
+    /// The variable holding a server engine's connection settings (`SNAPSHOT_PG_URL`).
+    fn settings_variable(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// Where a server engine reads its settings when none are given, for people.
+    fn environment(&self) -> &'static str {
+        "the environment"
+    }
+
+    /// `settings` as the engine's client takes them (a URL's scheme in lower case).
+    fn normalize_settings(&self, settings: &str) -> String {
+        settings.trim().to_string()
+    }
+
+    /// `settings` with any password replaced by `***`, and the password.
+    fn redact(&self, settings: &str) -> (String, Option<String>) {
+        (settings.to_string(), None)
+    }
+
+    /// A source of a server from connection `settings` (`None`: the engine's own environment
+    /// variables), narrowed to `scope`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for an engine of files; [`Error::InvalidInput`] for settings
+    /// that cannot be parsed.
+    fn server_source(&self, settings: Option<&str>, scope: &Scope) -> Result<Arc<dyn Source>> {
+        let _ = (settings, scope);
+        Err(Error::Unsupported {
+            operation: "connect to a server",
+            kind: self.kind().to_string(),
+        })
+    }
 
     /// Whether the engine has record-level operations ([`preview`](Self::preview) and the
     /// sessions its sources open).
@@ -126,6 +181,110 @@ pub(crate) fn require(kind: &str, operation: &'static str) -> Result<&'static dy
         operation,
         kind: kind.to_string(),
     })
+}
+
+/// What part of a server's database a source reads: a schema (a namespace) and some of its
+/// tables (default: every table of the engine's default schema).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Scope {
+    /// The schema (`None`: the engine's default, `public` for PostgreSQL).
+    pub schema: Option<String>,
+    /// The tables (`None`: every table of the schema).
+    pub tables: Option<Vec<String>>,
+}
+
+impl Scope {
+    /// Every table of the default schema.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Another schema.
+    pub fn schema(mut self, schema: impl Into<String>) -> Self {
+        self.schema = Some(schema.into());
+        self
+    }
+
+    /// Only these tables.
+    pub fn tables(mut self, tables: Vec<String>) -> Self {
+        self.tables = Some(tables);
+        self
+    }
+}
+
+/// The kind of the engine whose URL scheme starts `text` (`postgres://…` → `postgres`), when
+/// compiled in.
+pub fn claiming(text: &str) -> Option<&'static str> {
+    ENGINES.iter().find(|e| e.claims(text)).map(|e| e.kind())
+}
+
+/// Whether the engine `kind` keeps its live data on a server (no file).
+pub fn is_server(kind: &str) -> bool {
+    find(kind).is_some_and(|e| e.is_server())
+}
+
+/// Why `settings` cannot be connection settings of the engine `kind` (checked without
+/// connecting; the reason carries no password).
+///
+/// # Errors
+/// The reason, when they cannot.
+pub fn check_settings(kind: &str, settings: &str) -> std::result::Result<(), String> {
+    match find(kind) {
+        Some(e) => e.check_settings(settings),
+        None => Err(format!("no {kind} engine in this build")),
+    }
+}
+
+/// Connection `settings` of the engine `kind` as its client takes them (`POSTGRES://…` →
+/// `postgres://…`).
+pub fn normalize_settings(kind: &str, settings: &str) -> String {
+    find(kind).map_or_else(
+        || settings.trim().to_string(),
+        |e| e.normalize_settings(settings),
+    )
+}
+
+/// `settings` of the engine `kind` with any password replaced by `***`.
+pub fn redact(kind: &str, settings: &str) -> String {
+    find(kind).map_or_else(|| settings.to_string(), |e| e.redact(settings).0)
+}
+
+/// `message` with the password of `settings` (of the engine `kind`) replaced by `***`.
+pub fn scrub(kind: &str, message: &str, settings: &str) -> String {
+    match find(kind).and_then(|e| e.redact(settings).1) {
+        Some(password) => message.replace(&password, "***"),
+        None => message.to_string(),
+    }
+}
+
+/// A source of a server's database: the engine `kind` connecting with `settings` (`None`:
+/// its own environment variables, `PGHOST`… for PostgreSQL), reading `scope`. Nothing is
+/// connected until the first snapshot.
+///
+/// # Errors
+/// [`Error::Unsupported`] when no such server engine is compiled in; [`Error::InvalidInput`]
+/// when the settings cannot be parsed (the message carries no password).
+pub fn server_source(kind: &str, settings: Option<&str>, scope: &Scope) -> Result<Arc<dyn Source>> {
+    require(kind, "connect to a server")?.server_source(settings, scope)
+}
+
+/// The name of the engine `kind` for people ("PostgreSQL"), or `kind` itself when it is not
+/// compiled in.
+pub fn title(kind: &str) -> &str {
+    find(kind).map_or(kind, |e| e.title())
+}
+
+/// The variable holding the connection settings of the server engine `kind`
+/// (`SNAPSHOT_PG_URL`), if it has one.
+pub fn settings_variable(kind: &str) -> Option<&'static str> {
+    find(kind).and_then(|e| e.settings_variable())
+}
+
+/// Where the server engine `kind` reads its settings when none are given, for people
+/// (`libpq environment (PGHOST, …)`).
+pub fn environment(kind: &str) -> String {
+    find(kind).map_or_else(|| "the environment".into(), |e| e.environment().to_string())
 }
 
 /// The kinds of the engines compiled into this build, in registry order.

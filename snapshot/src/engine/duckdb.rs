@@ -40,6 +40,10 @@ impl Engine for DuckDbEngine {
         KIND
     }
 
+    fn title(&self) -> &'static str {
+        "DuckDB"
+    }
+
     fn recognizes(&self, head: &[u8], path: &Path, by_name: bool) -> bool {
         if by_name {
             let ext = path

@@ -17,6 +17,10 @@ impl Engine for FileEngine {
         "file"
     }
 
+    fn title(&self) -> &'static str {
+        "file"
+    }
+
     fn source(&self, location: &Path) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(FileSource::new(location)))
     }

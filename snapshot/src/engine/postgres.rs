@@ -9,12 +9,14 @@
 //! | `manifest.rs` | what a bundle holds: tables, columns, constraints, where rows lie |
 //! | `catalog.rs` | what the server's catalog says of schemas, tables, columns and constraints |
 //! | `session.rs` | the record-level session (temporary tables loaded from the bundle) |
+//! | `settings.rs` | connection settings as people write them: checked, shown without password |
 //! | `stats.rs` | statistics for `snapshot status` |
 
 mod bundle;
 mod catalog;
 mod manifest;
 mod session;
+mod settings;
 mod source;
 mod stats;
 mod target;
@@ -24,7 +26,7 @@ pub use source::PostgresSource;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Scope};
 use crate::error::{Error, Result};
 use crate::source::Source;
 use crate::table::session::Session;
@@ -38,6 +40,10 @@ pub(crate) struct PostgresEngine;
 impl Engine for PostgresEngine {
     fn kind(&self) -> &'static str {
         KIND
+    }
+
+    fn title(&self) -> &'static str {
+        "PostgreSQL"
     }
 
     fn aliases(&self) -> &'static [&'static str] {
@@ -58,6 +64,56 @@ impl Engine for PostgresEngine {
         let mut source = PostgresSource::new(url)?;
         if let Some(s) = schema {
             source = source.schema(s);
+        }
+        Ok(Arc::new(source))
+    }
+
+    fn is_server(&self) -> bool {
+        true
+    }
+
+    fn claims(&self, text: &str) -> bool {
+        settings::is_url(text)
+    }
+
+    fn settings_variable(&self) -> Option<&'static str> {
+        Some("SNAPSHOT_PG_URL")
+    }
+
+    fn environment(&self) -> &'static str {
+        "libpq environment variables (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD)"
+    }
+
+    fn check_settings(&self, text: &str) -> std::result::Result<(), String> {
+        settings::check(text)
+    }
+
+    fn normalize_settings(&self, text: &str) -> String {
+        settings::normalize_scheme(text)
+    }
+
+    fn redact(&self, text: &str) -> (String, Option<String>) {
+        settings::redact(text)
+    }
+
+    fn server_source(&self, text: Option<&str>, scope: &Scope) -> Result<Arc<dyn Source>> {
+        let mut source = match text {
+            Some(t) => {
+                PostgresSource::new(&settings::normalize_scheme(t)).map_err(|e| match e {
+                    Error::InvalidInput { field, reason } => Error::InvalidInput {
+                        field,
+                        reason: settings::scrub(&reason, t),
+                    },
+                    other => other,
+                })?
+            }
+            None => PostgresSource::from_env()?,
+        };
+        if let Some(schema) = &scope.schema {
+            source = source.schema(schema.clone());
+        }
+        if let Some(tables) = &scope.tables {
+            source = source.tables(tables.clone());
         }
         Ok(Arc::new(source))
     }

@@ -49,6 +49,10 @@ impl Engine for SqliteEngine {
         KIND
     }
 
+    fn title(&self) -> &'static str {
+        "SQLite"
+    }
+
     fn recognizes(&self, head: &[u8], path: &Path, by_name: bool) -> bool {
         if by_name {
             let ext = path

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{Engine, SnapshotType};
+use crate::config::{EngineKind, SnapshotType};
 
 const EXIT_CODES: &str = "\
 Exit codes:
@@ -51,8 +51,8 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "PATH|URL")]
     pub db: Option<PathBuf>,
     /// The database engine (default: guessed from the file; postgres for a postgres:// URL).
-    #[arg(long, global = true, value_enum)]
-    pub engine: Option<Engine>,
+    #[arg(long, global = true, value_parser = EngineKind::parse)]
+    pub engine: Option<EngineKind>,
     /// The schema of a PostgreSQL database whose tables are snapshotted (default: `[database]
     /// schema`, else public).
     #[arg(long, global = true, value_name = "SCHEMA")]

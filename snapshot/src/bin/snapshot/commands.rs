@@ -41,7 +41,7 @@ fn entity(r: &SnapshotRecord) -> String {
 }
 
 pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
-    let postgres = ctx.config.postgres.is_some();
+    let postgres = ctx.config.server.is_some();
     if a.kind == SnapshotType::Db && a.tables.is_some() && !postgres {
         return Err(usage(
             "conflicting_flags",
@@ -51,7 +51,7 @@ pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
     }
     let formats = formats_of(a.kind);
     if !formats.is_empty() {
-        ctx.refuse_exports_of_postgres(&format!("create --type {}", a.kind.name()))?;
+        ctx.refuse_exports_of_servers(&format!("create --type {}", a.kind.name()))?;
     }
     if let Some(t) = &a.tables
         && t.iter().any(|n| n.trim().is_empty())
@@ -387,7 +387,7 @@ pub(crate) fn restore(ctx: &Ctx, a: RestoreArgs) -> CliResult {
         None => {
             let db = ctx.database_display()?;
             if !a.dry_run {
-                let question = if ctx.config.postgres.is_some() {
+                let question = if ctx.config.server.is_some() {
                     format!(
                         "Replace every table of {} in {db} with its rows in the snapshot? (one \
                          transaction, after a safety snapshot of the present)",
@@ -631,7 +631,7 @@ pub(crate) fn export(ctx: &Ctx, a: ExportArgs) -> CliResult {
     if formats.is_empty() {
         return Err(usage("invalid_input", "--format must be csv, json or all"));
     }
-    ctx.refuse_exports_of_postgres("export")?;
+    ctx.refuse_exports_of_servers("export")?;
     let db = ctx.config.database_path()?;
     let mut src = ctx
         .export_source(db, ctx.config.engine, &formats)
@@ -779,7 +779,7 @@ pub(crate) fn config(ctx: &Ctx) -> CliResult {
         ("database.path", path(&c.database)),
         ("database.engine", c.engine.to_string()),
     ];
-    if let Some(pg) = &c.postgres {
+    if let Some(pg) = &c.server {
         // The settings with the password replaced by `***`; never the settings themselves.
         rows.push(("database.url", pg.describe()));
         rows.push((
@@ -809,7 +809,7 @@ pub(crate) fn config(ctx: &Ctx) -> CliResult {
         (
             "status.order_by",
             c.status_order_by.clone().unwrap_or_else(|| {
-                if c.postgres.is_some() {
+                if c.server.is_some() {
                     "the primary key (else physical order)".into()
                 } else {
                     "rowid".into()

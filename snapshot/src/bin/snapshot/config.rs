@@ -82,83 +82,91 @@
 //! `database.path`) and whose message names the file, the line and the `[database]` table (or
 //! the flag or variable that gave the value).
 
-use crate::invalid;
+mod database;
+mod entities;
+mod origin;
+mod raw;
+mod server;
+mod units;
+
+pub use origin::Origin;
+pub use raw::{JobConfig, RetentionConfig};
+pub use server::ServerConfig;
+pub use units::{ByteSize, HumanDuration};
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize};
-
+use snapshot::engine;
 use snapshot::retention::RetentionPolicy;
-use snapshot::schedule::{Schedule, TimeZone};
-use snapshot::table::{Cascade, EntityMapping};
+use snapshot::schedule::TimeZone;
+use snapshot::table::EntityMapping;
 use snapshot::{Error, Result};
+
+use crate::config::database::Database;
+use crate::config::raw::RawFile;
+use crate::invalid;
 
 /// The file read when neither `--config` nor `SNAPSHOT_CONFIG` names one.
 pub const DEFAULT_FILE: &str = "snapshot.toml";
 
-/// The database engine of the configured database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Engine {
-    /// SQLite (live snapshots under a read transaction).
-    Sqlite,
-    /// DuckDB.
-    Duckdb,
-    /// Any single file, copied as is (no exports, no statistics).
-    File,
-    /// Tables of a PostgreSQL server (`[database] url`, or a `postgres://` URL as `--db`): a
-    /// consistent export of every table of a schema (no CSV/JSON exports).
-    #[value(alias = "postgresql")]
-    #[serde(alias = "postgresql")]
-    Postgres,
-}
+/// The engine of the configured database: one of the library's engines compiled into this
+/// build (`sqlite`, `duckdb`, `file`, `postgres`; `postgresql` is an alias), found through
+/// its registry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct EngineKind(&'static str);
 
-impl Engine {
+impl EngineKind {
+    /// The engine named `name` (any case, or an alias).
+    ///
+    /// # Errors
+    /// The names this build knows, when none matches.
+    pub fn parse(name: &str) -> std::result::Result<EngineKind, String> {
+        engine::canonical(name.trim())
+            .map(EngineKind)
+            .ok_or_else(|| {
+                format!(
+                    "unknown engine {name:?}: this build has {}",
+                    engine::kinds().join(", ")
+                )
+            })
+    }
+
     /// The engine's name as written in the configuration.
     pub fn name(self) -> &'static str {
-        match self {
-            Engine::Sqlite => "sqlite",
-            Engine::Duckdb => "duckdb",
-            Engine::File => "file",
-            Engine::Postgres => "postgres",
-        }
+        self.0
+    }
+
+    /// Whether the engine's live data is on a server (no file).
+    pub fn is_server(self) -> bool {
+        engine::is_server(self.0)
     }
 
     /// Guesses the engine of `path`: from its first bytes when it exists, else from its
     /// extension (`.duckdb`/`.ddb` → DuckDB, `.db`/`.sqlite`/`.sqlite3` → SQLite). A file is
-    /// never guessed to be [`Engine::Postgres`] (see [`is_postgres_url`]).
-    pub fn guess(path: &Path) -> Engine {
-        use std::io::Read;
-        let mut head = [0u8; 16];
-        if let Ok(mut f) = std::fs::File::open(path)
-            && f.read_exact(&mut head).is_ok()
-        {
-            if &head == b"SQLite format 3\0" {
-                return Engine::Sqlite;
-            }
-            if &head[8..12] == b"DUCK" {
-                return Engine::Duckdb;
-            }
-        }
-        match path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref()
-        {
-            Some("duckdb" | "ddb") => Engine::Duckdb,
-            Some("db" | "sqlite" | "sqlite3" | "db3") => Engine::Sqlite,
-            _ if path.exists() => Engine::File,
-            _ => Engine::Sqlite,
-        }
+    /// never guessed to be on a server.
+    pub fn guess(path: &Path) -> EngineKind {
+        EngineKind(engine::guess(path))
+    }
+
+    /// The engine of a database not named anywhere (a new file): SQLite when compiled in.
+    pub fn default_for_new() -> EngineKind {
+        EngineKind(engine::guess(Path::new("")))
     }
 }
 
-impl fmt::Display for Engine {
+impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
+        f.write_str(self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for EngineKind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        EngineKind::parse(&name).map_err(serde::de::Error::custom)
     }
 }
 
@@ -189,1008 +197,16 @@ impl SnapshotType {
     }
 }
 
-/// A duration written as text: `90s`, `30m`, `12h`, `7d`, `2w`, or sums like `1d12h`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
-
-impl HumanDuration {
-    /// Parses `90s`, `30m`, `12h`, `7d`, `2w`, `1d12h` (a bare number is seconds).
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] naming what is wrong.
-    pub fn parse(text: &str) -> Result<Self> {
-        let t = text.trim();
-        if t.is_empty() {
-            return Err(invalid("duration", "empty duration"));
-        }
-        if let Ok(secs) = t.parse::<u64>() {
-            return Ok(HumanDuration(Duration::from_secs(secs)));
-        }
-        let mut total: u64 = 0;
-        let mut num = String::new();
-        for c in t.chars() {
-            if c.is_ascii_digit() {
-                num.push(c);
-                continue;
-            }
-            let unit: u64 = match c {
-                's' => 1,
-                'm' => 60,
-                'h' => 3600,
-                'd' => 86_400,
-                'w' => 7 * 86_400,
-                _ => {
-                    return Err(invalid(
-                        "duration",
-                        format!("{text:?}: unknown unit {c:?} (use s, m, h, d, w)"),
-                    ));
-                }
-            };
-            let n: u64 = num.parse().map_err(|_| {
-                invalid("duration", format!("{text:?}: a number must precede {c:?}"))
-            })?;
-            num.clear();
-            total = n
-                .checked_mul(unit)
-                .and_then(|v| total.checked_add(v))
-                .ok_or_else(|| invalid("duration", format!("{text:?} is too long")))?;
-        }
-        if !num.is_empty() {
-            return Err(invalid(
-                "duration",
-                format!("{text:?}: the last number has no unit (s, m, h, d, w)"),
-            ));
-        }
-        Ok(HumanDuration(Duration::from_secs(total)))
-    }
-
-    /// As a chrono duration.
-    pub fn to_chrono(self) -> chrono::Duration {
-        chrono::Duration::from_std(self.0).unwrap_or(chrono::Duration::MAX)
-    }
-}
-
-impl fmt::Display for HumanDuration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut s = self.0.as_secs();
-        if s == 0 {
-            return f.write_str("0s");
-        }
-        for (unit, len) in [
-            ("w", 604_800),
-            ("d", 86_400),
-            ("h", 3600),
-            ("m", 60),
-            ("s", 1),
-        ] {
-            if s >= len {
-                write!(f, "{}{unit}", s / len)?;
-                s %= len;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Secs(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Secs(s) => Ok(HumanDuration(Duration::from_secs(s))),
-            Raw::Text(t) => HumanDuration::parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl Serialize for HumanDuration {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-/// A size written as text: `500000`, `64KiB`, `10MB`, `1.5GiB`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
-
-impl ByteSize {
-    /// Parses a byte count with an optional unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB).
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] naming what is wrong.
-    pub fn parse(text: &str) -> Result<Self> {
-        let t = text.trim();
-        let split = t
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        let n: f64 = num
-            .parse()
-            .map_err(|_| invalid("size", format!("{text:?} does not start with a number")))?;
-        let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
-            "kb" | "k" => 1e3,
-            "mb" | "m" => 1e6,
-            "gb" | "g" => 1e9,
-            "tb" | "t" => 1e12,
-            "kib" => 1024.0,
-            "mib" => 1024.0 * 1024.0,
-            "gib" => 1024.0 * 1024.0 * 1024.0,
-            "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            other => {
-                return Err(invalid(
-                    "size",
-                    format!("{text:?}: unknown unit {other:?} (use B, KB, MB, GB, KiB, MiB, GiB)"),
-                ));
-            }
-        };
-        let bytes = n * mult;
-        if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-            return Err(invalid("size", format!("{text:?} is out of range")));
-        }
-        Ok(ByteSize(bytes.round() as u64))
-    }
-}
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bytes(u64),
-            Text(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bytes(b) => Ok(ByteSize(b)),
-            Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
-        }
-    }
-}
-
-impl Serialize for ByteSize {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        s.serialize_u64(self.0)
-    }
-}
-
-/// Retention rules as written in the configuration (human durations and sizes).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RetentionConfig {
-    /// Keep the `n` newest snapshots.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_last: Option<usize>,
-    /// Keep every snapshot younger than this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_within: Option<HumanDuration>,
-    /// Keep the newest of each of the last `n` hours.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_hourly: Option<usize>,
-    /// Keep the newest of each of the last `n` days.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_daily: Option<usize>,
-    /// Keep the newest of each of the last `n` ISO weeks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_weekly: Option<usize>,
-    /// Keep the newest of each of the last `n` months.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_monthly: Option<usize>,
-    /// Keep the newest of each of the last `n` years.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_yearly: Option<usize>,
-    /// Drop the oldest unguarded snapshots until the total fits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_total_size: Option<ByteSize>,
-    /// How long a pre-restore safety snapshot is kept whatever the rules say.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub safety_grace: Option<HumanDuration>,
-}
-
-impl RetentionConfig {
-    /// The library policy these rules describe.
-    ///
-    /// # Errors
-    /// [`Error::RetentionKeepsNothing`] when no keep rule has a positive value.
-    pub fn policy(&self) -> Result<RetentionPolicy> {
-        let mut p = RetentionPolicy::new();
-        if let Some(n) = self.keep_last {
-            p = p.keep_last(n);
-        }
-        if let Some(d) = self.keep_within {
-            p = p.keep_within(d.to_chrono());
-        }
-        if let Some(n) = self.keep_hourly {
-            p = p.keep_hourly(n);
-        }
-        if let Some(n) = self.keep_daily {
-            p = p.keep_daily(n);
-        }
-        if let Some(n) = self.keep_weekly {
-            p = p.keep_weekly(n);
-        }
-        if let Some(n) = self.keep_monthly {
-            p = p.keep_monthly(n);
-        }
-        if let Some(n) = self.keep_yearly {
-            p = p.keep_yearly(n);
-        }
-        if let Some(b) = self.max_total_size {
-            p = p.max_total_bytes(b.0);
-        }
-        if let Some(g) = self.safety_grace {
-            p = p.safety_grace(g.to_chrono());
-        }
-        p.validate()?;
-        Ok(p)
-    }
-}
-
-/// One scheduled job of `[[schedule.jobs]]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JobConfig {
-    /// Unique name; the job's snapshots are recorded with operation `scheduled` and this name as
-    /// their entity type.
-    pub name: String,
-    /// When: a 5-field cron expression or a preset (`hourly`, `daily`, `weekly`, `@hourly`, …).
-    pub cron: Schedule,
-    /// What each run takes.
-    #[serde(default, rename = "type")]
-    pub kind: SnapshotType,
-    /// The interval gate: skip a run when the job's last snapshot is younger than this.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_interval: Option<HumanDuration>,
-    /// Retention of this job's own snapshots, applied after each of its runs (the store-wide
-    /// policy still applies to every snapshot).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<RetentionConfig>,
-}
-
-/// `[database]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDatabase {
-    path: Option<toml::Spanned<PathBuf>>,
-    engine: Option<toml::Spanned<Engine>>,
-    url: Option<toml::Spanned<String>>,
-    url_env: Option<toml::Spanned<String>>,
-    schema: Option<toml::Spanned<String>>,
-    tables: Option<toml::Spanned<Vec<String>>>,
-}
-
-/// Whether `text` is a PostgreSQL URL: it starts with `postgres://` or `postgresql://` (any
-/// case). Such a value given as `--db` or `SNAPSHOT_DB` names a PostgreSQL database.
-pub fn is_postgres_url(text: &str) -> bool {
-    let t = text.trim_start().as_bytes();
-    ["postgres://", "postgresql://"]
-        .iter()
-        .any(|p| t.len() >= p.len() && t[..p.len()].eq_ignore_ascii_case(p.as_bytes()))
-}
-
-/// PostgreSQL connection settings (a URL or a libpq `key=value` string) with the password
-/// replaced by `***`, and the password itself (to scrub it from messages).
-fn redact_settings(text: &str) -> (String, Option<String>) {
-    if is_postgres_url(text) {
-        return redact_url(text);
-    }
-    redact_key_values(text)
-}
-
-/// `postgres://user:***@host/db?password=***`: the credentials end at the first `@` (as the
-/// client parses them); query parameters named like a password are redacted too.
-fn redact_url(text: &str) -> (String, Option<String>) {
-    let (scheme, rest) = text.split_once("://").unwrap_or(("", text));
-    let mut password = None;
-    let mut out = format!("{scheme}://");
-    let rest = match rest.split_once('@') {
-        Some((creds, tail)) => {
-            match creds.split_once(':') {
-                Some((user, pw)) => {
-                    password = Some(pw.to_string());
-                    out.push_str(user);
-                    out.push_str(":***");
-                }
-                None => out.push_str(creds),
-            }
-            out.push('@');
-            tail
-        }
-        None => rest,
-    };
-    match rest.split_once('?') {
-        Some((head, query)) => {
-            out.push_str(head);
-            out.push('?');
-            let params: Vec<String> = query
-                .split('&')
-                .map(|kv| match kv.split_once('=') {
-                    Some((k, v)) if k.to_ascii_lowercase().contains("password") => {
-                        password = password.clone().or_else(|| Some(v.to_string()));
-                        format!("{k}=***")
-                    }
-                    _ => kv.to_string(),
-                })
-                .collect();
-            out.push_str(&params.join("&"));
-        }
-        None => out.push_str(rest),
-    }
-    (out, password.filter(|p| !p.is_empty()))
-}
-
-/// `host=h password=*** dbname=d`: libpq's `key = value` pairs, a value bare or in single
-/// quotes with backslash escapes.
-fn redact_key_values(text: &str) -> (String, Option<String>) {
-    let mut out = String::with_capacity(text.len());
-    let mut password = None;
-    let mut chars = text.char_indices().peekable();
-    while let Some(&(start, c)) = chars.peek() {
-        if c.is_whitespace() {
-            out.push(c);
-            chars.next();
-            continue;
-        }
-        // The keyword, up to whitespace or `=`.
-        let mut end = start;
-        while let Some(&(i, c)) = chars.peek() {
-            if c.is_whitespace() || c == '=' {
-                break;
-            }
-            end = i + c.len_utf8();
-            chars.next();
-        }
-        let keyword = &text[start..end];
-        out.push_str(keyword);
-        // Whitespace, `=`, whitespace.
-        while let Some(&(_, c)) = chars.peek() {
-            if c.is_whitespace() || c == '=' {
-                out.push(c);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        // The value.
-        let mut value = String::new();
-        let mut raw = String::new();
-        if chars.peek().is_some_and(|&(_, c)| c == '\'') {
-            raw.push('\'');
-            chars.next();
-            while let Some((_, c)) = chars.next() {
-                raw.push(c);
-                match c {
-                    '\\' => {
-                        if let Some((_, n)) = chars.next() {
-                            raw.push(n);
-                            value.push(n);
-                        }
-                    }
-                    '\'' => break,
-                    c => value.push(c),
-                }
-            }
-        } else {
-            while let Some(&(_, c)) = chars.peek() {
-                if c.is_whitespace() {
-                    break;
-                }
-                raw.push(c);
-                chars.next();
-                if c == '\\' {
-                    if let Some((_, n)) = chars.next() {
-                        raw.push(n);
-                        value.push(n);
-                    }
-                } else {
-                    value.push(c);
-                }
-            }
-        }
-        if keyword.to_ascii_lowercase().contains("password") {
-            out.push_str("***");
-            if !value.is_empty() {
-                password = Some(value);
-            }
-        } else {
-            out.push_str(&raw);
-        }
-    }
-    (out, password)
-}
-
-/// `message` with every occurrence of the password of `settings` replaced by `***`.
-fn scrub(message: &str, settings: &str) -> String {
-    match redact_settings(settings).1 {
-        Some(pw) => message.replace(&pw, "***"),
-        None => message.to_string(),
-    }
-}
-
-/// Why `settings` cannot be PostgreSQL connection settings (the message carries no password).
-fn check_pg_settings(settings: &str) -> std::result::Result<(), String> {
-    let t = settings.trim();
-    if t.is_empty() {
-        return Err("the PostgreSQL settings are empty".into());
-    }
-    if let Some((scheme, _)) = t.split_once("://")
-        && !is_postgres_url(t)
-        && !scheme.contains(char::is_whitespace)
-        && !scheme.contains('=')
-    {
-        return Err(format!(
-            "a {scheme}:// URL is not a PostgreSQL URL (postgres:// or postgresql://)"
-        ));
-    }
-    #[cfg(feature = "postgres")]
-    {
-        use std::str::FromStr;
-        if let Err(e) = ::postgres::Config::from_str(&normalize_scheme(t)) {
-            let mut detail = e.to_string();
-            let mut cause = std::error::Error::source(&e);
-            while let Some(c) = cause {
-                detail.push_str(": ");
-                detail.push_str(&c.to_string());
-                cause = c.source();
-            }
-            return Err(format!(
-                "cannot parse the PostgreSQL settings ({}; expected \
-                 postgres://user[:password]@host[:port]/database or libpq key=value pairs)",
-                scrub(&detail, t)
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// The settings with a URL's scheme in lower case (the client only knows `postgres://` and
-/// `postgresql://`).
-fn normalize_scheme(settings: &str) -> String {
-    let t = settings.trim();
-    match t.split_once("://") {
-        Some((scheme, rest)) if is_postgres_url(t) => {
-            format!("{}://{rest}", scheme.to_ascii_lowercase())
-        }
-        _ => t.to_string(),
-    }
-}
-
-/// Where the PostgreSQL connection settings come from.
-#[derive(Clone, PartialEq, Eq)]
-enum PgSettings {
-    /// A URL or `key=value` string, maybe with a password; `from` names the variable it was
-    /// read from, if any.
-    Given { text: String, from: Option<String> },
-    /// libpq's variables (`PGHOST`, …), read when the source is made.
-    Libpq,
-}
-
-/// A PostgreSQL database of the configuration: `[database] engine = "postgres"` with `url`,
-/// `url_env` or neither (the environment), or a `postgres://` URL given as `--db` or
-/// `SNAPSHOT_DB`.
-///
-/// Its `Debug` output and [`describe`](Self::describe) never show the password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct PostgresConfig {
-    settings: PgSettings,
-    /// The schema whose tables are snapshotted (`None`: `public`).
-    pub schema: Option<String>,
-    /// The tables snapshotted (`None`: every table of the schema).
-    pub tables: Option<Vec<String>>,
-}
-
-impl fmt::Debug for PostgresConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresConfig")
-            .field("settings", &self.describe())
-            .field("schema", &self.schema)
-            .field("tables", &self.tables)
-            .finish()
-    }
-}
-
-impl PostgresConfig {
-    /// The connection settings as given, password included (`None`: libpq's environment
-    /// variables). Never print them: [`describe`](Self::describe) is for people.
-    pub fn settings(&self) -> Option<&str> {
-        match &self.settings {
-            PgSettings::Given { text, .. } => Some(text),
-            PgSettings::Libpq => None,
-        }
-    }
-
-    /// The settings for people, password replaced by `***`:
-    /// `postgres://app:***@127.0.0.1:5432/equipment`, `$EQUIPMENT_PG_URL =
-    /// postgres://…`, or `libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE,
-    /// PGPASSWORD)`.
-    pub fn describe(&self) -> String {
-        match &self.settings {
-            PgSettings::Given { text, from } => {
-                let shown = redact_settings(text).0;
-                match from {
-                    Some(var) => format!("${var} = {shown}"),
-                    None => shown,
-                }
-            }
-            PgSettings::Libpq => {
-                "libpq environment (PGHOST, PGPORT, PGUSER, PGDATABASE, PGPASSWORD)".into()
-            }
-        }
-    }
-
-    /// `message` with the password of the settings replaced by `***`.
-    pub fn scrub(&self, message: &str) -> String {
-        match self.settings() {
-            Some(s) => scrub(message, s),
-            None => message.to_string(),
-        }
-    }
-
-    /// The source these settings describe (nothing is connected yet).
-    ///
-    /// # Errors
-    /// [`Error::InvalidInput`] when the settings (or `PGPORT`) cannot be parsed.
-    #[cfg(feature = "postgres")]
-    pub fn source(&self) -> Result<snapshot::PostgresSource> {
-        let mut source = match self.settings() {
-            Some(s) => snapshot::PostgresSource::new(s).map_err(|e| match e {
-                Error::InvalidInput { field, reason } => Error::InvalidInput {
-                    field,
-                    reason: self.scrub(&reason),
-                },
-                other => other,
-            })?,
-            None => snapshot::PostgresSource::from_env()?,
-        };
-        if let Some(schema) = &self.schema {
-            source = source.schema(schema.clone());
-        }
-        if let Some(tables) = &self.tables {
-            source = source.tables(tables.clone());
-        }
-        Ok(source)
-    }
-
-    /// Where the data lives, without a password: the source's location
-    /// (`postgres://user@host:port/database`, `?schema=…` for another schema than `public`),
-    /// else (a build without the `postgres` feature) the redacted settings.
-    pub fn location(&self) -> String {
-        #[cfg(feature = "postgres")]
-        if let Ok(s) = self.source() {
-            return snapshot::source::Source::path(&s).display().to_string();
-        }
-        self.describe()
-    }
-}
-
-/// `[store]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStore {
-    dir: Option<toml::Spanned<PathBuf>>,
-}
-
-/// `[exports]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawExports {
-    tables: Option<toml::Spanned<Vec<String>>>,
-}
-
-/// `[status]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStatus {
-    table: Option<toml::Spanned<String>>,
-    order_by: Option<toml::Spanned<String>>,
-}
-
-/// `[schedule]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawSchedule {
-    log: Option<toml::Spanned<PathBuf>>,
-    log_max_size: Option<toml::Spanned<ByteSize>>,
-    log_keep: Option<toml::Spanned<usize>>,
-    timezone: Option<toml::Spanned<TimeZone>>,
-    #[serde(default)]
-    jobs: Vec<toml::Spanned<JobConfig>>,
-}
-
-/// Key columns written as one name or a list of names.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-enum RawKey {
-    One(String),
-    Many(Vec<String>),
-}
-
-impl RawKey {
-    fn columns(&self) -> Vec<String> {
-        match self {
-            RawKey::One(c) => vec![c.clone()],
-            RawKey::Many(c) => c.clone(),
-        }
-    }
-}
-
-/// One `cascade = [{ table, column, key }]` entry of an entity.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCascade {
-    table: String,
-    column: String,
-    key: Option<RawKey>,
-}
-
-/// `[entities.<name>]`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawEntity {
-    table: Option<String>,
-    column: Option<String>,
-    key: Option<RawKey>,
-    #[serde(default)]
-    cascade: Vec<RawCascade>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    database: RawDatabase,
-    #[serde(default)]
-    store: RawStore,
-    retention: Option<toml::Spanned<RetentionConfig>>,
-    #[serde(default)]
-    exports: RawExports,
-    #[serde(default)]
-    status: RawStatus,
-    #[serde(default)]
-    schedule: RawSchedule,
-    #[serde(default)]
-    entities: BTreeMap<String, toml::Spanned<RawEntity>>,
-}
-
-/// Where an effective value came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Origin {
-    /// Built in.
-    Default,
-    /// Derived from another value (e.g. the store beside the database).
-    Derived {
-        /// How.
-        from: String,
-    },
-    /// The configuration file, at this line.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-    },
-    /// An environment variable.
-    Env {
-        /// Its name.
-        var: String,
-    },
-    /// A command-line flag.
-    Flag {
-        /// The flag, e.g. `--db`.
-        flag: String,
-    },
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Default => f.write_str("default"),
-            Origin::Derived { from } => write!(f, "default ({from})"),
-            Origin::File { path, line } => write!(f, "{}:{line}", path.display()),
-            Origin::Env { var } => write!(f, "env {var}"),
-            Origin::Flag { flag } => write!(f, "flag {flag}"),
-        }
-    }
-}
-
-/// The layers of the configuration, lowest precedence first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Layer {
-    File,
-    Env,
-    Flag,
-}
-
-/// A database as one layer names it.
-#[derive(Debug, Clone)]
-enum DbValue {
-    /// A file (absolute).
-    Path(PathBuf),
-    /// A PostgreSQL server.
-    Postgres(PgSettings),
-    /// A value of `SNAPSHOT_DB` or `--db` that is not a PostgreSQL URL: a file, or libpq
-    /// settings when the engine says postgres.
-    Text(String),
-}
-
-impl fmt::Debug for PgSettings {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PgSettings::Given { text, from } => f
-                .debug_struct("Given")
-                .field("text", &redact_settings(text).0)
-                .field("from", from)
-                .finish(),
-            PgSettings::Libpq => f.write_str("Libpq"),
-        }
-    }
-}
-
-/// The database of one layer, and where it was given.
-#[derive(Debug, Clone)]
-struct GivenDb {
-    value: DbValue,
-    layer: Layer,
-    origin: Origin,
-}
-
-impl GivenDb {
-    /// `SNAPSHOT_DB` or `--db`: a PostgreSQL URL, or a text resolved once the engine is known.
-    fn from_text(text: &str, layer: Layer, origin: Origin) -> GivenDb {
-        let value = if is_postgres_url(text) {
-            DbValue::Postgres(PgSettings::Given {
-                text: normalize_scheme(text),
-                from: None,
-            })
-        } else {
-            DbValue::Text(text.to_string())
-        };
-        GivenDb {
-            value,
-            layer,
-            origin,
-        }
-    }
-}
-
-/// The database the file's `[database]` table names, after checking that its keys fit
-/// together: a file (`path`), a PostgreSQL server (`url`, `url_env`, or `engine = "postgres"`
-/// alone), or nothing. Errors name the file and line, `[database]` and the key.
-fn file_database(
-    raw: &RawDatabase,
-    at: &dyn Fn(std::ops::Range<usize>) -> Origin,
-    abs: &dyn Fn(&Path) -> PathBuf,
-    vars: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<GivenDb>> {
-    let bad = |field: &'static str, key: &str, span: std::ops::Range<usize>, reason: String| {
-        invalid(field, format!("{}: [database] {key}: {reason}", at(span)))
-    };
-    let engine = raw.database_engine();
-    let pg_keys = raw.url.is_some() || raw.url_env.is_some();
-    if let (Some(u), Some(e)) = (&raw.url, &raw.url_env) {
-        return Err(bad(
-            "database.url_env",
-            "url_env",
-            e.span(),
-            format!(
-                "give url (line {}) or url_env, not both",
-                line_of(&at(u.span()))
-            ),
-        ));
-    }
-    if let Some(p) = &raw.path {
-        let text = p.get_ref().to_string_lossy();
-        if is_postgres_url(&text) {
-            return Err(bad(
-                "database.path",
-                "path",
-                p.span(),
-                format!(
-                    "{} is a PostgreSQL URL, not a file: write url = \"…\" (or url_env = \
-                     \"VARIABLE\" to keep the password out of this file) instead of path",
-                    redact_settings(&text).0
-                ),
-            ));
-        }
-        if pg_keys {
-            let (key, span) = match (&raw.url, &raw.url_env) {
-                (Some(u), _) => ("url", u.span()),
-                (_, Some(e)) => ("url_env", e.span()),
-                _ => unreachable!("pg_keys"),
-            };
-            return Err(bad(
-                if key == "url" {
-                    "database.url"
-                } else {
-                    "database.url_env"
-                },
-                key,
-                span,
-                format!(
-                    "names a PostgreSQL server, but path (line {}) names a database file: keep one",
-                    line_of(&at(p.span()))
-                ),
-            ));
-        }
-        if engine == Some(Engine::Postgres) {
-            return Err(bad(
-                "database.path",
-                "path",
-                p.span(),
-                "engine = \"postgres\" takes url or url_env (or neither: the environment), \
-                 not a file path"
-                    .into(),
-            ));
-        }
-    }
-    if pg_keys
-        && let Some(e) = &raw.engine
-        && *e.get_ref() != Engine::Postgres
-    {
-        return Err(bad(
-            "database.engine",
-            "engine",
-            e.span(),
-            format!(
-                "url / url_env name a PostgreSQL server, but engine is {}: make it \"postgres\" \
-                 or leave it out",
-                e.get_ref()
-            ),
-        ));
-    }
-    let file_engine = raw.path.is_some() || engine.is_some_and(|e| e != Engine::Postgres);
-    if file_engine {
-        let what = match (engine, &raw.path) {
-            (Some(e), _) => format!("a {e} database"),
-            (None, Some(p)) => format!("the database file {}", p.get_ref().display()),
-            (None, None) => "a database file".into(),
-        };
-        if let Some(sc) = &raw.schema {
-            return Err(bad(
-                "database.schema",
-                "schema",
-                sc.span(),
-                format!("applies to a PostgreSQL database (engine = \"postgres\"), not to {what}"),
-            ));
-        }
-        if let Some(t) = &raw.tables {
-            return Err(bad(
-                "database.tables",
-                "tables",
-                t.span(),
-                format!(
-                    "applies to a PostgreSQL database (engine = \"postgres\"), not to {what} \
-                     (the tables of exports are [exports] tables)"
-                ),
-            ));
-        }
-    }
-    if let Some(sc) = &raw.schema
-        && sc.get_ref().trim().is_empty()
-    {
-        return Err(bad(
-            "database.schema",
-            "schema",
-            sc.span(),
-            "must not be empty (leave it out for public)".into(),
-        ));
-    }
-    if let Some(t) = &raw.tables {
-        if t.get_ref().is_empty() {
-            return Err(bad(
-                "database.tables",
-                "tables",
-                t.span(),
-                "must name at least one table (leave it out for every table of the schema)".into(),
-            ));
-        }
-        if t.get_ref().iter().any(|n| n.trim().is_empty()) {
-            return Err(bad(
-                "database.tables",
-                "tables",
-                t.span(),
-                "a table name must not be empty".into(),
-            ));
-        }
-    }
-
-    if let Some(p) = &raw.path {
-        return Ok(Some(GivenDb {
-            value: DbValue::Path(abs(p.get_ref())),
-            layer: Layer::File,
-            origin: at(p.span()),
-        }));
-    }
-    if let Some(u) = &raw.url {
-        check_pg_settings(u.get_ref())
-            .map_err(|reason| bad("database.url", "url", u.span(), reason))?;
-        return Ok(Some(GivenDb {
-            value: DbValue::Postgres(PgSettings::Given {
-                text: normalize_scheme(u.get_ref()),
-                from: None,
-            }),
-            layer: Layer::File,
-            origin: at(u.span()),
-        }));
-    }
-    if let Some(e) = &raw.url_env {
-        let var = e.get_ref().trim();
-        if var.is_empty() || var.contains(['=', '\0']) {
-            return Err(bad(
-                "database.url_env",
-                "url_env",
-                e.span(),
-                format!("{var:?} is not the name of an environment variable"),
-            ));
-        }
-        let Some(text) = vars(var) else {
-            return Err(bad(
-                "database.url_env",
-                "url_env",
-                e.span(),
-                format!(
-                    "the environment variable {var} is not set (or empty): set it to the \
-                     PostgreSQL URL (postgres://user:password@host:port/database)"
-                ),
-            ));
-        };
-        check_pg_settings(&text).map_err(|reason| {
-            bad(
-                "database.url_env",
-                "url_env",
-                e.span(),
-                format!("the value of {var}: {reason}"),
-            )
-        })?;
-        return Ok(Some(GivenDb {
-            value: DbValue::Postgres(PgSettings::Given {
-                text: normalize_scheme(&text),
-                from: Some(var.to_string()),
-            }),
-            layer: Layer::File,
-            origin: at(e.span()),
-        }));
-    }
-    if engine == Some(Engine::Postgres)
-        && let Some(e) = &raw.engine
-    {
-        return Ok(Some(GivenDb {
-            value: DbValue::Postgres(PgSettings::Libpq),
-            layer: Layer::File,
-            origin: at(e.span()),
-        }));
-    }
-    Ok(None)
-}
-
-/// The line of a file origin (0 for others).
-fn line_of(origin: &Origin) -> usize {
-    match origin {
-        Origin::File { line, .. } => *line,
-        _ => 0,
-    }
-}
-
-impl RawDatabase {
-    fn database_engine(&self) -> Option<Engine> {
-        self.engine.as_ref().map(|e| *e.get_ref())
-    }
-}
-
 /// Values given on the command line (highest precedence).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     /// `--config`.
     pub config: Option<PathBuf>,
-    /// `--db`: a database file, or a PostgreSQL URL (see [`is_postgres_url`]).
+    /// `--db`: a database file, or a server's URL (`postgres://…`).
     pub db: Option<PathBuf>,
     /// `--engine`.
-    pub engine: Option<Engine>,
-    /// `--pg-schema`: the schema of a PostgreSQL database.
+    pub engine: Option<EngineKind>,
+    /// `--pg-schema`: the schema of a database on a server.
     pub pg_schema: Option<String>,
     /// `--store`.
     pub store: Option<PathBuf>,
@@ -1203,13 +219,13 @@ pub struct Overrides {
 pub struct Config {
     /// The configuration file read, if any.
     pub file: Option<PathBuf>,
-    /// The database file (absolute), when one is configured (`None` for a PostgreSQL
-    /// database: see [`postgres`](Self::postgres)).
+    /// The database file (absolute), when one is configured (`None` for a database on a
+    /// server: see [`server`](Self::server)).
     pub database: Option<PathBuf>,
-    /// Its engine ([`Engine::Postgres`] exactly when [`postgres`](Self::postgres) is set).
-    pub engine: Engine,
-    /// The PostgreSQL database, when the engine is [`Engine::Postgres`].
-    pub postgres: Option<PostgresConfig>,
+    /// Its engine (a server engine exactly when [`server`](Self::server) is set).
+    pub engine: EngineKind,
+    /// The database on a server, when the engine keeps its data on one.
+    pub server: Option<ServerConfig>,
     /// The store directory (absolute).
     pub store: Option<PathBuf>,
     /// The store-wide retention rules (`None`: the library default, keep the last 10).
@@ -1301,371 +317,90 @@ impl Config {
         };
         let mut origins = BTreeMap::new();
 
-        // [database]: a file or a PostgreSQL server, then the engine.
-        let file_db = file_database(&raw.database, &|span| at(span), &|p| abs(&base, p), vars)?;
-        let mut db: Option<GivenDb> = file_db.clone();
-        if let Some(v) = vars("SNAPSHOT_DB") {
-            db = Some(GivenDb::from_text(
-                &v,
-                Layer::Env,
-                Origin::Env {
-                    var: "SNAPSHOT_DB".into(),
-                },
-            ));
-        }
-        if let Some(p) = &overrides.db {
-            let origin = Origin::Flag {
-                flag: "--db".into(),
-            };
-            db = Some(match p.to_str() {
-                Some(text) => GivenDb::from_text(text, Layer::Flag, origin),
-                None => GivenDb {
-                    value: DbValue::Path(abs(cwd, p)),
-                    layer: Layer::Flag,
-                    origin,
-                },
-            });
-        }
+        // [database]: a file or a server, then the engine.
+        let Database {
+            path: database,
+            engine,
+            server,
+        } = database::resolve(
+            &raw.database,
+            overrides,
+            vars,
+            cwd,
+            &at,
+            &|p| abs(&base, p),
+            &mut origins,
+        )?;
 
-        let mut engine_given: Option<(Engine, Layer, Origin)> = None;
-        if let Some(e) = &raw.database.engine {
-            engine_given = Some((*e.get_ref(), Layer::File, at(e.span())));
-        }
-        if let Some(e) = vars("SNAPSHOT_ENGINE") {
-            let parsed = match e.to_ascii_lowercase().as_str() {
-                "sqlite" => Engine::Sqlite,
-                "duckdb" => Engine::Duckdb,
-                "file" => Engine::File,
-                "postgres" | "postgresql" => Engine::Postgres,
-                _ => {
-                    return Err(invalid(
-                        "config",
-                        format!("SNAPSHOT_ENGINE={e:?}: expected sqlite, duckdb, file or postgres"),
-                    ));
-                }
-            };
-            engine_given = Some((
-                parsed,
-                Layer::Env,
-                Origin::Env {
-                    var: "SNAPSHOT_ENGINE".into(),
-                },
-            ));
-        }
-        if let Some(e) = overrides.engine {
-            engine_given = Some((
-                e,
-                Layer::Flag,
-                Origin::Flag {
-                    flag: "--engine".into(),
-                },
-            ));
-        }
-
-        // What the database is, given the engine: a text from the environment or a flag is a
-        // file unless it is a PostgreSQL URL or an engine at least as high says postgres.
-        let pg_engine_at =
-            |layer: Layer| matches!(&engine_given, Some((Engine::Postgres, l, _)) if *l >= layer);
-        let db = db.map(|g| match g.value {
-            DbValue::Text(t) if pg_engine_at(g.layer) => GivenDb {
-                value: DbValue::Postgres(PgSettings::Given {
-                    text: normalize_scheme(&t),
-                    from: None,
-                }),
-                ..g
-            },
-            DbValue::Text(t) => GivenDb {
-                value: DbValue::Path(abs(cwd, Path::new(&t))),
-                ..g
-            },
-            _ => g,
-        });
-
-        let mut database = None;
-        let mut pg_settings = None;
-        let engine = match (db, engine_given) {
-            (Some(g), eng) if matches!(g.value, DbValue::Postgres(_)) => {
-                let DbValue::Postgres(settings) = g.value else {
-                    unreachable!("matched above")
-                };
-                let engine_origin = match eng {
-                    Some((e, l, o)) if l >= g.layer && e != Engine::Postgres => {
-                        return Err(invalid(
-                            "database.engine",
-                            format!(
-                                "{o}: engine {e} conflicts with the PostgreSQL database given by \
-                                 {}: leave the engine out or make it postgres",
-                                g.origin
-                            ),
-                        ));
-                    }
-                    Some((Engine::Postgres, _, o)) => o,
-                    _ => Origin::Derived {
-                        from: format!("the database ({}) is a PostgreSQL server", g.origin),
-                    },
-                };
-                origins.insert("database.engine", engine_origin);
-                let settings = match settings {
-                    PgSettings::Libpq => match vars("SNAPSHOT_PG_URL") {
-                        Some(url) => {
-                            check_pg_settings(&url).map_err(|reason| {
-                                invalid("database.url", format!("env SNAPSHOT_PG_URL: {reason}"))
-                            })?;
-                            origins.insert(
-                                "database.url",
-                                Origin::Env {
-                                    var: "SNAPSHOT_PG_URL".into(),
-                                },
-                            );
-                            PgSettings::Given {
-                                text: normalize_scheme(&url),
-                                from: Some("SNAPSHOT_PG_URL".into()),
-                            }
-                        }
-                        None => {
-                            origins.insert(
-                                "database.url",
-                                Origin::Derived {
-                                    from: "libpq environment variables".into(),
-                                },
-                            );
-                            PgSettings::Libpq
-                        }
-                    },
-                    PgSettings::Given { text, from } => {
-                        if g.layer != Layer::File {
-                            // The file's own values were checked as they were read.
-                            check_pg_settings(&text).map_err(|reason| {
-                                invalid("database.url", format!("{}: {reason}", g.origin))
-                            })?;
-                        }
-                        origins.insert("database.url", g.origin.clone());
-                        PgSettings::Given { text, from }
-                    }
-                };
-                pg_settings = Some(settings);
-                Engine::Postgres
-            }
-            (Some(g), eng) => {
-                let DbValue::Path(path) = g.value else {
-                    unreachable!("texts were resolved above")
-                };
-                origins.insert("database.path", g.origin.clone());
-                let engine = match eng {
-                    Some((Engine::Postgres, l, o)) if l >= g.layer => {
-                        return Err(invalid(
-                            "database.engine",
-                            format!(
-                                "{o}: engine postgres, but the database {} ({}) is a file: \
-                                 name the server with --db postgres://…, SNAPSHOT_DB or \
-                                 [database] url / url_env",
-                                path.display(),
-                                g.origin
-                            ),
-                        ));
-                    }
-                    Some((e, _, o)) if e != Engine::Postgres => {
-                        origins.insert("database.engine", o);
-                        e
-                    }
-                    _ => {
-                        origins.insert(
-                            "database.engine",
-                            Origin::Derived {
-                                from: "guessed from the database file".into(),
-                            },
-                        );
-                        Engine::guess(&path)
-                    }
-                };
-                database = Some(path);
-                engine
-            }
-            (None, Some((e, _, o))) => {
-                origins.insert("database.engine", o);
-                e
-            }
-            (None, None) => {
-                origins.insert("database.engine", Origin::Default);
-                Engine::Sqlite
-            }
-        };
-
-        // A postgres engine with no database named anywhere: the settings of the environment.
-        if engine == Engine::Postgres && pg_settings.is_none() {
-            pg_settings = Some(match vars("SNAPSHOT_PG_URL") {
-                Some(url) => {
-                    check_pg_settings(&url).map_err(|reason| {
-                        invalid("database.url", format!("env SNAPSHOT_PG_URL: {reason}"))
-                    })?;
-                    origins.insert(
-                        "database.url",
-                        Origin::Env {
-                            var: "SNAPSHOT_PG_URL".into(),
-                        },
-                    );
-                    PgSettings::Given {
-                        text: normalize_scheme(&url),
-                        from: Some("SNAPSHOT_PG_URL".into()),
-                    }
-                }
-                None => {
-                    origins.insert(
-                        "database.url",
-                        Origin::Derived {
-                            from: "libpq environment variables".into(),
-                        },
-                    );
-                    PgSettings::Libpq
-                }
-            });
-        }
-
-        // schema and tables of a PostgreSQL database.
-        let postgres = match pg_settings {
-            Some(settings) => {
-                let mut schema = None;
-                origins.insert("database.schema", Origin::Default);
-                if let Some(sc) = &raw.database.schema {
-                    schema = Some(sc.get_ref().clone());
-                    origins.insert("database.schema", at(sc.span()));
-                }
-                if let Some(sc) = &overrides.pg_schema {
-                    if sc.trim().is_empty() {
-                        return Err(invalid(
-                            "database.schema",
-                            "flag --pg-schema: the schema name must not be empty",
-                        ));
-                    }
-                    schema = Some(sc.clone());
-                    origins.insert(
-                        "database.schema",
-                        Origin::Flag {
-                            flag: "--pg-schema".into(),
-                        },
-                    );
-                }
-                let tables = raw.database.tables.as_ref().map(|t| t.get_ref().clone());
-                origins.insert(
-                    "database.tables",
-                    raw.database
-                        .tables
-                        .as_ref()
-                        .map_or(Origin::Default, |t| at(t.span())),
-                );
-                Some(PostgresConfig {
-                    settings,
-                    schema,
-                    tables,
-                })
-            }
-            None => {
-                if overrides.pg_schema.is_some() {
-                    return Err(invalid(
-                        "database.schema",
-                        format!(
-                            "flag --pg-schema applies to a PostgreSQL database; the database is \
-                             {} ({engine})",
-                            database.as_deref().map_or_else(
-                                || "not configured".to_string(),
-                                |p| p.display().to_string()
-                            )
-                        ),
-                    ));
-                }
-                None
-            }
-        };
-
-        // store.dir
-        let mut store = None;
-        if let Some(p) = &raw.store.dir {
-            store = Some(abs(&base, p.get_ref()));
-            origins.insert("store.dir", at(p.span()));
-        }
-        if let Some(p) = vars("SNAPSHOT_STORE") {
-            store = Some(abs(cwd, Path::new(&p)));
-            origins.insert(
-                "store.dir",
-                Origin::Env {
-                    var: "SNAPSHOT_STORE".into(),
-                },
-            );
-        }
-        if let Some(p) = &overrides.store {
-            store = Some(abs(cwd, p));
-            origins.insert(
-                "store.dir",
-                Origin::Flag {
-                    flag: "--store".into(),
-                },
-            );
-        }
-        if store.is_none()
-            && let Some(db) = &database
-        {
-            store = Some(db.parent().unwrap_or(cwd).join("backups"));
+        // Keys given by the file, a variable and a flag, highest wins.
+        let store = layered(
+            &mut origins,
+            vars,
+            "store.dir",
+            raw.store
+                .dir
+                .as_ref()
+                .map(|p| (abs(&base, p.get_ref()), at(p.span()))),
+            &[("SNAPSHOT_STORE", &|v: String| abs(cwd, Path::new(&v)))],
+            overrides.store.as_ref().map(|p| ("--store", abs(cwd, p))),
+        )
+        .or_else(|| {
+            let db = database.as_ref()?;
             origins.insert(
                 "store.dir",
                 Origin::Derived {
                     from: "`backups` beside the database".into(),
                 },
             );
-        }
-
-        let retention = raw.retention.as_ref().map(|r| r.get_ref().clone());
-        match &raw.retention {
-            Some(r) => {
-                r.get_ref().policy().map_err(|e| {
-                    invalid("config", format!("[retention] ({}): {e}", at(r.span())))
-                })?;
-                origins.insert("retention", at(r.span()));
-            }
-            None => {
-                origins.insert("retention", Origin::Default);
-            }
-        }
-
-        let export_tables = raw.exports.tables.as_ref().map(|t| t.get_ref().clone());
-        origins.insert(
-            "exports.tables",
-            raw.exports
-                .tables
+            Some(db.parent().unwrap_or(cwd).join("backups"))
+        });
+        let status_table = layered(
+            &mut origins,
+            vars,
+            "status.table",
+            raw.status
+                .table
                 .as_ref()
-                .map_or(Origin::Default, |t| at(t.span())),
+                .map(|t| (t.get_ref().clone(), at(t.span()))),
+            &[("SNAPSHOT_TABLE", &|v: String| v)],
+            overrides.table.clone().map(|t| ("--table", t)),
         );
 
-        let mut status_table = None;
-        origins.insert("status.table", Origin::Default);
-        if let Some(t) = &raw.status.table {
-            status_table = Some(t.get_ref().clone());
-            origins.insert("status.table", at(t.span()));
+        let retention = raw.retention.as_ref().map(|r| r.get_ref().clone());
+        if let Some(r) = &raw.retention {
+            r.get_ref()
+                .policy()
+                .map_err(|e| invalid("config", format!("[retention] ({}): {e}", at(r.span()))))?;
         }
-        if let Some(t) = vars("SNAPSHOT_TABLE") {
-            status_table = Some(t);
-            origins.insert(
-                "status.table",
-                Origin::Env {
-                    var: "SNAPSHOT_TABLE".into(),
-                },
-            );
-        }
-        if let Some(t) = &overrides.table {
-            status_table = Some(t.clone());
-            origins.insert(
-                "status.table",
-                Origin::Flag {
-                    flag: "--table".into(),
-                },
-            );
-        }
-        let status_order_by = raw.status.order_by.as_ref().map(|o| o.get_ref().clone());
+        let spanned = |span: Option<std::ops::Range<usize>>| span.map_or(Origin::Default, &at);
+        origins.insert(
+            "retention",
+            spanned(raw.retention.as_ref().map(|r| r.span())),
+        );
+        origins.insert(
+            "exports.tables",
+            spanned(raw.exports.tables.as_ref().map(|t| t.span())),
+        );
         origins.insert(
             "status.order_by",
-            raw.status
-                .order_by
-                .as_ref()
-                .map_or(Origin::Default, |o| at(o.span())),
+            spanned(raw.status.order_by.as_ref().map(|o| o.span())),
+        );
+        origins.insert(
+            "schedule.timezone",
+            spanned(raw.schedule.timezone.as_ref().map(|t| t.span())),
+        );
+        origins.insert(
+            "schedule.jobs",
+            spanned(raw.schedule.jobs.first().map(|j| j.span())),
+        );
+        origins.insert(
+            "entities",
+            spanned(
+                raw.entities
+                    .values()
+                    .map(|e| e.span())
+                    .min_by_key(|s| s.start),
+            ),
         );
 
         let schedule_log = match &raw.schedule.log {
@@ -1685,104 +420,35 @@ impl Config {
                 s.with_file_name(name)
             }),
         };
-        let schedule_log_max = raw
-            .schedule
-            .log_max_size
-            .as_ref()
-            .map_or(DEFAULT_LOG_MAX, |s| s.get_ref().0);
-        let schedule_log_keep = raw
-            .schedule
-            .log_keep
-            .as_ref()
-            .map_or(DEFAULT_LOG_KEEP, |s| *s.get_ref());
-        let timezone = raw
-            .schedule
-            .timezone
-            .as_ref()
-            .map_or(TimeZone::Local, |t| *t.get_ref());
-        origins.insert(
-            "schedule.timezone",
-            raw.schedule
-                .timezone
-                .as_ref()
-                .map_or(Origin::Default, |t| at(t.span())),
-        );
-
-        let jobs = {
-            let mut seen = std::collections::HashSet::new();
-            let mut jobs = Vec::new();
-            for j in &raw.schedule.jobs {
-                let job = j.get_ref();
-                if job.name.trim().is_empty() || snapshot::id::sanitize(&job.name) != job.name {
-                    return Err(invalid(
-                        "config",
-                        format!(
-                            "{}: job name {:?} must be letters, digits and dashes",
-                            at(j.span()),
-                            job.name
-                        ),
-                    ));
-                }
-                if !seen.insert(job.name.clone()) {
-                    return Err(invalid(
-                        "config",
-                        format!("{}: a second job is named {:?}", at(j.span()), job.name),
-                    ));
-                }
-                if let Some(r) = &job.retention {
-                    r.policy().map_err(|e| {
-                        invalid(
-                            "config",
-                            format!("{}: retention of job {:?}: {e}", at(j.span()), job.name),
-                        )
-                    })?;
-                }
-                jobs.push(job.clone());
-            }
-            origins.insert(
-                "schedule.jobs",
-                raw.schedule
-                    .jobs
-                    .first()
-                    .map_or(Origin::Default, |j| at(j.span())),
-            );
-            jobs
-        };
-
-        let mut entities = Vec::with_capacity(raw.entities.len());
-        for (name, e) in &raw.entities {
-            entities.push(entity_mapping(name, e.get_ref()).map_err(|reason| {
-                invalid(
-                    "config",
-                    format!("{}: [entities.{name}]: {reason}", at(e.span())),
-                )
-            })?);
-        }
-        origins.insert(
-            "entities",
-            raw.entities
-                .values()
-                .map(|e| e.span())
-                .min_by_key(|s| s.start)
-                .map_or(Origin::Default, at),
-        );
 
         Ok(Config {
-            file,
             database,
             engine,
-            postgres,
+            server,
             store,
             retention,
-            export_tables,
+            export_tables: raw.exports.tables.as_ref().map(|t| t.get_ref().clone()),
             status_table,
-            status_order_by,
+            status_order_by: raw.status.order_by.as_ref().map(|o| o.get_ref().clone()),
             schedule_log,
-            schedule_log_max,
-            schedule_log_keep,
-            timezone,
-            jobs,
-            entities,
+            schedule_log_max: raw
+                .schedule
+                .log_max_size
+                .as_ref()
+                .map_or(DEFAULT_LOG_MAX, |s| s.get_ref().0),
+            schedule_log_keep: raw
+                .schedule
+                .log_keep
+                .as_ref()
+                .map_or(DEFAULT_LOG_KEEP, |s| *s.get_ref()),
+            timezone: raw
+                .schedule
+                .timezone
+                .as_ref()
+                .map_or(TimeZone::Local, |t| *t.get_ref()),
+            jobs: entities::jobs(&raw.schedule.jobs, &at)?,
+            entities: entities::mappings(&raw.entities, &at)?,
+            file,
             origins,
         })
     }
@@ -1809,7 +475,7 @@ impl Config {
     /// [`Error::InvalidInput`] (field `database.path`) when none is configured, or when the
     /// database is a PostgreSQL server (it has no file).
     pub fn database_path(&self) -> Result<&Path> {
-        if let Some(pg) = &self.postgres {
+        if let Some(pg) = &self.server {
             return Err(invalid(
                 "database.path",
                 format!(
@@ -1832,7 +498,7 @@ impl Config {
 
     /// Whether a database is configured: a file or a PostgreSQL server.
     pub fn has_database(&self) -> bool {
-        self.database.is_some() || self.postgres.is_some()
+        self.database.is_some() || self.server.is_some()
     }
 
     /// The database for people: the file's path, or a PostgreSQL server's location without its
@@ -1841,7 +507,7 @@ impl Config {
     /// # Errors
     /// As [`database_path`](Self::database_path) when none is configured.
     pub fn database_display(&self) -> Result<String> {
-        match &self.postgres {
+        match &self.server {
             Some(pg) => Ok(pg.location()),
             None => Ok(self.database_path()?.display().to_string()),
         }
@@ -1853,7 +519,7 @@ impl Config {
     /// [`Error::InvalidInput`] (field `store.dir`) when none is configured.
     pub fn store_dir(&self) -> Result<&Path> {
         self.store.as_deref().ok_or_else(|| {
-            if self.postgres.is_some() {
+            if self.server.is_some() {
                 return invalid(
                     "store.dir",
                     format!(
@@ -1872,53 +538,40 @@ impl Config {
     }
 }
 
-/// The library mapping of one `[entities.<name>]` table, or why it is not one.
-fn entity_mapping(name: &str, e: &RawEntity) -> std::result::Result<EntityMapping, String> {
-    let named = |what: &str, v: &str| {
-        if v.trim().is_empty() {
-            Err(format!("{what} must not be empty"))
-        } else {
-            Ok(())
-        }
-    };
-    let key = |what: &str, k: &RawKey| {
-        let cols = k.columns();
-        if cols.is_empty() {
-            return Err(format!("{what} must name at least one column"));
-        }
-        for c in &cols {
-            named(what, c)?;
-        }
-        Ok(cols)
-    };
-    named("the entity name", name)?;
-    let mut m = EntityMapping::new(name);
-    if let Some(t) = &e.table {
-        named("table", t)?;
-        m = m.table(t.clone());
+/// A key given by the file (`file`), environment variables (`env`, each with how its value is
+/// read, looked up through `vars`) and a flag (`flag`), the highest layer winning: its value,
+/// with its origin recorded under `key` (`default` when none gives it).
+fn layered<T>(
+    origins: &mut BTreeMap<&'static str, Origin>,
+    vars: &dyn Fn(&str) -> Option<String>,
+    key: &'static str,
+    file: Option<(T, Origin)>,
+    env: &[(&'static str, &dyn Fn(String) -> T)],
+    flag: Option<(&'static str, T)>,
+) -> Option<T> {
+    let mut value = None;
+    origins.insert(key, Origin::Default);
+    if let Some((v, origin)) = file {
+        value = Some(v);
+        origins.insert(key, origin);
     }
-    if let Some(c) = &e.column {
-        named("column", c)?;
-        m = m.column(c.clone());
-    }
-    if let Some(k) = &e.key {
-        m = m.key(key("key", k)?);
-    }
-    for c in &e.cascade {
-        named("cascade table", &c.table)?;
-        named("cascade column", &c.column)?;
-        let mut cascade = Cascade::new(c.table.clone(), c.column.clone());
-        if let Some(k) = &c.key {
-            cascade = cascade.key(key("cascade key", k)?);
+    for (var, read) in env {
+        if let Some(text) = vars(var) {
+            value = Some(read(text));
+            origins.insert(key, Origin::Env { var: (*var).into() });
         }
-        m = m.cascade(cascade);
     }
-    Ok(m)
+    if let Some((flag, v)) = flag {
+        value = Some(v);
+        origins.insert(key, Origin::Flag { flag: flag.into() });
+    }
+    value
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use snapshot::table::Cascade;
 
     fn load(text: &str, env: &[(&str, &str)], o: Overrides) -> Result<Config> {
         let dir = tempfile::tempdir().map_err(|e| Error::Io {
@@ -1964,7 +617,7 @@ mod tests {
                 var: "SNAPSHOT_STORE".into()
             }
         );
-        assert_eq!(c.engine, Engine::Sqlite);
+        assert_eq!(c.engine, EngineKind::parse("sqlite").expect("sqlite"));
         assert!(matches!(
             c.origin("database.engine"),
             Origin::Derived { .. }
@@ -2087,9 +740,9 @@ mod tests {
             &[("EQUIP_URL", "postgres://app:s3cret@db.example:6543/equip")],
             Overrides::default(),
         )?;
-        assert_eq!(c.engine, Engine::Postgres);
+        assert_eq!(c.engine, EngineKind::parse("postgres").expect("postgres"));
         assert_eq!(c.database, None);
-        let pg = c.postgres.clone().expect("a postgres database");
+        let pg = c.server.clone().expect("a postgres database");
         assert_eq!(
             pg.settings(),
             Some("postgres://app:s3cret@db.example:6543/equip")
@@ -2121,8 +774,8 @@ mod tests {
                 ..Default::default()
             },
         )?;
-        assert_eq!(c.engine, Engine::Postgres);
-        let pg = c.postgres.clone().expect("a postgres database");
+        assert_eq!(c.engine, EngineKind::parse("postgres").expect("postgres"));
+        let pg = c.server.clone().expect("a postgres database");
         assert_eq!(pg.schema.as_deref(), Some("other"));
         assert!(matches!(
             c.origin("database.engine"),
@@ -2149,9 +802,9 @@ mod tests {
                 ..Default::default()
             },
         )?;
-        assert_eq!(c.engine, Engine::Postgres);
+        assert_eq!(c.engine, EngineKind::parse("postgres").expect("postgres"));
         assert_eq!(c.database, None);
-        let pg = c.postgres.clone().expect("a postgres database");
+        let pg = c.server.clone().expect("a postgres database");
         assert_eq!(pg.settings(), Some("postgres://u:pw@h:5/d"));
         assert_eq!(
             c.origin("database.url"),
@@ -2166,7 +819,7 @@ mod tests {
             &[("SNAPSHOT_DB", "postgres://u@h/d")],
             Overrides::default(),
         )?;
-        assert_eq!(c.engine, Engine::Postgres);
+        assert_eq!(c.engine, EngineKind::parse("postgres").expect("postgres"));
         let c = load(
             "[database]\nengine = \"postgres\"\nurl = \"postgres://u@h/d\"\n",
             &[],
@@ -2175,8 +828,8 @@ mod tests {
                 ..Default::default()
             },
         )?;
-        assert_eq!(c.engine, Engine::Sqlite);
-        assert_eq!(c.postgres, None);
+        assert_eq!(c.engine, EngineKind::parse("sqlite").expect("sqlite"));
+        assert_eq!(c.server, None);
         assert_eq!(c.database.as_deref(), Some(Path::new("/x/plant.sqlite3")));
 
         // --engine postgres takes a libpq key=value string as --db.
@@ -2185,11 +838,11 @@ mod tests {
             &[],
             Overrides {
                 db: Some("host=/run/pg dbname=d password=pw".into()),
-                engine: Some(Engine::Postgres),
+                engine: Some(EngineKind::parse("postgres").expect("postgres")),
                 ..Default::default()
             },
         )?;
-        let pg = c.postgres.clone().expect("a postgres database");
+        let pg = c.server.clone().expect("a postgres database");
         assert_eq!(pg.describe(), "host=/run/pg dbname=d password=***");
 
         // engine = "postgres" alone: SNAPSHOT_PG_URL, else libpq's variables.
@@ -2198,7 +851,7 @@ mod tests {
             &[],
             Overrides::default(),
         )?;
-        let pg = c.postgres.clone().expect("a postgres database");
+        let pg = c.server.clone().expect("a postgres database");
         assert_eq!(pg.settings(), None);
         assert!(pg.describe().contains("PGHOST"), "{}", pg.describe());
         let c = load(
@@ -2206,7 +859,7 @@ mod tests {
             &[("SNAPSHOT_PG_URL", "postgres://x:pw@h/d")],
             Overrides::default(),
         )?;
-        let pg = c.postgres.clone().expect("a postgres database");
+        let pg = c.server.clone().expect("a postgres database");
         assert_eq!(pg.settings(), Some("postgres://x:pw@h/d"));
         assert_eq!(
             c.origin("database.url"),
@@ -2315,7 +968,7 @@ mod tests {
             &[],
             Overrides {
                 db: Some("postgres://u:pw@h/d".into()),
-                engine: Some(Engine::Duckdb),
+                engine: Some(EngineKind::parse("duckdb").expect("duckdb")),
                 ..Default::default()
             },
         ));
@@ -2339,7 +992,7 @@ mod tests {
             "[database]\npath = \"a.db\"\n",
             &[],
             Overrides {
-                engine: Some(Engine::Postgres),
+                engine: Some(EngineKind::parse("postgres").expect("postgres")),
                 ..Default::default()
             },
         ));
@@ -2383,33 +1036,6 @@ mod tests {
         ));
         assert_eq!(f, "database.url");
         assert!(reason.contains("env SNAPSHOT_DB"), "{reason}");
-    }
-
-    #[test]
-    fn passwords_are_redacted_from_urls_and_key_value_strings() {
-        assert_eq!(
-            redact_settings("postgres://app:p%40ss@h:1/d?sslmode=disable&password=x"),
-            (
-                "postgres://app:***@h:1/d?sslmode=disable&password=***".into(),
-                Some("p%40ss".into())
-            )
-        );
-        assert_eq!(
-            redact_settings("postgresql://app@h/d").0,
-            "postgresql://app@h/d"
-        );
-        assert_eq!(
-            redact_settings("host=h password='a b\\'c' user=u"),
-            ("host=h password=*** user=u".into(), Some("a b'c".into()))
-        );
-        assert_eq!(
-            redact_settings("host = h password = secret").0,
-            "host = h password = ***"
-        );
-        assert_eq!(scrub("x secret y", "password=secret"), "x *** y");
-        assert!(is_postgres_url("  PostgreSQL://x"));
-        assert!(!is_postgres_url("postgres.db"));
-        assert_eq!(normalize_scheme("POSTGRES://u@h/d"), "postgres://u@h/d");
     }
 
     #[test]

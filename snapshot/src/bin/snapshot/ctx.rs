@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{Config, Engine, SnapshotType};
+use crate::config::{Config, EngineKind, SnapshotType};
 use crate::{CliError, ExitStatus, invalid};
+use snapshot::Result;
 use snapshot::SnapshotManager;
 use snapshot::environment::Environment;
 use snapshot::export::{ExportFormat, ExportSource};
@@ -20,7 +21,6 @@ use snapshot::source::{CheckLevel, Replacement, Source};
 use snapshot::stats::DbStats;
 use snapshot::store::LocalStore;
 use snapshot::table::TableSession;
-use snapshot::{Error, Result};
 
 pub(crate) struct Ctx {
     pub(crate) config: Config,
@@ -63,37 +63,26 @@ impl Ctx {
             .unwrap_or_else(|| PathBuf::from(NO_DATABASE))
     }
 
-    /// A source of `engine` at `path`: a file, or for [`Engine::Postgres`] the location a
-    /// PostgreSQL snapshot records (`postgres://user@host:port/database[?schema=…]`, no
-    /// password: one comes from `PGPASSWORD` if the server needs it).
-    fn db_source(&self, path: &Path, engine: Engine) -> Result<Arc<dyn Source>> {
-        snapshot::engine::source(engine.name(), path).map_err(|e| match e {
-            Error::Unsupported { .. } => no_support(engine),
-            e => e,
-        })
+    /// A source of `engine` at `path`: a file, or for a server engine the location a
+    /// snapshot records (`postgres://user@host:port/database[?schema=…]`, no password: one
+    /// comes from the engine's environment, `PGPASSWORD`, if the server needs it).
+    fn db_source(&self, path: &Path, engine: EngineKind) -> Result<Arc<dyn Source>> {
+        snapshot::engine::source(engine.name(), path)
     }
 
-    /// The source of the configured database: its file, or its PostgreSQL server (with
-    /// `tables` instead of the configured ones when given). Nothing is connected yet.
+    /// The source of the configured database: its file, or its server (with `tables` instead
+    /// of the configured ones when given). Nothing is connected yet.
     pub(crate) fn configured_source(
         &self,
         create: bool,
         tables: Option<Vec<String>>,
     ) -> Result<Arc<dyn Source>> {
-        if let Some(pg) = &self.config.postgres {
-            #[cfg(feature = "postgres")]
-            {
-                let mut source = pg.source()?;
-                if let Some(t) = tables {
-                    source = source.tables(t);
-                }
-                return Ok(Arc::new(source));
+        if let Some(server) = &self.config.server {
+            let mut server = server.clone();
+            if let Some(t) = tables {
+                server.tables = Some(t);
             }
-            #[cfg(not(feature = "postgres"))]
-            {
-                let _ = (pg, tables);
-                return Err(no_support(Engine::Postgres));
-            }
+            return server.source();
         }
         let _ = tables;
         let path = if create {
@@ -104,10 +93,10 @@ impl Ctx {
         self.db_source(&path, self.config.engine)
     }
 
-    /// Refuses CSV/JSON exports of a PostgreSQL database (they read a SQLite or DuckDB file):
-    /// exit code 2, kind `unsupported`.
-    pub(crate) fn refuse_exports_of_postgres(&self, what: &str) -> Result<(), CliError> {
-        let Some(pg) = &self.config.postgres else {
+    /// Refuses CSV/JSON exports of a database on a server (they read a SQLite or DuckDB
+    /// file): exit code 2, kind `unsupported`.
+    pub(crate) fn refuse_exports_of_servers(&self, what: &str) -> Result<(), CliError> {
+        let Some(server) = &self.config.server else {
             return Ok(());
         };
         Err(CliError::new(
@@ -115,9 +104,10 @@ impl Ctx {
             "unsupported",
             format!(
                 "{what}: CSV/JSON exports read a SQLite or DuckDB file, and the database is the \
-                 PostgreSQL server {}; take `snapshot create --type db` instead (every table, \
-                 exactly, in one bundle)",
-                pg.location()
+                 {} server {}; take `snapshot create --type db` instead (every table, exactly, \
+                 in one bundle)",
+                snapshot::engine::title(server.kind.name()),
+                server.location()
             ),
         ))
     }
@@ -131,13 +121,16 @@ impl Ctx {
     pub(crate) fn export_source(
         &self,
         path: &Path,
-        engine: Engine,
+        engine: EngineKind,
         formats: &[ExportFormat],
     ) -> Result<ExportSource> {
-        if engine == Engine::Postgres {
+        if engine.is_server() {
             return Err(invalid(
                 "type",
-                "CSV/JSON exports read a SQLite or DuckDB file, not a PostgreSQL server",
+                format!(
+                    "CSV/JSON exports read a SQLite or DuckDB file, not a {} server",
+                    snapshot::engine::title(engine.name())
+                ),
             ));
         }
         match ExportSource::new(engine.name(), path) {
@@ -211,11 +204,14 @@ impl Ctx {
             let engine = if self.config.database.is_some() {
                 self.config.engine
             } else {
-                Engine::guess(&path)
+                EngineKind::guess(&path)
             };
-            let src = self
-                .export_source(&path, engine, &formats)
-                .or_else(|_| self.export_source(&path, Engine::Sqlite, &formats));
+            let src = self.export_source(&path, engine, &formats).or_else(|_| {
+                match EngineKind::parse("sqlite") {
+                    Ok(sqlite) => self.export_source(&path, sqlite, &formats),
+                    Err(reason) => Err(invalid("type", reason)),
+                }
+            });
             return match src {
                 Ok(s) => self.build(self.with_progress(Arc::new(s)), false),
                 Err(_) => self.db_manager(false),
@@ -406,12 +402,4 @@ impl Source for Progressed {
     fn statistics(&self, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
         self.inner.statistics(table, order_by)
     }
-}
-
-/// The error of an engine this build was compiled without.
-fn no_support(engine: Engine) -> Error {
-    invalid(
-        "database.engine",
-        format!("this build of snapshot has no {engine} support (feature `{engine}`)"),
-    )
 }

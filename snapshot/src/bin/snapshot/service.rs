@@ -136,7 +136,7 @@ pub(crate) fn schedule(ctx: &Ctx, a: ScheduleArgs) -> CliResult {
 
     for j in &ctx.config.jobs {
         if !formats_of(j.kind).is_empty() {
-            quiet.refuse_exports_of_postgres(&format!(
+            quiet.refuse_exports_of_servers(&format!(
                 "[[schedule.jobs]] {:?} has type {}",
                 j.name,
                 j.kind.name()
