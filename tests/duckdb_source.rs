@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use duckdb::{AccessMode, Config, Connection};
+use snapshot::store::STAGING_PREFIX;
 use snapshot::{
-    CheckLevel, DuckDbSource, Environment, Error, ListFilter, LocalStore, STAGING_PREFIX,
-    SnapshotManager, SnapshotRecord, SnapshotRequest, SqliteSource,
+    CheckLevel, DuckDbSource, Environment, Error, ListFilter, LocalStore, SnapshotManager,
+    SnapshotRecord, SnapshotRequest, SqliteSource,
 };
 
 /// Set in a child process: the database it writes to and then abandons without a checkpoint.

@@ -1,5 +1,6 @@
 //! Conformance suites that implementers of the library's plugin traits run in their own tests
-//! (feature `test-util`): [`store`] for a [`Store`](crate::Store) and every decorator of one.
+//! (feature `test-util`): [`store`] for a [`Store`](crate::Store) and every decorator of one,
+//! [`table`] for an engine's record-level operations (preview, compare, table restore, undo).
 //!
 //! Each check is a function taking a factory of fresh fixtures and returning a [`Check`]; a
 //! macro turns the whole suite into `#[test]` functions:
@@ -15,6 +16,7 @@
 //! ```
 
 pub mod store;
+pub mod table;
 
 use std::fmt;
 

@@ -6,7 +6,6 @@
 //! The server comes from `SNAPSHOT_TEST_PG_URL` (a superuser URL; `./scripts/test` starts a
 //! throwaway cluster and sets it). Each test works in a database of its own, created and
 //! dropped by the test, so tests run in parallel.
-#![cfg(feature = "postgres")]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -176,6 +175,66 @@ impl Fixture {
     fn count(&self) -> Result<usize> {
         Ok(self.m.list(&ListFilter::new())?.len())
     }
+}
+
+impl snapshot::testing::table::TableFixture for Fixture {
+    fn manager(&self) -> &SnapshotManager {
+        &self.m
+    }
+
+    fn exec(&self, sql: &str) -> snapshot::testing::Check {
+        Fixture::exec(self, sql).map_err(|e| snapshot::testing::Failure(format!("{e:#}")))
+    }
+
+    /// Every row of `table` by its column types (integers, floats, text, bytea, booleans;
+    /// anything else as its text), sorted by the whole row.
+    fn rows(&self, table: &str) -> Result<Vec<Vec<Value>>, snapshot::testing::Failure> {
+        use postgres::types::Type;
+        let fail = |e: postgres::Error| snapshot::testing::Failure(e.to_string());
+        let q = format!("\"{}\"", table.replace('"', "\"\""));
+        let mut c = self
+            .client()
+            .map_err(|e| snapshot::testing::Failure(format!("{e:#}")))?;
+        let rows = c
+            .query(&format!("SELECT r__.* FROM {q} r__ ORDER BY r__"), &[])
+            .map_err(fail)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut values = Vec::with_capacity(r.len());
+            for (i, col) in r.columns().iter().enumerate() {
+                let v = match *col.type_() {
+                    Type::INT2 => r
+                        .try_get::<_, Option<i16>>(i)
+                        .map(|v| v.map(i64::from))
+                        .map(Value::from),
+                    Type::INT4 => r
+                        .try_get::<_, Option<i32>>(i)
+                        .map(|v| v.map(i64::from))
+                        .map(Value::from),
+                    Type::INT8 => r.try_get::<_, Option<i64>>(i).map(Value::from),
+                    Type::FLOAT8 => r.try_get::<_, Option<f64>>(i).map(Value::from),
+                    Type::BYTEA => r.try_get::<_, Option<Vec<u8>>>(i).map(Value::from),
+                    Type::BOOL => r
+                        .try_get::<_, Option<bool>>(i)
+                        .map(|v| v.map(i64::from))
+                        .map(Value::from),
+                    _ => r.try_get::<_, Option<String>>(i).map(Value::from),
+                }
+                .map_err(fail)?;
+                values.push(v);
+            }
+            out.push(values);
+        }
+        Ok(out)
+    }
+}
+
+/// The table-engine conformance suite on a database of the test server.
+mod conformance {
+    fn fixture() -> Box<dyn snapshot::testing::table::TableFixture> {
+        Box::new(super::Fixture::new("suite").expect("a PostgreSQL fixture"))
+    }
+    snapshot::table_conformance!(fixture);
 }
 
 fn keys(diff: &snapshot::table::TableDiff, kind: DiffKind) -> BTreeSet<i64> {
@@ -664,41 +723,6 @@ fn values_keep_their_exact_types() -> Result<()> {
 }
 
 #[test]
-fn quoted_and_unicode_identifiers_round_trip() -> Result<()> {
-    let f = Fixture::new("names")?;
-    let table = "odd \"name\" täble 🦀; DROP TABLE measure; --";
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    f.exec(&format!(
-        "CREATE TABLE {} ({} text PRIMARY KEY, {} integer, \"select\" text, \"ID\" int);
-         INSERT INTO {0} VALUES ('a', 1, 'x', 1), ('b b', 2, NULL, 2), ('ü''', 3, 'z', 3);",
-        q(table),
-        q("key \"col\""),
-        q("välue")
-    ))?;
-    let before = f.rows(table)?;
-    let snap = f.take(SnapshotRequest::new("manual"))?;
-    assert!(
-        f.m.snapshot_tables(&snap.snapshot_id)?
-            .contains(&table.to_string())
-    );
-    f.exec(&format!(
-        "DELETE FROM {0} WHERE {1} <> 'a'; UPDATE {0} SET \"select\" = 'y';",
-        q(table),
-        q("key \"col\"")
-    ))?;
-    let d =
-        f.m.compare(&snap.snapshot_id, table, &CompareOptions::new())?;
-    assert_eq!(d.key, ["key \"col\""]);
-    assert_eq!((d.removed, d.changed), (2, 1));
-    assert_eq!(d.changed_columns, [("select".to_string(), 1)]);
-    let r = f.m.restore_tables(&snap.snapshot_id, &[table], &merge())?;
-    assert_eq!((r.inserted(), r.updated()), (2, 1));
-    assert_eq!(f.rows(table)?, before);
-    assert_eq!(f.rows("measure")?.len(), MEASURES as usize);
-    Ok(())
-}
-
-#[test]
 fn preview_pages_in_key_order_without_the_live_tables() -> Result<()> {
     let f = Fixture::new("preview")?;
     let snap = f.take(SnapshotRequest::new("delete").entity("measure", 42))?;
@@ -744,41 +768,6 @@ fn preview_pages_in_key_order_without_the_live_tables() -> Result<()> {
     assert_eq!(
         offline.preview(&snap.snapshot_id, "log", 0, 10)?.rows.len(),
         3
-    );
-    Ok(())
-}
-
-#[test]
-fn compare_counts_every_row_and_samples_a_few() -> Result<()> {
-    let f = Fixture::new("big")?;
-    f.exec(
-        "CREATE TABLE big (id integer PRIMARY KEY, v text);
-         INSERT INTO big SELECT i, 'v' || i FROM generate_series(1, 20000) i;",
-    )?;
-    let snap = f.take(SnapshotRequest::new("manual"))?;
-    f.exec(
-        "DELETE FROM big WHERE id % 4 = 0;
-         UPDATE big SET v = 'changed' WHERE id % 4 = 1;
-         INSERT INTO big SELECT id + 100000, v FROM big WHERE id <= 30;",
-    )?;
-    let d =
-        f.m.compare(&snap.snapshot_id, "big", &CompareOptions::new().sample(5))?;
-    assert_eq!(
-        (d.added, d.removed, d.changed, d.unchanged),
-        (23, 5000, 5000, 10000)
-    );
-    for kind in [DiffKind::Added, DiffKind::Removed, DiffKind::Changed] {
-        assert_eq!(d.sample.iter().filter(|r| r.kind == kind).count(), 5);
-    }
-    let counts_only =
-        f.m.compare(&snap.snapshot_id, "big", &CompareOptions::new().sample(0))?;
-    assert!(counts_only.sample.is_empty());
-    let r =
-        f.m.restore_tables(&snap.snapshot_id, &["big"], &replace())?;
-    assert_eq!((r.inserted(), r.updated(), r.deleted()), (5000, 5000, 23));
-    assert!(
-        f.m.compare(&snap.snapshot_id, "big", &CompareOptions::new())?
-            .is_identical()
     );
     Ok(())
 }
@@ -880,87 +869,6 @@ fn removed_and_retyped_columns_are_drift_too() -> Result<()> {
         f.rows("measure")?
             .iter()
             .any(|r| r.starts_with("(42,\"measure 42\",63.0000,"))
-    );
-    Ok(())
-}
-
-#[test]
-fn missing_tables_keys_and_views_are_typed_errors() -> Result<()> {
-    let f = Fixture::new("missing")?;
-    let snap = f.take(SnapshotRequest::new("manual"))?;
-    let id = snap.snapshot_id.as_str();
-    f.exec(
-        "CREATE TABLE later (id integer PRIMARY KEY);
-         DROP TABLE measure_area_priority;
-         INSERT INTO log VALUES ('t1', 'again');",
-    )?;
-    let cmp = CompareOptions::new();
-    match f.m.compare(id, "later", &cmp) {
-        Err(Error::TableMissing { table, location }) => {
-            assert_eq!(table, "later");
-            assert_eq!(location, format!("snapshot {id}"));
-        }
-        other => bail!("expected TableMissing in the snapshot, got {other:?}"),
-    }
-    match f
-        .m
-        .restore_tables(id, &["measure", "measure_area_priority"], &merge())
-    {
-        Err(Error::TableMissing { table, location }) => {
-            assert_eq!(table, "measure_area_priority");
-            assert!(
-                location.starts_with("the live database postgres://"),
-                "{location}"
-            );
-            assert!(location.contains(&f.db.name), "{location}");
-        }
-        other => bail!("expected TableMissing in the live database, got {other:?}"),
-    }
-    match f.m.compare(id, "log", &cmp) {
-        Err(Error::NoKey { table, reason }) => {
-            assert_eq!(table, "log");
-            assert!(reason.contains("no primary key"), "{reason}");
-        }
-        other => bail!("expected NoKey, got {other:?}"),
-    }
-    match f.m.compare(id, "log", &cmp.clone().key(["at"])) {
-        Err(Error::KeyCollision {
-            table,
-            location,
-            key_columns,
-            key,
-        }) => {
-            assert_eq!(
-                (table.as_str(), key_columns.as_str(), key.as_str()),
-                ("log", "at", "'t1'")
-            );
-            assert!(location.contains("live"), "{location}");
-        }
-        other => bail!("expected KeyCollision, got {other:?}"),
-    }
-    let d = f.m.compare(id, "log", &cmp.clone().key(["at", "msg"]))?;
-    assert_eq!((d.added, d.removed), (1, 0));
-    match f.m.compare(id, "log", &cmp.clone().key(["nope"])) {
-        Err(Error::NoKey { reason, .. }) => assert!(reason.contains("\"nope\""), "{reason}"),
-        other => bail!("expected NoKey, got {other:?}"),
-    }
-    // A key declared on a table restores it by that key.
-    let r =
-        f.m.restore_tables(id, &["log"], &replace().key("log", ["at", "msg"]))?;
-    assert_eq!((r.inserted(), r.deleted()), (0, 1));
-    // Views are not snapshotted.
-    assert!(matches!(
-        f.m.compare(id, "cheap", &cmp),
-        Err(Error::TableMissing { .. })
-    ));
-    assert!(matches!(
-        f.m.compare("20260101_000000_000_nope", "measure", &cmp),
-        Err(Error::NotFound { .. })
-    ));
-    assert_eq!(
-        f.count()?,
-        2,
-        "only the keyed restore took a safety snapshot"
     );
     Ok(())
 }

@@ -4,7 +4,6 @@
 //! it once for the session and its safety snapshot) and the application's open connection
 //! (`DuckDbSource::with_connection`, the engine works through a clone of it and never opens
 //! the file a second time).
-#![cfg(feature = "duckdb")]
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -145,6 +144,62 @@ impl Fixture {
             )?)
         })
     }
+}
+
+impl snapshot::testing::table::TableFixture for Fixture {
+    fn manager(&self) -> &SnapshotManager {
+        &self.m
+    }
+
+    fn exec(&self, sql: &str) -> snapshot::testing::Check {
+        Fixture::exec(self, sql).map_err(|e| snapshot::testing::Failure(format!("{e:#}")))
+    }
+
+    /// Every row of `table` by its own types (integers, floats, text, blobs; anything else as
+    /// DuckDB writes it), sorted by all columns.
+    fn rows(&self, table: &str) -> Result<Vec<Vec<Value>>, snapshot::testing::Failure> {
+        use duckdb::types::ValueRef;
+        let q = format!("\"{}\"", table.replace('"', "\"\""));
+        self.with(|c| {
+            let mut stmt = c.prepare(&format!("SELECT * FROM {q} ORDER BY ALL"))?;
+            let mut rows = stmt.query([])?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next()? {
+                let n = r.as_ref().column_count();
+                let mut values = Vec::with_capacity(n);
+                for i in 0..n {
+                    values.push(match r.get_ref(i)? {
+                        ValueRef::Null => Value::Null,
+                        ValueRef::Int(v) => Value::Integer(i64::from(v)),
+                        ValueRef::BigInt(v) => Value::Integer(v),
+                        ValueRef::Double(v) => Value::Real(v),
+                        ValueRef::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                        ValueRef::Blob(b) => Value::Blob(b.to_vec()),
+                        other => Value::Text(format!("{other:?}")),
+                    });
+                }
+                out.push(values);
+            }
+            Ok(out)
+        })
+        .map_err(|e| snapshot::testing::Failure(format!("{e:#}")))
+    }
+}
+
+/// The table-engine conformance suite on a closed file (the engine opens it once per call).
+mod conformance_closed_file {
+    fn fixture() -> Box<dyn snapshot::testing::table::TableFixture> {
+        Box::new(super::Fixture::new(super::Mode::Closed).expect("a DuckDB fixture"))
+    }
+    snapshot::table_conformance!(fixture);
+}
+
+/// The table-engine conformance suite through the application's open connection.
+mod conformance_application_connection {
+    fn fixture() -> Box<dyn snapshot::testing::table::TableFixture> {
+        Box::new(super::Fixture::new(super::Mode::Connection).expect("a DuckDB fixture"))
+    }
+    snapshot::table_conformance!(fixture);
 }
 
 fn keys(diff: &snapshot::table::TableDiff, kind: DiffKind) -> BTreeSet<i64> {
@@ -467,80 +522,6 @@ fn values_keep_their_exact_types() -> Result<()> {
 }
 
 #[test]
-fn quoted_and_unicode_identifiers_round_trip() -> Result<()> {
-    let f = Fixture::new(Mode::Connection)?;
-    let table = "odd \"name\" täble 🦀; DROP TABLE measure; --";
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    f.exec(&format!(
-        "CREATE TABLE {} ({} VARCHAR PRIMARY KEY, {} INTEGER, \"select\" VARCHAR);
-         INSERT INTO {0} VALUES ('a', 1, 'x'), ('b b', 2, NULL), ('ü''', 3, 'z');",
-        q(table),
-        q("key \"col\""),
-        q("välue")
-    ))?;
-    let before = f.rows(table)?;
-    let snap = f.take(SnapshotRequest::new("manual"))?;
-    assert!(
-        f.m.snapshot_tables(&snap.snapshot_id)?
-            .contains(&table.to_string())
-    );
-    f.exec(&format!(
-        "DELETE FROM {0} WHERE {1} <> 'a'; UPDATE {0} SET \"select\" = 'y';",
-        q(table),
-        q("key \"col\"")
-    ))?;
-    let d =
-        f.m.compare(&snap.snapshot_id, table, &CompareOptions::new())?;
-    assert_eq!(d.key, ["key \"col\""]);
-    assert_eq!((d.removed, d.changed), (2, 1));
-    assert_eq!(d.changed_columns, [("select".to_string(), 1)]);
-    let r = f.m.restore_tables(&snap.snapshot_id, &[table], &merge())?;
-    assert_eq!((r.inserted(), r.updated()), (2, 1));
-    assert_eq!(f.rows(table)?, before);
-    assert_eq!(f.rows("measure")?.len(), MEASURES as usize);
-    Ok(())
-}
-
-#[test]
-fn preview_pages_in_key_order_without_reading_the_live_table() -> Result<()> {
-    let f = Fixture::new(Mode::Closed)?;
-    let snap = f.take(SnapshotRequest::new("delete").entity("measure", 42))?;
-    assert_eq!(
-        f.m.snapshot_tables(&snap.snapshot_id)?,
-        ["log", "measure", "measure_area_priority"]
-    );
-    f.exec("DROP VIEW cheap; DROP TABLE measure_area_priority; DROP TABLE measure;")?;
-    let page = f.m.preview(&snap.snapshot_id, "measure", 10, 5)?;
-    assert_eq!(page.record, snap);
-    assert_eq!(page.total_rows, MEASURES as u64);
-    let names: Vec<&str> = page.columns.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["id", "name", "cost", "note", "data"]);
-    assert_eq!(page.columns[0].primary_key, 1);
-    assert!(page.columns[1].not_null && !page.columns[2].not_null);
-    let ids: Vec<i64> = page.rows.iter().filter_map(|r| r[0].as_i64()).collect();
-    assert_eq!(ids, [11, 12, 13, 14, 15]);
-    assert_eq!(page.rows[0][3], Value::from("note 11"));
-    assert_eq!(page.rows[1][3], Value::Null);
-    assert!(
-        f.m.preview(&snap.snapshot_id, "MEASURE", 100, 5)?
-            .rows
-            .is_empty()
-    );
-    // A table without a primary key pages in insertion order.
-    let log = f.m.preview(&snap.snapshot_id, "log", 1, 10)?;
-    assert_eq!(log.rows.len(), 2);
-    assert_eq!(log.rows[0][0], Value::from("t2"));
-    match f.m.preview(&snap.snapshot_id, "nothing", 0, 5) {
-        Err(Error::TableMissing { table, location }) => {
-            assert_eq!(table, "nothing");
-            assert!(location.contains(&snap.snapshot_id), "{location}");
-        }
-        other => bail!("expected TableMissing, got {other:?}"),
-    }
-    Ok(())
-}
-
-#[test]
 fn schema_drift_is_reported_and_restored_by_the_common_columns_only_when_asked() -> Result<()> {
     for mode in MODES {
         let f = Fixture::new(mode)?;
@@ -608,71 +589,6 @@ fn schema_drift_is_reported_and_restored_by_the_common_columns_only_when_asked()
     Ok(())
 }
 
-#[test]
-fn missing_tables_keys_and_views_are_typed_errors() -> Result<()> {
-    let f = Fixture::new(Mode::Connection)?;
-    let snap = f.take(SnapshotRequest::new("manual"))?;
-    let id = snap.snapshot_id.as_str();
-    f.exec(
-        "CREATE TABLE later (id INTEGER PRIMARY KEY);
-         INSERT INTO log VALUES ('t1', 'again');",
-    )?;
-    let cmp = CompareOptions::new();
-    match f.m.compare(id, "later", &cmp) {
-        Err(Error::TableMissing { table, location }) => {
-            assert_eq!(table, "later");
-            assert_eq!(location, format!("snapshot {id}"));
-        }
-        other => bail!("expected TableMissing in the snapshot, got {other:?}"),
-    }
-    match f.m.compare(id, "log", &cmp) {
-        Err(Error::NoKey { table, reason }) => {
-            assert_eq!(table, "log");
-            assert!(reason.contains("no primary key"), "{reason}");
-        }
-        other => bail!("expected NoKey, got {other:?}"),
-    }
-    match f.m.compare(id, "log", &cmp.clone().key(["at"])) {
-        Err(Error::KeyCollision {
-            table,
-            location,
-            key_columns,
-            key,
-        }) => {
-            assert_eq!(
-                (table.as_str(), key_columns.as_str(), key.as_str()),
-                ("log", "at", "'t1'")
-            );
-            assert!(location.contains("live"), "{location}");
-        }
-        other => bail!("expected KeyCollision, got {other:?}"),
-    }
-    let d = f.m.compare(id, "log", &cmp.clone().key(["at", "msg"]))?;
-    assert_eq!((d.added, d.removed), (1, 0));
-    assert!(matches!(
-        f.m.compare(id, "cheap", &cmp),
-        Err(Error::InvalidInput { .. })
-    ));
-    f.exec("DROP VIEW cheap; DROP TABLE measure_area_priority;")?;
-    match f
-        .m
-        .restore_tables(id, &["measure", "measure_area_priority"], &merge())
-    {
-        Err(Error::TableMissing { table, location }) => {
-            assert_eq!(table, "measure_area_priority");
-            assert!(location.starts_with("the live database"), "{location}");
-            assert!(location.contains("app.duckdb"), "{location}");
-        }
-        other => bail!("expected TableMissing in the live database, got {other:?}"),
-    }
-    assert_eq!(f.count()?, 1, "no refused call took a safety snapshot");
-    assert_eq!(f.attached()?, 0);
-    Ok(())
-}
-
-/// A unique key violated by a restored row fails the restore on that table after another table
-/// was written: the transaction rolls back, both tables are as they were, the safety snapshot
-/// is kept and holds that state. A priority restored without its measure fails the same way.
 #[test]
 fn a_restore_failing_midway_changes_nothing_and_keeps_the_safety_snapshot() -> Result<()> {
     for mode in MODES {

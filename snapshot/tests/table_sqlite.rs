@@ -1,7 +1,6 @@
 //! Record-level restore on real SQLite files: preview, compare, table restore (replace and
 //! merge) and undo — round trips, exact types, odd names, schema drift, bad input, a restore
 //! failing midway, undo conflicts and cascades.
-#![cfg(feature = "sqlite")]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -116,6 +115,43 @@ fn rows_of(db: &Path, table: &str) -> Result<Vec<Vec<Sql>>> {
         .query_map([], |r| (0..n).map(|i| r.get::<_, Sql>(i)).collect())?
         .collect::<rusqlite::Result<Vec<Vec<Sql>>>>()?;
     Ok(rows)
+}
+
+impl snapshot::testing::table::TableFixture for Fixture {
+    fn manager(&self) -> &SnapshotManager {
+        &self.m
+    }
+
+    fn exec(&self, sql: &str) -> snapshot::testing::Check {
+        Fixture::exec(self, sql).map_err(|e| snapshot::testing::Failure(format!("{e:#}")))
+    }
+
+    fn rows(&self, table: &str) -> Result<Vec<Vec<Value>>, snapshot::testing::Failure> {
+        let rows =
+            rows_of(&self.db, table).map_err(|e| snapshot::testing::Failure(format!("{e:#}")))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|v| match v {
+                        Sql::Null => Value::Null,
+                        Sql::Integer(i) => Value::Integer(i),
+                        Sql::Real(f) => Value::Real(f),
+                        Sql::Text(t) => Value::Text(t),
+                        Sql::Blob(b) => Value::Blob(b),
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// The table-engine conformance suite on a live WAL database.
+mod conformance {
+    fn fixture() -> Box<dyn snapshot::testing::table::TableFixture> {
+        Box::new(super::Fixture::new().expect("a SQLite fixture"))
+    }
+    snapshot::table_conformance!(fixture);
 }
 
 fn keys(diff: &snapshot::table::TableDiff, kind: DiffKind) -> BTreeSet<i64> {
@@ -382,168 +418,6 @@ fn values_keep_their_exact_types() -> Result<()> {
         f.m.compare(&snap.snapshot_id, "typed", &CompareOptions::new())?
             .is_identical()
     );
-    Ok(())
-}
-
-#[test]
-fn quoted_and_unicode_identifiers_round_trip() -> Result<()> {
-    let f = Fixture::new()?;
-    let table = "odd \"name\" täble 🦀; DROP TABLE measure; --";
-    let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-    f.exec(&format!(
-        "CREATE TABLE {} ({} TEXT PRIMARY KEY, {} INTEGER, \"select\" TEXT);
-         INSERT INTO {0} VALUES ('a', 1, 'x'), ('b b', 2, NULL), ('ü''', 3, 'z');",
-        q(table),
-        q("key \"col\""),
-        q("välue")
-    ))?;
-    let before = f.rows(table)?;
-    let snap = f.take(SnapshotRequest::new("manual"))?;
-    assert!(
-        f.m.snapshot_tables(&snap.snapshot_id)?
-            .contains(&table.to_string())
-    );
-    f.exec(&format!(
-        "DELETE FROM {0} WHERE {1} <> 'a'; UPDATE {0} SET \"select\" = 'y';",
-        q(table),
-        q("key \"col\"")
-    ))?;
-    let d =
-        f.m.compare(&snap.snapshot_id, table, &CompareOptions::new())?;
-    assert_eq!(d.key, ["key \"col\""]);
-    assert_eq!((d.removed, d.changed), (2, 1));
-    assert_eq!(d.changed_columns, [("select".to_string(), 1)]);
-    let r = f.m.restore_tables(&snap.snapshot_id, &[table], &merge())?;
-    assert_eq!((r.inserted(), r.updated()), (2, 1));
-    assert_eq!(f.rows(table)?, before);
-    assert_eq!(f.rows("measure")?.len(), MEASURES as usize);
-    Ok(())
-}
-
-#[test]
-fn preview_pages_in_key_order_without_reading_the_live_table() -> Result<()> {
-    let f = Fixture::new()?;
-    let snap = f.take(SnapshotRequest::new("delete").entity("measure", 42))?;
-    assert_eq!(
-        f.m.snapshot_tables(&snap.snapshot_id)?,
-        ["log", "measure", "measure_area_priority"]
-    );
-    f.exec("DROP TABLE measure_area_priority; DROP TABLE measure;")?;
-    let page = f.m.preview(&snap.snapshot_id, "measure", 10, 5)?;
-    assert_eq!(page.record, snap);
-    assert_eq!(page.total_rows, MEASURES as u64);
-    assert_eq!(page.offset, 10);
-    let names: Vec<&str> = page.columns.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["id", "name", "cost", "note", "data"]);
-    assert_eq!(page.columns[0].primary_key, 1);
-    assert!(page.columns[1].not_null);
-    let ids: Vec<i64> = page.rows.iter().filter_map(|r| r[0].as_i64()).collect();
-    assert_eq!(ids, [11, 12, 13, 14, 15]);
-    assert_eq!(page.rows[0][3], Value::from("note 11"));
-    assert_eq!(page.rows[1][3], Value::Null);
-    assert!(
-        f.m.preview(&snap.snapshot_id, "MEASURE", 100, 5)?
-            .rows
-            .is_empty()
-    );
-    // A table without a primary key pages in insertion order.
-    let log = f.m.preview(&snap.snapshot_id, "log", 1, 10)?;
-    assert_eq!(log.rows.len(), 2);
-    assert_eq!(log.rows[0][0], Value::from("t2"));
-    match f.m.preview(&snap.snapshot_id, "nothing", 0, 5) {
-        Err(Error::TableMissing { table, location }) => {
-            assert_eq!(table, "nothing");
-            assert!(location.contains(&snap.snapshot_id), "{location}");
-        }
-        other => bail!("expected TableMissing, got {other:?}"),
-    }
-    Ok(())
-}
-
-#[test]
-fn compare_counts_every_row_and_samples_a_few() -> Result<()> {
-    let f = Fixture::new()?;
-    f.exec(
-        "CREATE TABLE big (id INTEGER PRIMARY KEY, v TEXT);
-         WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20000)
-         INSERT INTO big SELECT i, 'v' || i FROM n;",
-    )?;
-    let snap = f.take(SnapshotRequest::new("manual"))?;
-    f.exec(
-        "DELETE FROM big WHERE id % 4 = 0;
-         UPDATE big SET v = 'changed' WHERE id % 4 = 1;
-         INSERT INTO big SELECT id + 100000, v FROM big WHERE id <= 30;",
-    )?;
-    let d =
-        f.m.compare(&snap.snapshot_id, "big", &CompareOptions::new().sample(5))?;
-    assert_eq!(
-        (d.added, d.removed, d.changed, d.unchanged),
-        (23, 5000, 5000, 10000)
-    );
-    for kind in [DiffKind::Added, DiffKind::Removed, DiffKind::Changed] {
-        assert_eq!(d.sample.iter().filter(|r| r.kind == kind).count(), 5);
-    }
-    let counts_only =
-        f.m.compare(&snap.snapshot_id, "big", &CompareOptions::new().sample(0))?;
-    assert!(counts_only.sample.is_empty());
-    assert_eq!(counts_only.removed, 5000);
-    let r =
-        f.m.restore_tables(&snap.snapshot_id, &["big"], &replace())?;
-    assert_eq!((r.inserted(), r.updated(), r.deleted()), (5000, 5000, 23));
-    assert!(
-        f.m.compare(&snap.snapshot_id, "big", &CompareOptions::new())?
-            .is_identical()
-    );
-    Ok(())
-}
-
-#[test]
-fn an_added_column_is_reported_and_merged_by_the_common_columns_only_when_asked() -> Result<()> {
-    let f = Fixture::new()?;
-    let snap = f.take(SnapshotRequest::new("manual"))?;
-    f.exec(
-        "ALTER TABLE measure ADD COLUMN extra TEXT NOT NULL DEFAULT 'x';
-         DELETE FROM measure WHERE id = 5;",
-    )?;
-    let d =
-        f.m.compare(&snap.snapshot_id, "measure", &CompareOptions::new())?;
-    let added: Vec<&str> = d.drift.added.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(added, ["extra"]);
-    assert!(d.drift.removed.is_empty() && d.drift.retyped.is_empty());
-    assert_eq!((d.removed, d.changed), (1, 0));
-    assert!(!d.columns.contains(&"extra".to_string()));
-
-    let before = f.rows("measure")?;
-    match f
-        .m
-        .restore_tables(&snap.snapshot_id, &["measure"], &merge())
-    {
-        Err(Error::SchemaDrift { id, table, drift }) => {
-            assert_eq!(
-                (id.as_str(), table.as_str()),
-                (snap.snapshot_id.as_str(), "measure")
-            );
-            assert_eq!(drift.added.len(), 1);
-        }
-        other => bail!("expected SchemaDrift, got {other:?}"),
-    }
-    assert_eq!(f.rows("measure")?, before);
-    let n = f.count()?;
-    assert_eq!(n, 1, "a refused restore takes no safety snapshot");
-    let r = f.m.restore_tables(
-        &snap.snapshot_id,
-        &["measure"],
-        &merge().common_columns(true),
-    )?;
-    assert_eq!(r.inserted(), 1);
-    assert_eq!(r.tables[0].drift.added.len(), 1);
-    let back = rows_of(&f.db, "measure")?;
-    let five = back
-        .iter()
-        .find(|r| r[0] == Sql::Integer(5))
-        .context("row 5")?;
-    assert_eq!(five[1], Sql::Text("measure 5".into()));
-    assert_eq!(five[5], Sql::Text("x".into()));
     Ok(())
 }
 
