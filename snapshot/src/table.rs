@@ -412,47 +412,7 @@ impl SnapshotManager {
         let mut o = self.open_tables(id, "undo", true, write)?;
         o.session.begin(write)?;
 
-        // The entity's table: which column holds the id, which key matches rows.
-        let table = mapping.table.clone().unwrap_or_else(|| entity_type.clone());
-        let live = o
-            .session
-            .shape(Side::Live, &table)?
-            .ok_or_else(|| Error::TableMissing {
-                table: table.clone(),
-                location: o.labels.location(Side::Live),
-            })?;
-        let column = match &mapping.column {
-            Some(c) => c.clone(),
-            None => match live.primary_key().as_slice() {
-                [one] => one.name.clone(),
-                [] => {
-                    return Err(Error::NoKey {
-                        table: table.clone(),
-                        reason: format!(
-                            "it has no primary key to hold the {entity_type} id; map the entity to a column"
-                        ),
-                    });
-                }
-                many => {
-                    let names: Vec<&str> = many.iter().map(|c| c.name.as_str()).collect();
-                    return Err(Error::NoKey {
-                        table: table.clone(),
-                        reason: format!(
-                            "its primary key ({}) has several columns; map the entity to the one holding the id",
-                            names.join(", ")
-                        ),
-                    });
-                }
-            },
-        };
-        let key = mapping
-            .key
-            .clone()
-            .or_else(|| live.primary_key().is_empty().then(|| vec![column.clone()]));
-        let mut targets = vec![(table, column, key)];
-        for c in &mapping.cascades {
-            targets.push((c.table.clone(), c.column.clone(), c.key.clone()));
-        }
+        let targets = entity_targets(&mut o, &mapping, &entity_type)?;
 
         let mut plans = Vec::with_capacity(targets.len());
         let mut diffs = Vec::with_capacity(targets.len());
@@ -630,4 +590,57 @@ impl SnapshotManager {
         };
         Ok(Some(self.take(request)?.snapshot_id))
     }
+}
+
+/// An undo's tables: the entity's (which column holds the id, which key matches rows), then
+/// each declared cascade's — as `(table, id column, key)`.
+fn entity_targets(
+    o: &mut Opened,
+    mapping: &EntityMapping,
+    entity_type: &str,
+) -> Result<Vec<(String, String, Option<Vec<String>>)>> {
+    let table = mapping
+        .table
+        .clone()
+        .unwrap_or_else(|| entity_type.to_string());
+    let live = o
+        .session
+        .shape(Side::Live, &table)?
+        .ok_or_else(|| Error::TableMissing {
+            table: table.clone(),
+            location: o.labels.location(Side::Live),
+        })?;
+    let column = match &mapping.column {
+        Some(c) => c.clone(),
+        None => match live.primary_key().as_slice() {
+            [one] => one.name.clone(),
+            [] => {
+                return Err(Error::NoKey {
+                    table: table.clone(),
+                    reason: format!(
+                        "it has no primary key to hold the {entity_type} id; map the entity to a column"
+                    ),
+                });
+            }
+            many => {
+                let names: Vec<&str> = many.iter().map(|c| c.name.as_str()).collect();
+                return Err(Error::NoKey {
+                    table: table.clone(),
+                    reason: format!(
+                        "its primary key ({}) has several columns; map the entity to the one holding the id",
+                        names.join(", ")
+                    ),
+                });
+            }
+        },
+    };
+    let key = mapping
+        .key
+        .clone()
+        .or_else(|| live.primary_key().is_empty().then(|| vec![column.clone()]));
+    let mut targets = vec![(table, column, key)];
+    for c in &mapping.cascades {
+        targets.push((c.table.clone(), c.column.clone(), c.key.clone()));
+    }
+    Ok(targets)
 }

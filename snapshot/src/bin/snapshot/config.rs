@@ -290,22 +290,7 @@ impl Config {
                 base.join(p)
             }
         };
-        let file = match (&overrides.config, vars("SNAPSHOT_CONFIG")) {
-            (Some(p), _) => Some(abs(cwd, p)),
-            (None, Some(p)) => Some(abs(cwd, Path::new(&p))),
-            (None, None) => Some(cwd.join(DEFAULT_FILE)).filter(|p| p.is_file()),
-        };
-        let (raw, text) = match &file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    invalid("config", format!("cannot read {}: {e}", path.display()))
-                })?;
-                let raw: RawFile = toml::from_str(&text)
-                    .map_err(|e| invalid("config", format!("{}: {e}", path.display())))?;
-                (raw, text)
-            }
-            None => (RawFile::default(), String::new()),
-        };
+        let (file, raw, text) = read_file(overrides, vars, cwd)?;
         let base = file
             .as_deref()
             .and_then(Path::parent)
@@ -372,36 +357,7 @@ impl Config {
                 .policy()
                 .map_err(|e| invalid("config", format!("[retention] ({}): {e}", at(r.span()))))?;
         }
-        let spanned = |span: Option<std::ops::Range<usize>>| span.map_or(Origin::Default, &at);
-        origins.insert(
-            "retention",
-            spanned(raw.retention.as_ref().map(|r| r.span())),
-        );
-        origins.insert(
-            "exports.tables",
-            spanned(raw.exports.tables.as_ref().map(|t| t.span())),
-        );
-        origins.insert(
-            "status.order_by",
-            spanned(raw.status.order_by.as_ref().map(|o| o.span())),
-        );
-        origins.insert(
-            "schedule.timezone",
-            spanned(raw.schedule.timezone.as_ref().map(|t| t.span())),
-        );
-        origins.insert(
-            "schedule.jobs",
-            spanned(raw.schedule.jobs.first().map(|j| j.span())),
-        );
-        origins.insert(
-            "entities",
-            spanned(
-                raw.entities
-                    .values()
-                    .map(|e| e.span())
-                    .min_by_key(|s| s.start),
-            ),
-        );
+        file_origins(&raw, &at, &mut origins);
 
         let schedule_log = match &raw.schedule.log {
             Some(p) => {
@@ -415,9 +371,7 @@ impl Config {
                         from: "`<store>.log` beside the store".into(),
                     },
                 );
-                let mut name = s.file_name().unwrap_or_default().to_os_string();
-                name.push(".log");
-                s.with_file_name(name)
+                beside_with_suffix(s, ".log")
             }),
         };
 
@@ -536,6 +490,80 @@ impl Config {
             )
         })
     }
+}
+
+/// The origins of the keys only the file gives: its line, or the default.
+fn file_origins(
+    raw: &RawFile,
+    at: &dyn Fn(std::ops::Range<usize>) -> Origin,
+    origins: &mut BTreeMap<&'static str, Origin>,
+) {
+    let spanned = |span: Option<std::ops::Range<usize>>| span.map_or(Origin::Default, &at);
+    origins.insert(
+        "retention",
+        spanned(raw.retention.as_ref().map(|r| r.span())),
+    );
+    origins.insert(
+        "exports.tables",
+        spanned(raw.exports.tables.as_ref().map(|t| t.span())),
+    );
+    origins.insert(
+        "status.order_by",
+        spanned(raw.status.order_by.as_ref().map(|o| o.span())),
+    );
+    origins.insert(
+        "schedule.timezone",
+        spanned(raw.schedule.timezone.as_ref().map(|t| t.span())),
+    );
+    origins.insert(
+        "schedule.jobs",
+        spanned(raw.schedule.jobs.first().map(|j| j.span())),
+    );
+    origins.insert(
+        "entities",
+        spanned(
+            raw.entities
+                .values()
+                .map(|e| e.span())
+                .min_by_key(|s| s.start),
+        ),
+    );
+}
+
+/// The configuration file (`--config`, `SNAPSHOT_CONFIG`, else `./snapshot.toml` when it
+/// exists), read and parsed, with its text (for line numbers).
+fn read_file(
+    overrides: &Overrides,
+    vars: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<(Option<PathBuf>, RawFile, String)> {
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            cwd.join(p)
+        }
+    };
+    let file = match (&overrides.config, vars("SNAPSHOT_CONFIG")) {
+        (Some(p), _) => Some(abs(p)),
+        (None, Some(p)) => Some(abs(Path::new(&p))),
+        (None, None) => Some(cwd.join(DEFAULT_FILE)).filter(|p| p.is_file()),
+    };
+    let Some(path) = &file else {
+        return Ok((None, RawFile::default(), String::new()));
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| invalid("config", format!("cannot read {}: {e}", path.display())))?;
+    let raw: RawFile =
+        toml::from_str(&text).map_err(|e| invalid("config", format!("{}: {e}", path.display())))?;
+    Ok((file, raw, text))
+}
+
+/// `dir/name` → `dir/name<suffix>` (the activity log beside the store).
+fn beside_with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 /// A key given by the file (`file`), environment variables (`env`, each with how its value is

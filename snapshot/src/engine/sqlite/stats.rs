@@ -2,11 +2,13 @@
 
 use std::path::Path;
 
+use crate::engine::sqlite::error;
 use crate::error::{Error, Result};
 use crate::sql::ident;
 use crate::stats::{
     ColumnStats, DbStats, TableCount, TableStats, file_bytes, unknown_column, unknown_table,
 };
+use rusqlite::types::ValueRef;
 
 /// Statistics of a SQLite database; `table` is the table to describe in detail and `order_by`
 /// the column that orders its rows for "latest" (default: insertion order, `rowid`).
@@ -15,7 +17,6 @@ use crate::stats::{
 /// [`Error::SourceMissing`], [`Error::NotADatabase`], [`Error::InvalidInput`] (field `table` or
 /// `order_by`) for an unknown table or column, engine errors.
 pub(crate) fn stats(path: &Path, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
-    use rusqlite::types::ValueRef;
     use rusqlite::{Connection, OpenFlags};
 
     if !path.exists() {
@@ -24,28 +25,7 @@ pub(crate) fn stats(path: &Path, table: Option<&str>, order_by: Option<&str>) ->
             path: path.to_path_buf(),
         });
     }
-    let e = |op: &'static str| {
-        move |e: rusqlite::Error| {
-            let detail = e.to_string();
-            if matches!(
-                e.sqlite_error_code(),
-                Some(rusqlite::ErrorCode::NotADatabase | rusqlite::ErrorCode::DatabaseCorrupt)
-            ) {
-                Error::NotADatabase {
-                    engine: "sqlite",
-                    path: path.to_path_buf(),
-                    detail,
-                }
-            } else {
-                Error::Engine {
-                    engine: "sqlite",
-                    op,
-                    path: path.to_path_buf(),
-                    detail,
-                }
-            }
-        }
-    };
+    let e = |op: &'static str| move |e| error(path, op, e);
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -76,94 +56,13 @@ pub(crate) fn stats(path: &Path, table: Option<&str>, order_by: Option<&str>) ->
             rows: rows as u64,
         });
     }
-    let json = |v: ValueRef<'_>| match v {
-        ValueRef::Null => serde_json::Value::Null,
-        ValueRef::Integer(i) => i.into(),
-        ValueRef::Real(f) => serde_json::Number::from_f64(f)
-            .map_or_else(|| f.to_string().into(), serde_json::Value::Number),
-        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
-        ValueRef::Blob(b) => format!("<{}-byte blob>", b.len()).into(),
-    };
     let detail = match table {
         None => None,
         Some(t) => {
             let Some(count) = tables.iter().find(|c| c.name == t) else {
                 return Err(unknown_table(t, path, &tables));
             };
-            let cols: Vec<(String, String)> = conn
-                .prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")
-                .and_then(|mut s| {
-                    s.query_map([t], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
-                })
-                .map_err(e("read columns"))?;
-            let order = match order_by {
-                Some(c) if cols.iter().any(|(n, _)| n == c) => ident(c),
-                Some(c) => return Err(unknown_column(c, t)),
-                None => "rowid".to_string(),
-            };
-            let mut columns = Vec::new();
-            for (name, declared) in &cols {
-                let up = declared.to_ascii_uppercase();
-                let numeric = !up.contains("BOOL")
-                    && (up.contains("INT")
-                        || up.contains("REAL")
-                        || up.contains("FLOA")
-                        || up.contains("DOUB")
-                        || up.contains("NUM")
-                        || up.contains("DEC"));
-                if !numeric {
-                    continue;
-                }
-                let c = ident(name);
-                let sql = format!(
-                    "SELECT count({c}), min({c}), max({c}), avg({c}) FROM {} \
-                     WHERE typeof({c}) IN ('integer', 'real')",
-                    ident(t)
-                );
-                let s = conn
-                    .query_row(&sql, [], |r| {
-                        Ok(ColumnStats {
-                            name: name.clone(),
-                            declared_type: declared.clone(),
-                            count: r.get::<_, i64>(0)? as u64,
-                            min: Some(json(r.get_ref(1)?)).filter(|v| !v.is_null()),
-                            max: Some(json(r.get_ref(2)?)).filter(|v| !v.is_null()),
-                            avg: r.get(3)?,
-                        })
-                    })
-                    .map_err(e("column statistics"))?;
-                columns.push(s);
-            }
-            let list: Vec<String> = cols.iter().map(|(n, _)| ident(n)).collect();
-            let sql = format!(
-                "SELECT {} FROM {} ORDER BY {order} DESC LIMIT 1",
-                list.join(", "),
-                ident(t)
-            );
-            let latest = conn
-                .prepare(&sql)
-                .and_then(|mut s| {
-                    let mut rows = s.query([])?;
-                    match rows.next()? {
-                        Some(row) => {
-                            let mut out = Vec::new();
-                            for (i, (n, _)) in cols.iter().enumerate() {
-                                out.push((n.clone(), json(row.get_ref(i)?)));
-                            }
-                            Ok(Some(out))
-                        }
-                        None => Ok(None),
-                    }
-                })
-                .map_err(e("latest row"))?;
-            Some(TableStats {
-                table: t.to_string(),
-                rows: count.rows,
-                order_by: order_by.unwrap_or("rowid").to_string(),
-                columns,
-                latest,
-            })
+            Some(table_stats(&conn, path, t, count.rows, order_by)?)
         }
     };
     let _ = conn.execute_batch("COMMIT");
@@ -174,6 +73,104 @@ pub(crate) fn stats(path: &Path, table: Option<&str>, order_by: Option<&str>) ->
         tables,
         table: detail,
     })
+}
+
+/// One table's numeric columns and latest row.
+fn table_stats(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    t: &str,
+    rows: u64,
+    order_by: Option<&str>,
+) -> Result<TableStats> {
+    let e = |op: &'static str| move |e| error(path, op, e);
+
+    let cols: Vec<(String, String)> = conn
+        .prepare("SELECT name, type FROM pragma_table_info(?1) ORDER BY cid")
+        .and_then(|mut s| {
+            s.query_map([t], |r| Ok((r.get(0)?, r.get(1)?)))
+                .and_then(|r| r.collect::<rusqlite::Result<Vec<_>>>())
+        })
+        .map_err(e("read columns"))?;
+    let order = match order_by {
+        Some(c) if cols.iter().any(|(n, _)| n == c) => ident(c),
+        Some(c) => return Err(unknown_column(c, t)),
+        None => "rowid".to_string(),
+    };
+    let mut columns = Vec::new();
+    for (name, declared) in &cols {
+        let up = declared.to_ascii_uppercase();
+        let numeric = !up.contains("BOOL")
+            && (up.contains("INT")
+                || up.contains("REAL")
+                || up.contains("FLOA")
+                || up.contains("DOUB")
+                || up.contains("NUM")
+                || up.contains("DEC"));
+        if !numeric {
+            continue;
+        }
+        let c = ident(name);
+        let sql = format!(
+            "SELECT count({c}), min({c}), max({c}), avg({c}) FROM {} \
+             WHERE typeof({c}) IN ('integer', 'real')",
+            ident(t)
+        );
+        let s = conn
+            .query_row(&sql, [], |r| {
+                Ok(ColumnStats {
+                    name: name.clone(),
+                    declared_type: declared.clone(),
+                    count: r.get::<_, i64>(0)? as u64,
+                    min: Some(json(r.get_ref(1)?)).filter(|v| !v.is_null()),
+                    max: Some(json(r.get_ref(2)?)).filter(|v| !v.is_null()),
+                    avg: r.get(3)?,
+                })
+            })
+            .map_err(e("column statistics"))?;
+        columns.push(s);
+    }
+    let list: Vec<String> = cols.iter().map(|(n, _)| ident(n)).collect();
+    let sql = format!(
+        "SELECT {} FROM {} ORDER BY {order} DESC LIMIT 1",
+        list.join(", "),
+        ident(t)
+    );
+    let latest = conn
+        .prepare(&sql)
+        .and_then(|mut s| {
+            let mut rows = s.query([])?;
+            match rows.next()? {
+                Some(row) => {
+                    let mut out = Vec::new();
+                    for (i, (n, _)) in cols.iter().enumerate() {
+                        out.push((n.clone(), json(row.get_ref(i)?)));
+                    }
+                    Ok(Some(out))
+                }
+                None => Ok(None),
+            }
+        })
+        .map_err(e("latest row"))?;
+    Ok(TableStats {
+        table: t.to_string(),
+        rows,
+        order_by: order_by.unwrap_or("rowid").to_string(),
+        columns,
+        latest,
+    })
+}
+
+/// A value for people: numbers and text as JSON, a blob by its size.
+fn json(v: ValueRef<'_>) -> serde_json::Value {
+    match v {
+        ValueRef::Null => serde_json::Value::Null,
+        ValueRef::Integer(i) => i.into(),
+        ValueRef::Real(f) => serde_json::Number::from_f64(f)
+            .map_or_else(|| f.to_string().into(), serde_json::Value::Number),
+        ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned().into(),
+        ValueRef::Blob(b) => format!("<{}-byte blob>", b.len()).into(),
+    }
 }
 
 #[cfg(test)]
