@@ -592,13 +592,17 @@ impl SnapshotManager {
     }
 }
 
+/// One table an undo writes: the table, the column holding the entity id, the key (`None`:
+/// the primary key).
+type Target = (String, String, Option<Vec<String>>);
+
 /// An undo's tables: the entity's (which column holds the id, which key matches rows), then
-/// each declared cascade's — as `(table, id column, key)`.
+/// each declared cascade's.
 fn entity_targets(
     o: &mut Opened,
     mapping: &EntityMapping,
     entity_type: &str,
-) -> Result<Vec<(String, String, Option<Vec<String>>)>> {
+) -> Result<Vec<Target>> {
     let table = mapping
         .table
         .clone()

@@ -488,8 +488,11 @@ pub fn put_snapshot_is_all_or_nothing(f: &dyn Fn() -> StoreFixture) -> Check {
     Ok(())
 }
 
+/// One check of the suite.
+pub type StoreCheck = fn(&dyn Fn() -> StoreFixture) -> Check;
+
 /// Every check of the suite, by name.
-pub const SUITE: &[(&str, fn(&dyn Fn() -> StoreFixture) -> Check)] = &[
+pub const SUITE: &[(&str, StoreCheck)] = &[
     (
         "put_bytes_create_refuses_overwrite",
         put_bytes_create_refuses_overwrite,

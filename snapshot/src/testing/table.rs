@@ -413,8 +413,11 @@ pub fn undo_puts_back_exactly_the_entity_and_its_declared_cascade(f: Factory<'_>
     Ok(())
 }
 
+/// One check of the suite.
+pub type TableCheck = fn(Factory<'_>) -> Check;
+
 /// Every check of the suite, by name.
-pub const SUITE: &[(&str, fn(Factory<'_>) -> Check)] = &[
+pub const SUITE: &[(&str, TableCheck)] = &[
     (
         "quoted_and_unicode_identifiers_round_trip",
         quoted_and_unicode_identifiers_round_trip,

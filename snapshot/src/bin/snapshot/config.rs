@@ -610,7 +610,7 @@ mod tests {
         let path = dir.path().join("snapshot.toml");
         std::fs::write(&path, text).map_err(|e| Error::Io {
             op: "write",
-            path: std::path::PathBuf::from(path),
+            path: path.clone(),
             source: e,
         })?;
         let env: Vec<(String, String)> = env
