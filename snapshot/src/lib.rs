@@ -56,7 +56,18 @@
 //! | `bundled` | no      | compile SQLite/DuckDB from source instead of linking the system's |
 //! | `export`  | no      | `export`: tables to CSV (+ schema) and typed JSON, as zip bundle snapshots |
 //! | `schedule`| no      | `schedule`: cron jobs with an interval gate, missed-run reports, an activity log |
-//! | `cli`     | no      | the `snapshot` command-line tool, `config` (implies `export` and `schedule`) |
+//! | `cli`     | no      | the `snapshot` command-line tool (a program: no library API; implies `export` and `schedule`) |
+//! | `test-util`| no     | `testing`: the store and table-engine conformance suites |
+//!
+//! ## Engines and stores are plugins
+//!
+//! Each kind of data is an engine in a folder of its own, found through one registry
+//! ([`engine`]): a source owns its capture, its image check, its restore
+//! ([`Source::begin_restore`]) and its record-level session ([`Source::open_tables`]). A
+//! [`Store`] is a small core — `put` with a [`PutMode`] (`Create`, `Overwrite`, the
+//! compare-and-swap `Update`), `get`, `head`, `list`, `delete` — with conveniences in
+//! [`StoreExt`] and a directory's own notions in the optional
+//! [`LocalStorage`](store::LocalStorage) capability.
 //!
 //! A library should not force C-library bundling on its users, so `bundled` is opt-in; the
 //! workspace's examples and tests turn it on.
@@ -65,8 +76,9 @@
 //!
 //! A [`LocalStore`] directory holds, side by side: the blobs (each a self-contained database
 //! file), one JSON sidecar per blob (its record, from which the index can be rebuilt), the index
-//! `snapshot_metadata.json`, and a `.lock` file. Files are 0600 and the directory 0700: snapshots
-//! hold the same data as the database.
+//! `snapshot_metadata.json`, and a `.lock` file (held for the instant of a compare-and-swap of
+//! the index). Files are 0600 and the directory 0700: snapshots hold the same data as the
+//! database.
 
 pub mod catalog;
 pub mod engine;
