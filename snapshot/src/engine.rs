@@ -17,8 +17,11 @@
 //! | `sqlite` | `sqlite` | `SqliteSource` | yes | yes |
 //! | `duckdb` | `duckdb` | `DuckDbSource` | yes | yes |
 //! | `postgres` | `postgres` | `PostgresSource` | yes | no |
+//! | `dir` | `dir` | `DirectorySource` | no | no |
 //! | `file` | always | [`FileSource`] | no | no |
 
+#[cfg(feature = "dir")]
+pub mod dir;
 #[cfg(feature = "duckdb")]
 pub(crate) mod duckdb;
 mod file;
@@ -164,6 +167,8 @@ static ENGINES: &[&dyn Engine] = &[
     &duckdb::DuckDbEngine,
     #[cfg(feature = "postgres")]
     &postgres::PostgresEngine,
+    #[cfg(feature = "dir")]
+    &dir::DirEngine,
     &file::FileEngine,
 ];
 

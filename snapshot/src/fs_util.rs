@@ -424,6 +424,26 @@ pub fn publish_replace(staged: &Path, dst: &Path) -> Result<()> {
     fsync_dir(parent(dst))
 }
 
+/// Renames `from` to `to` (a file or a whole directory tree already made durable) and makes
+/// the rename durable: both parent directories are fsynced.
+#[allow(dead_code)] // the engines of directories
+pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io("rename", to, e))?;
+    fsync_dir(parent(to))?;
+    if parent(from) != parent(to) {
+        fsync_dir(parent(from))?;
+    }
+    Ok(())
+}
+
+/// Makes everything written on the file system holding `dir` durable at once (`syncfs`): one
+/// call for a tree of many files, where an fsync each would cost a disk flush each.
+#[allow(dead_code)] // the engines of directories
+pub fn sync_filesystem(dir: &Path) -> Result<()> {
+    let d = File::open(dir).map_err(|e| Error::io("open directory", dir, e))?;
+    rustix::fs::syncfs(&d).map_err(|e| Error::io("syncfs", dir, e.into()))
+}
+
 /// Removes a published file durably (the directory is fsynced).
 pub fn remove_durable(path: &Path) -> Result<()> {
     remove_if_exists(path)?;

@@ -53,6 +53,7 @@
 //! | `sqlite`  | no      | `SqliteSource`: live SQLite databases (rusqlite) |
 //! | `duckdb`  | no      | `DuckDbSource`: DuckDB files, record-level restore on them (duckdb) |
 //! | `postgres`| no      | `PostgresSource`: tables of a PostgreSQL server, exported consistently into one bundle; record-level restore on the server (postgres) |
+//! | `dir`     | no      | `DirectorySource`: directories of files as zip (or tar + zstd) archives with a summary and a report |
 //! | `bundled` | no      | compile SQLite/DuckDB from source instead of linking the system's |
 //! | `export`  | no      | `export`: tables to CSV (+ schema) and typed JSON, as zip bundle snapshots |
 //! | `schedule`| no      | `schedule`: cron jobs with an interval gate, missed-run reports, an activity log |
@@ -111,6 +112,8 @@ pub mod __private;
 pub use snapshot_macros::with_snapshot;
 
 pub use engine::FileSource;
+#[cfg(feature = "dir")]
+pub use engine::dir::DirectorySource;
 #[cfg(feature = "duckdb")]
 pub use engine::duckdb::DuckDbSource;
 #[cfg(feature = "postgres")]

@@ -491,13 +491,47 @@ impl SnapshotManager {
             let reason = reason.clone();
             return Ok((SnapshotOutcome::Disabled { reason }, Vec::new()));
         }
-        let (record, dropped) =
-            self.take_keeping_dropped(request, |dest| self.inner.source.capture(dest))?;
+        let (record, dropped) = self.take_keeping_dropped(request, |dest| self.capture(dest))?;
         Ok((SnapshotOutcome::Taken(record), dropped))
     }
 
     pub(crate) fn take(&self, request: SnapshotRequest) -> Result<SnapshotRecord> {
-        self.take_with(request, |dest| self.inner.source.capture(dest))
+        self.take_with(request, |dest| self.capture(dest))
+    }
+
+    /// The source's capture into `dest`, given the image of its previous snapshot when it asks
+    /// for one (the newest listed snapshot of the same kind and location, read where the store
+    /// keeps it or fetched into the staging directory; left out when that fails).
+    fn capture(&self, dest: &Path) -> Result<()> {
+        let source = &self.inner.source;
+        if !source.wants_previous() {
+            return source.capture(dest);
+        }
+        let kind = source.kind();
+        let location = source.path().display().to_string();
+        let previous = self.inner.catalog.load().ok().and_then(|mut records| {
+            records.retain(|r| r.source_kind == kind && r.source_path == location);
+            newest_first(&mut records);
+            records.into_iter().next()
+        });
+        let mut fetched = None;
+        let path = previous.and_then(|r| match self.local_object(&r.blob_key) {
+            Ok(Some(p)) => Some(p),
+            _ => {
+                let dir = self.staging_dir().ok()?;
+                let staged = StagingGuard::new(fs_util::staging_path(&dir, &r.blob_key));
+                self.inner
+                    .store
+                    .get_to_file(&r.blob_key, staged.path())
+                    .ok()?;
+                let p = staged.path().to_path_buf();
+                fetched = Some(staged);
+                Some(p)
+            }
+        });
+        let r = source.capture_since(dest, path.as_deref());
+        drop(fetched);
+        r
     }
 
     /// [`take`](Self::take) with another way of producing the image at the staging path

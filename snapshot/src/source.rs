@@ -15,7 +15,7 @@ mod holders;
 pub(crate) mod live_file;
 mod replace;
 
-pub use holders::processes_holding;
+pub use holders::{processes_holding, processes_holding_under};
 pub use replace::{FileReplacement, Replacement, RestoreContext};
 
 use std::fmt::Debug;
@@ -107,6 +107,23 @@ pub trait Source: Send + Sync + Debug {
     /// [`Error::NotADatabase`](crate::Error::NotADatabase),
     /// [`Error::Busy`](crate::Error::Busy) after the retry budget, I/O errors.
     fn capture(&self, dest: &Path) -> Result<()>;
+
+    /// [`capture`](Self::capture), given the image of this source's previous snapshot when
+    /// [`wants_previous`](Self::wants_previous) asks for it (`None`: there is none, or the
+    /// store could not give it). The default ignores it.
+    ///
+    /// # Errors
+    /// As [`capture`](Self::capture).
+    fn capture_since(&self, dest: &Path, previous: Option<&Path>) -> Result<()> {
+        let _ = previous;
+        self.capture(dest)
+    }
+
+    /// Whether [`capture_since`](Self::capture_since) uses the previous snapshot's image (a
+    /// directory's report of what changed since). The default: no.
+    fn wants_previous(&self) -> bool {
+        false
+    }
 
     /// Checks that `image` is a sound image of this kind. Never modifies it.
     ///

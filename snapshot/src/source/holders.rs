@@ -44,6 +44,48 @@ pub fn processes_holding(path: &Path) -> Vec<u32> {
     pids
 }
 
+/// Every file below the directory `root` that a process holds open, with the process ids, in
+/// one scan of `/proc` (this process's parked read descriptors excluded, as above).
+pub fn processes_holding_under(root: &Path) -> Vec<(std::path::PathBuf, Vec<u32>)> {
+    let me = std::process::id();
+    let Ok(root) = fs::canonicalize(root) else {
+        return Vec::new();
+    };
+    let Ok(procs) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut held: std::collections::BTreeMap<std::path::PathBuf, Vec<u32>> = Default::default();
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(p.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            let parked = pid == me
+                && fd
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i32>().ok())
+                    .is_some_and(is_parked);
+            if parked {
+                continue;
+            }
+            if let Ok(target) = fs::read_link(fd.path())
+                && target.starts_with(&root)
+                && target != root
+            {
+                let pids = held.entry(target).or_default();
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+    }
+    held.into_iter().collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,346 @@
+//! [`DirectorySource`]: a directory of files — the CK Empire `data/` of CSV and JSON files — as
+//! one archive per snapshot, with a summary and a report.
+//!
+//! Every file is read so that the archive holds one complete version of it (see `read.rs`): a
+//! file that changed while it was read is read again (a small file in memory; a large one by
+//! starting the archive over), within a budget, after which the snapshot fails naming it. A file that cannot be read fails
+//! the snapshot naming it — unless the source allows a partial snapshot, whose summary then says
+//! `partial` and lists what is missing. Symbolic links are recorded as links and never
+//! followed; sockets, FIFOs and devices are skipped and listed.
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use base64::Engine as _;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+
+use crate::engine::dir::archive::{self, ArchiveFormat, Writer};
+use crate::engine::dir::read::{self, Added};
+use crate::engine::dir::replace::DirReplacement;
+use crate::engine::dir::summary::{self, FileEntry, Summary};
+use crate::engine::dir::walk::{self, Entry, Kind};
+use crate::error::{Error, Result};
+use crate::source::{CheckLevel, Replacement, Source};
+
+/// Starts of the archive (a large file changed while it was streamed) before the snapshot
+/// fails naming the file.
+const ATTEMPTS: u32 = 5;
+/// The largest summary read back.
+const MAX_SUMMARY: u64 = 512 << 20;
+
+/// A directory tree, snapshotted as one archive (see the module docs).
+///
+/// ```no_run
+/// # fn main() -> snapshot::Result<()> {
+/// use snapshot::{DirectorySource, LocalStore, SnapshotManager, SnapshotRequest};
+///
+/// let data = DirectorySource::new("data")
+///     .include(["**/*.csv", "**/*.json"])?
+///     .exclude(["tmp/**"])?;
+/// let manager = SnapshotManager::builder()
+///     .source(data)
+///     .store(LocalStore::open("backups")?)
+///     .build()?;
+/// manager.snapshot(SnapshotRequest::new("weekly_local_backup"))?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct DirectorySource {
+    root: PathBuf,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    matchers: Arc<(GlobSet, GlobSet)>,
+    format: ArchiveFormat,
+    allow_partial: bool,
+}
+
+fn globs(patterns: &[String]) -> Result<GlobSet> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        b.add(Glob::new(p).map_err(|e| Error::invalid("glob", format!("{p:?}: {e}")))?);
+    }
+    b.build().map_err(|e| Error::invalid("glob", e.to_string()))
+}
+
+/// A path as an archive member name: UTF-8 as it is; other bytes percent-encoded (the summary
+/// keeps the exact bytes).
+fn member_name(rel: &Path) -> String {
+    match rel.to_str() {
+        Some(s) if !s.contains('%') => format!("{}{s}", summary::FILES),
+        _ => {
+            let mut out = String::from(summary::FILES);
+            for &b in rel.as_os_str().as_bytes() {
+                if b.is_ascii() && b != b'%' && !b.is_ascii_control() {
+                    out.push(b as char);
+                } else {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+            out
+        }
+    }
+}
+
+impl DirectorySource {
+    /// The directory at `root`, every file of it, archived as zip.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirectorySource {
+            root: root.into(),
+            include: Vec::new(),
+            exclude: Vec::new(),
+            matchers: Arc::new((GlobSet::empty(), GlobSet::empty())),
+            format: ArchiveFormat::Zip,
+            allow_partial: false,
+        }
+    }
+
+    /// Only the files matching one of these globs (relative to the root: `**/*.csv`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `glob`) for a pattern that does not parse.
+    pub fn include<I, S>(mut self, patterns: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.include = patterns.into_iter().map(Into::into).collect();
+        self.rebuild()
+    }
+
+    /// Not the files (or directories) matching one of these globs.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `glob`) for a pattern that does not parse.
+    pub fn exclude<I, S>(mut self, patterns: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.exclude = patterns.into_iter().map(Into::into).collect();
+        self.rebuild()
+    }
+
+    fn rebuild(mut self) -> Result<Self> {
+        self.matchers = Arc::new((globs(&self.include)?, globs(&self.exclude)?));
+        Ok(self)
+    }
+
+    /// The archive format (default: zip).
+    pub fn format(mut self, format: ArchiveFormat) -> Self {
+        self.format = format;
+        self
+    }
+
+    /// Take a snapshot even when some files cannot be read: its summary's status is then
+    /// `partial` and lists them (default: such a snapshot fails, naming the file).
+    pub fn allow_partial(mut self, allow: bool) -> Self {
+        self.allow_partial = allow;
+        self
+    }
+
+    /// The directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Archives the tree into `dest`, with `previous` (the summary of this directory's previous
+    /// snapshot) for the report.
+    pub(crate) fn archive(&self, dest: &Path, previous: Option<&Summary>) -> Result<Summary> {
+        let mut restarts = 0;
+        loop {
+            match self.archive_once(dest, previous) {
+                Err(Changed(path)) if restarts + 1 < ATTEMPTS => {
+                    restarts += 1;
+                    crate::fs_util::remove_if_exists(dest)?;
+                    tracing::debug!(path = %path.display(), "a large file changed while archived; starting over");
+                }
+                Err(Changed(path)) => {
+                    return Err(Error::Busy {
+                        path,
+                        attempts: ATTEMPTS,
+                        waited_ms: 0,
+                        detail: "the file kept changing while it was archived".into(),
+                    });
+                }
+                Ok(r) => return r,
+            }
+        }
+    }
+
+    fn archive_once(
+        &self,
+        dest: &Path,
+        previous: Option<&Summary>,
+    ) -> std::result::Result<Result<Summary>, Changed> {
+        let tree = match walk::walk(&self.root, &self.matchers.0, &self.matchers.1) {
+            Ok(t) => t,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut writer = match Writer::create(dest, self.format) {
+            Ok(w) => w,
+            Err(e) => return Ok(Err(e)),
+        };
+        let mut s = Summary {
+            backup_timestamp: chrono::Local::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+            backup_type: "snapshot".into(),
+            files_exported: Default::default(),
+            file_list: Default::default(),
+            backup_size_mb: 0.0,
+            status: "completed".into(),
+            root: self.root.display().to_string(),
+            total_bytes: 0,
+            entries: Vec::with_capacity(tree.entries.len()),
+            missing: Vec::new(),
+            skipped: tree
+                .skipped
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect(),
+        };
+        for e in &tree.entries {
+            match self.add(&mut writer, e, dest) {
+                Ok(Some(entry)) => s.entries.push(entry),
+                Ok(None) => {}
+                Err(Added::Changed(p)) => return Err(Changed(p)),
+                Err(Added::Unreadable(p, why)) if self.allow_partial => {
+                    s.missing.push((p.to_string_lossy().into_owned(), why));
+                }
+                Err(Added::Unreadable(p, why)) => {
+                    return Ok(Err(Error::invalid(
+                        "source",
+                        format!("cannot read {}: {why}", p.display()),
+                    )));
+                }
+                Err(Added::Failed(e)) => return Ok(Err(e)),
+            }
+        }
+        if !s.missing.is_empty() {
+            s.status = "partial".into();
+        }
+        s.tally();
+        let summary = match serde_json::to_vec_pretty(&s) {
+            Ok(j) => j,
+            Err(e) => return Ok(Err(Error::invalid("summary", e.to_string()))),
+        };
+        let report = summary::report(&s, previous);
+        let r = writer
+            .add_bytes(summary::SUMMARY, &summary, dest)
+            .and_then(|()| writer.add_bytes(summary::REPORT, report.as_bytes(), dest))
+            .and_then(|()| writer.finish(dest))
+            .map(|()| s);
+        Ok(r)
+    }
+
+    /// Adds one entry; `None` for an entry that vanished while the tree was walked.
+    fn add(
+        &self,
+        w: &mut Writer,
+        e: &Entry,
+        at: &Path,
+    ) -> std::result::Result<Option<FileEntry>, Added> {
+        let path = self.root.join(&e.rel);
+        let name = member_name(&e.rel);
+        let mut entry = FileEntry {
+            path: e.rel.to_string_lossy().into_owned(),
+            path_bytes: e.rel.to_str().is_none().then(|| {
+                base64::engine::general_purpose::STANDARD.encode(e.rel.as_os_str().as_bytes())
+            }),
+            member: name.clone(),
+            kind: String::new(),
+            target: None,
+            size: 0,
+            mode: e.mode,
+            mtime_ns: e.mtime_ns,
+            blake3: None,
+        };
+        match &e.kind {
+            Kind::Dir => {
+                entry.kind = "dir".into();
+                w.add_dir(&format!("{name}/"), e.mode, e.mtime_ns, at)
+                    .map_err(Added::Failed)?;
+            }
+            Kind::Symlink(target) => {
+                entry.kind = "symlink".into();
+                let t = target.to_string_lossy().into_owned();
+                w.add_symlink(&name, &t, at).map_err(Added::Failed)?;
+                entry.target = Some(t);
+            }
+            Kind::File => {
+                entry.kind = "file".into();
+                let Some((stamp, hash)) = read::add_file(w, &path, &name, at)? else {
+                    return Ok(None);
+                };
+                entry.size = stamp.size;
+                entry.mode = stamp.mode;
+                entry.mtime_ns = stamp.mtime_ns;
+                entry.blake3 = Some(format!("blake3:{}", hash.to_hex()));
+            }
+        }
+        Ok(Some(entry))
+    }
+
+    /// Reads the summary of an archive of this kind.
+    ///
+    /// # Errors
+    /// [`Error::NotADatabase`] (engine `dir`) for a damaged archive.
+    pub fn summary_of(image: &Path) -> Result<Summary> {
+        let bytes = archive::read_member(image, summary::SUMMARY, MAX_SUMMARY)?;
+        serde_json::from_slice(&bytes).map_err(|e| archive::damaged(image, e))
+    }
+}
+
+/// A large file changed while it was streamed into the archive: start over.
+struct Changed(PathBuf);
+
+impl Source for DirectorySource {
+    fn kind(&self) -> &'static str {
+        super::KIND
+    }
+
+    fn path(&self) -> &Path {
+        &self.root
+    }
+
+    fn extension(&self) -> &str {
+        self.format.extension()
+    }
+
+    fn capture(&self, dest: &Path) -> Result<()> {
+        self.archive(dest, None).map(drop)
+    }
+
+    fn capture_since(&self, dest: &Path, previous: Option<&Path>) -> Result<()> {
+        let previous = previous.and_then(|p| Self::summary_of(p).ok());
+        self.archive(dest, previous.as_ref()).map(drop)
+    }
+
+    fn wants_previous(&self) -> bool {
+        true
+    }
+
+    fn check_image(&self, image: &Path, level: CheckLevel) -> Result<()> {
+        crate::engine::dir::check::check(image, level)
+    }
+
+    fn prepare_replace(&self) -> Result<()> {
+        Ok(())
+    }
+
+    fn begin_restore(
+        &self,
+        image: &Path,
+        _snapshot_id: &str,
+    ) -> Result<Option<Box<dyn Replacement + '_>>> {
+        Ok(Some(Box::new(DirReplacement::new(self, image)?)))
+    }
+
+    fn restore_dir(&self) -> Option<PathBuf> {
+        None
+    }
+}
+
+/// Files under `root` that processes hold open, with the processes (one scan of `/proc`).
+pub(crate) fn holders_under(root: &Path) -> Vec<(PathBuf, Vec<u32>)> {
+    crate::source::processes_holding_under(root)
+}
