@@ -99,7 +99,8 @@ pub fn remove_if_exists(path: &Path) -> Result<()> {
     }
 }
 
-/// Removes `path` when dropped unless disarmed: staging files never outlive a failure.
+/// Removes `path` (a file, or a directory with what it holds) when dropped unless disarmed:
+/// staging files never outlive a failure.
 #[derive(Debug)]
 pub struct StagingGuard {
     path: Option<PathBuf>,
@@ -123,7 +124,11 @@ impl StagingGuard {
 impl Drop for StagingGuard {
     fn drop(&mut self) {
         if let Some(p) = self.path.take() {
-            let _ = fs::remove_file(&p);
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+                let _ = fs::remove_dir_all(&p);
+            } else {
+                let _ = fs::remove_file(&p);
+            }
         }
     }
 }

@@ -91,6 +91,7 @@ mod fs_util;
 pub mod id;
 mod manager;
 mod mapping;
+mod path_diff;
 pub mod record;
 mod restore;
 pub mod retention;
@@ -126,6 +127,7 @@ pub use manager::{
     ListFilter, OperationStats, PruneReport, SnapshotManager, SnapshotManagerBuilder,
     SnapshotOutcome, SnapshotRequest, Status, install, installed,
 };
+pub use path_diff::{PathChange, PathDiff};
 pub use record::{Outcome, SnapshotRecord};
 pub use restore::{RestoreOptions, RestoreReport};
 pub use retention::{Decision, Reason, RetentionPlan, RetentionPolicy};

@@ -33,6 +33,7 @@ pub struct RestoreOptions {
     dry_run: bool,
     target: Option<PathBuf>,
     check: Option<CheckLevel>,
+    paths: Vec<String>,
 }
 
 impl RestoreOptions {
@@ -52,6 +53,19 @@ impl RestoreOptions {
     /// Materialise the snapshot at `path` (which must not exist) instead of over the live data.
     pub fn target(mut self, path: impl Into<PathBuf>) -> Self {
         self.target = Some(path.into());
+        self
+    }
+
+    /// Only the entries of a directory snapshot whose paths (relative to its root) match one
+    /// of these globs (`csv/*.csv`): put back into the live directory, the rest of it left as
+    /// it is, or with [`target`](Self::target) written alone into a new directory. Other
+    /// engines refuse a selection with [`Error::Unsupported`].
+    pub fn paths<I, S>(mut self, globs: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.paths = globs.into_iter().map(Into::into).collect();
         self
     }
 
@@ -135,11 +149,14 @@ impl SnapshotManager {
 
         // 2. The source's replacement: the live data must be free (a file's journal folded; a
         //    server's tables planned and locked).
-        let mut replacement: Box<dyn Replacement + '_> =
+        let mut replacement: Box<dyn Replacement + '_> = if !options.paths.is_empty() {
+            source.begin_restore_paths(&image.path, &record.snapshot_id, &options.paths)?
+        } else {
             match source.begin_restore(&image.path, &record.snapshot_id)? {
                 Some(r) => r,
                 None => Box::new(FileReplacement::new(&**source, &image.path)?),
-            };
+            }
+        };
         let target = replacement.target().to_path_buf();
         let report = |steps, safety_snapshot, dry_run| RestoreReport {
             snapshot_id: record.snapshot_id.clone(),
@@ -266,8 +283,24 @@ impl SnapshotManager {
             "verified {} ({} bytes, {})",
             record.snapshot_id, record.size_bytes, record.checksum
         )];
+        if !same_kind && !options.paths.is_empty() {
+            return Err(Error::Unsupported {
+                operation: "restore some paths",
+                kind: record.source_kind,
+            });
+        }
         if options.dry_run {
             steps.push(format!("would write {}", target.display()));
+        } else if let Some(done) = same_kind
+            .then(|| {
+                self.inner
+                    .source
+                    .materialize(staged.path(), target, &options.paths)
+            })
+            .transpose()?
+            .flatten()
+        {
+            steps.extend(done);
         } else {
             fs_util::publish_new(staged.path(), target).map_err(|e| match e {
                 Error::AlreadyExists { .. } => {

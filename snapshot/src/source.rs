@@ -162,6 +162,65 @@ pub trait Source: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// Starts a restore of only the entries of `image` (a verified image of this kind) that
+    /// match the globs `paths`, put back into the live data while the rest of it stays as it
+    /// is (a directory's `restore ID --path 'csv/*.csv'`).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) for a source whose data has no paths
+    /// (the default); [`Error::InvalidInput`](crate::Error::InvalidInput) for a glob that
+    /// does not parse; as [`begin_restore`](Self::begin_restore).
+    fn begin_restore_paths(
+        &self,
+        image: &Path,
+        snapshot_id: &str,
+        paths: &[String],
+    ) -> Result<Box<dyn Replacement + '_>> {
+        let _ = (image, snapshot_id, paths);
+        Err(crate::Error::Unsupported {
+            operation: "restore some paths",
+            kind: self.kind().to_string(),
+        })
+    }
+
+    /// Puts `image` (a verified image of this kind) at `target`, which does not exist, with
+    /// `paths` (globs; empty: everything) choosing what of it, and says what it did. `None`
+    /// (the default, for an empty selection): the image file itself is the result, published
+    /// at `target` by the caller.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) for a selection on a source whose
+    /// data has no paths; I/O errors naming the path.
+    fn materialize(
+        &self,
+        image: &Path,
+        target: &Path,
+        paths: &[String],
+    ) -> Result<Option<Vec<String>>> {
+        let _ = (image, target);
+        if paths.is_empty() {
+            return Ok(None);
+        }
+        Err(crate::Error::Unsupported {
+            operation: "restore some paths",
+            kind: self.kind().to_string(),
+        })
+    }
+
+    /// What changed in the live data since the snapshot whose verified image is `image`,
+    /// path by path (see [`SnapshotManager::compare_paths`](crate::SnapshotManager::compare_paths)).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`](crate::Error::Unsupported) for a source whose data has no paths
+    /// (the default); I/O errors naming the path.
+    fn compare_paths(&self, image: &Path) -> Result<crate::PathDiff> {
+        let _ = image;
+        Err(crate::Error::Unsupported {
+            operation: "compare paths",
+            kind: self.kind().to_string(),
+        })
+    }
+
     /// The directory where a restore stages the image before
     /// [`begin_restore`](Self::begin_restore): beside the live file by default, so that the swap is a rename;
     /// `None` for a source that is not a file (the image is then read where the store keeps it,
@@ -210,6 +269,7 @@ pub trait Source: Send + Sync + Debug {
             file_bytes: m.len(),
             tables: Vec::new(),
             table: None,
+            files: Vec::new(),
         })
     }
 }

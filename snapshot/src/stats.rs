@@ -70,6 +70,20 @@ pub struct DbStats {
     pub tables: Vec<TableCount>,
     /// The chosen table's statistics.
     pub table: Option<TableStats>,
+    /// A directory's files by type (empty for a database).
+    pub files: Vec<FileGroup>,
+}
+
+/// The files of one type in a directory (`csv_files`: every `.csv`), for `snapshot status`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct FileGroup {
+    /// The type, as the directory's summary names it (`csv_files`, `json_files`, …).
+    pub group: String,
+    /// Its files.
+    pub files: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 #[allow(dead_code)] // used by the engines of database files

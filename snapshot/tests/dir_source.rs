@@ -14,7 +14,8 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{Context, Result, bail, ensure};
 use snapshot::engine::dir::{ArchiveFormat, DirectorySource, extract};
 use snapshot::{
-    Environment, Error, ListFilter, LocalStore, SnapshotManager, SnapshotRecord, SnapshotRequest,
+    Environment, Error, ListFilter, LocalStore, PathChange, RestoreOptions, SnapshotManager,
+    SnapshotRecord, SnapshotRequest,
 };
 
 /// What a tree holds, entry by entry: kind, content (or link target), mode, mtime (s).
@@ -375,5 +376,103 @@ fn include_and_exclude_globs_choose_the_files() -> Result<()> {
         .map(|e| e.path.as_str())
         .collect();
     ensure!(files == ["csv/analytics_summary.csv"], "{files:?}");
+    Ok(())
+}
+
+#[test]
+fn some_files_go_back_into_the_live_directory_and_the_rest_stays() -> Result<()> {
+    let f = Fixture::new(ArchiveFormat::TarZstd)?;
+    let snap = f.take("manual")?;
+    fs::write(f.root.join("csv/analytics_summary.csv"), "ruined")?;
+    fs::remove_file(f.root.join("csv/monetization.csv"))?;
+    fs::write(f.root.join("json/business_ideas.json"), "[\"kept\"]")?;
+    fs::write(f.root.join("csv/new.csv"), "new since")?;
+    let report = f.m.restore_with(
+        &snap.snapshot_id,
+        &RestoreOptions::new().paths(["csv/*.csv"]),
+    )?;
+    ensure!(report.safety_snapshot.is_some(), "{report:?}");
+    ensure!(fs::read(f.root.join("csv/analytics_summary.csv"))? == b"day,views\n1,10\n2,20\n");
+    ensure!(fs::read(f.root.join("csv/monetization.csv"))? == b"day,usd\n1,1.5\n");
+    let kept = fs::metadata(f.root.join("csv/monetization.csv"))?;
+    ensure!(kept.mtime() == 1_700_000_000, "the time comes back too");
+    ensure!(
+        fs::read(f.root.join("json/business_ideas.json"))? == b"[\"kept\"]",
+        "files the glob does not choose stay as they are"
+    );
+    ensure!(
+        fs::read(f.root.join("csv/new.csv"))? == b"new since",
+        "files the snapshot lacks stay"
+    );
+    let leftovers: Vec<_> = fs::read_dir(f.dir.path())?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    ensure!(leftovers.is_empty(), "staging left behind: {leftovers:?}");
+    // A glob that chooses nothing changes nothing and takes no safety snapshot.
+    let before = f.m.list(&ListFilter::new())?.len();
+    match f.m.restore_with(
+        &snap.snapshot_id,
+        &RestoreOptions::new().paths(["nothing/*"]),
+    ) {
+        Err(Error::InvalidInput { field, .. }) => ensure!(field == "path"),
+        other => bail!("expected InvalidInput, got {other:?}"),
+    }
+    ensure!(f.m.list(&ListFilter::new())?.len() == before);
+    // Elsewhere, some files only.
+    let out = f.dir.path().join("csv-only");
+    f.m.restore_with(
+        &snap.snapshot_id,
+        &RestoreOptions::new().target(&out).paths(["csv"]),
+    )?;
+    ensure!(out.join("csv/monetization.csv").is_file() && !out.join("notes.txt").exists());
+    Ok(())
+}
+
+#[test]
+fn the_compare_names_files_added_removed_and_changed_with_sizes() -> Result<()> {
+    let f = Fixture::new(ArchiveFormat::Zip)?;
+    let snap = f.take("manual")?;
+    ensure!(f.m.compare_paths(&snap.snapshot_id)?.is_identical());
+    fs::remove_file(f.root.join("notes.txt"))?;
+    fs::write(f.root.join("added.json"), "{}")?;
+    // Same size, other content: found by its hash.
+    fs::write(f.root.join("csv/monetization.csv"), "day,usd\n1,9.5\n")?;
+    fs::remove_file(f.root.join("latest.csv"))?;
+    symlink("csv/monetization.csv", f.root.join("latest.csv"))?;
+    let d = f.m.compare_paths(&snap.snapshot_id)?;
+    let names = |v: &[PathChange]| v.iter().map(|c| c.path.clone()).collect::<Vec<_>>();
+    ensure!(names(&d.added) == ["added.json"], "{d:?}");
+    ensure!(names(&d.removed) == ["notes.txt"], "{d:?}");
+    ensure!(
+        names(&d.changed) == ["csv/monetization.csv", "latest.csv"],
+        "{d:?}"
+    );
+    ensure!(d.removed[0].snapshot_bytes == Some(9) && d.removed[0].live_bytes.is_none());
+    ensure!(d.added[0].live_bytes == Some(2));
+    ensure!(d.unchanged == 3, "{d:?}");
+    Ok(())
+}
+
+#[test]
+fn status_counts_files_and_bytes_by_type() -> Result<()> {
+    let f = Fixture::new(ArchiveFormat::Zip)?;
+    let s = f.m.source().statistics(None, None)?;
+    let groups: Vec<(String, u64, u64)> = s
+        .files
+        .iter()
+        .map(|g| (g.group.clone(), g.files, g.bytes))
+        .collect();
+    ensure!(
+        groups
+            == [
+                ("csv_files".to_string(), 2, 34),
+                ("json_files".to_string(), 2, 23),
+                ("other_files".to_string(), 1, 9),
+            ],
+        "{groups:?}"
+    );
+    ensure!(s.file_bytes == 66 && s.engine == "dir");
     Ok(())
 }

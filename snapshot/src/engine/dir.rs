@@ -5,21 +5,29 @@
 //!
 //! | file | what |
 //! |------|------|
+//! | `select.rs` | entries chosen by glob, for what is taken and what is put back |
 //! | `source.rs` | [`DirectorySource`]: the walk, one complete version of every file, the archive |
 //! | `read.rs` | one complete version of a file that may be rewritten while it is read |
 //! | `walk.rs` | the tree's entries: files, directories, links (never followed), special files set aside |
 //! | `archive.rs` | the zip and tar + zstd formats, streamed |
 //! | `summary.rs` | `backup_summary.json`, `report.html`, the changes between two snapshots |
 //! | `check.rs` | the image check: summary, members, every file re-hashed (`Full`) |
+//! | `compare.rs` | the live tree against a snapshot: files added, removed, changed |
 //! | `extract.rs` | putting a tree (or part of it) back into a directory |
+//! | `partial.rs` | some files put back into the live directory, one rename each |
+//! | `stats.rs` | `snapshot status`: files and bytes by type |
 //! | `replace.rs` | the whole restore: extracted beside the directory, swapped by rename |
 
 mod archive;
 mod check;
+mod compare;
 mod extract;
+mod partial;
 mod read;
 mod replace;
+mod select;
 mod source;
+mod stats;
 mod summary;
 mod walk;
 

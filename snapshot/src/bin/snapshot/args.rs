@@ -178,10 +178,15 @@ pub struct RestoreArgs {
     /// Verify and print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Write the snapshot to PATH (a new file, or a new directory for an export bundle) instead
-    /// of over the database.
+    /// Write the snapshot to PATH (a new file, or a new directory for an export bundle or a
+    /// directory snapshot) instead of over the database.
     #[arg(long, value_name = "PATH")]
     pub to: Option<PathBuf>,
+    /// A directory snapshot: only the files matching this glob, relative to the directory
+    /// (`csv/*.csv`; a directory's name takes what is below it); repeat for more. The other
+    /// files of the live directory are left as they are.
+    #[arg(long = "path", value_name = "GLOB")]
+    pub paths: Vec<String>,
     /// Do not ask for confirmation (required when stdin is not a terminal).
     #[arg(long, short)]
     pub yes: bool,
@@ -208,9 +213,9 @@ pub struct PreviewArgs {
 pub struct DiffArgs {
     /// The snapshot.
     pub id: String,
-    /// The table to compare.
+    /// The table to compare (a database; a directory is compared file by file without it).
     #[arg(long)]
-    pub table: String,
+    pub table: Option<String>,
     /// Match rows by these columns instead of the primary key.
     #[arg(long, value_name = "COL,...", value_delimiter = ',')]
     pub key: Option<Vec<String>>,

@@ -381,13 +381,22 @@ pub(crate) fn restore(ctx: &Ctx, a: RestoreArgs) -> CliResult {
         return restore_bundle(ctx, &record, dir, a.dry_run);
     }
     let m = ctx.manager_for(&record)?;
-    let mut options = RestoreOptions::new().dry_run(a.dry_run);
+    let mut options = RestoreOptions::new()
+        .dry_run(a.dry_run)
+        .paths(a.paths.iter().cloned());
     match &a.to {
         Some(to) => options = options.target(to),
         None => {
             let db = ctx.database_display()?;
             if !a.dry_run {
-                let question = if ctx.config.server.is_some() {
+                let question = if !a.paths.is_empty() {
+                    format!(
+                        "Put back the files of {} matching {} into {db}? (a safety snapshot of \
+                         the present is taken first)",
+                        record.snapshot_id,
+                        a.paths.join(", ")
+                    )
+                } else if ctx.config.server.is_some() {
                     format!(
                         "Replace every table of {} in {db} with its rows in the snapshot? (one \
                          transaction, after a safety snapshot of the present)",

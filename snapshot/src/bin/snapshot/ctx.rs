@@ -330,6 +330,9 @@ impl Source for Progressed {
         self.inner.extension()
     }
     fn capture(&self, dest: &Path) -> Result<()> {
+        self.capture_since(dest, None)
+    }
+    fn capture_since(&self, dest: &Path, previous: Option<&Path>) -> Result<()> {
         // A bar for a file copied as it is; a spinner for exports and servers.
         let total = if export_formats_of(self.inner.kind()).is_some() {
             None
@@ -367,7 +370,7 @@ impl Source for Progressed {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             });
-            let r = self.inner.capture(dest);
+            let r = self.inner.capture_since(dest, previous);
             done.store(true, Ordering::Relaxed);
             r
         });
@@ -392,6 +395,28 @@ impl Source for Progressed {
         snapshot_id: &str,
     ) -> Result<Option<Box<dyn Replacement + '_>>> {
         self.inner.begin_restore(image, snapshot_id)
+    }
+    fn begin_restore_paths(
+        &self,
+        image: &Path,
+        snapshot_id: &str,
+        paths: &[String],
+    ) -> Result<Box<dyn Replacement + '_>> {
+        self.inner.begin_restore_paths(image, snapshot_id, paths)
+    }
+    fn materialize(
+        &self,
+        image: &Path,
+        target: &Path,
+        paths: &[String],
+    ) -> Result<Option<Vec<String>>> {
+        self.inner.materialize(image, target, paths)
+    }
+    fn compare_paths(&self, image: &Path) -> Result<snapshot::PathDiff> {
+        self.inner.compare_paths(image)
+    }
+    fn wants_previous(&self) -> bool {
+        self.inner.wants_previous()
     }
     fn restore_dir(&self) -> Option<PathBuf> {
         self.inner.restore_dir()

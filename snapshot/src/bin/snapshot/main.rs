@@ -29,6 +29,7 @@ mod commands;
 mod config;
 mod ctx;
 mod error;
+mod files;
 mod output;
 mod service;
 mod tables;

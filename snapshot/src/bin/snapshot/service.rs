@@ -415,12 +415,22 @@ fn print_db_stats(s: &snapshot::stats::DbStats) {
         (
             if s.engine == "postgres" {
                 "size"
-            } else {
+            } else if s.files.is_empty() {
                 "file size"
+            } else {
+                "files' size"
             },
             bytes(s.file_bytes),
         ),
     ]);
+    if !s.files.is_empty() {
+        println!();
+        let mut t = Table::new(&["TYPE", "FILES", "BYTES"]);
+        for g in &s.files {
+            t.row(vec![g.group.clone(), g.files.to_string(), bytes(g.bytes)]);
+        }
+        t.print();
+    }
     if !s.tables.is_empty() {
         println!();
         let mut t = Table::new(&["TABLE", "ROWS"]);

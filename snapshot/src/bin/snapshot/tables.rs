@@ -281,13 +281,16 @@ fn kind_name(k: DiffKind) -> &'static str {
 }
 
 pub(crate) fn diff(ctx: &Ctx, a: DiffArgs) -> CliResult {
+    let Some(table) = &a.table else {
+        return crate::files::diff(ctx, &a.id);
+    };
     let m = live_manager(ctx)?;
     let mut options = CompareOptions::new().sample(a.sample);
     if let Some(k) = &a.key {
         options = options.key(k.iter().map(|c| c.trim().to_string()));
     }
-    let d = spin(ctx, format!("comparing {} of {}", a.table, a.id), || {
-        m.compare(&a.id, &a.table, &options)
+    let d = spin(ctx, format!("comparing {table} of {}", a.id), || {
+        m.compare(&a.id, table, &options)
     })?;
     if ctx.json {
         return output::json(&diff_json(&d));

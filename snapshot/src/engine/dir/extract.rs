@@ -10,6 +10,7 @@ use std::path::{Component, Path, PathBuf};
 use globset::GlobSet;
 
 use crate::engine::dir::archive;
+use crate::engine::dir::select::selects;
 use crate::engine::dir::source::DirectorySource;
 use crate::engine::dir::summary::FileEntry;
 use crate::error::{Error, Result};
@@ -45,7 +46,7 @@ pub fn extract(image: &Path, dir: &Path, only: Option<&GlobSet>) -> Result<Extra
     let summary = DirectorySource::summary_of(image)?;
     let selected = |e: &FileEntry| match only {
         None => true,
-        Some(g) => g.is_match(e.rel_path()),
+        Some(g) => selects(g, &e.rel_path()),
     };
     let mut by_member: BTreeMap<String, &FileEntry> = BTreeMap::new();
     let mut wanted_dirs: Vec<PathBuf> = Vec::new();

@@ -24,7 +24,7 @@ pub(crate) struct DirReplacement<'a> {
 }
 
 /// The directory holding `root` (`.` for a bare name).
-fn parent_of(root: &Path) -> PathBuf {
+pub(crate) fn parent_of(root: &Path) -> PathBuf {
     match root.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

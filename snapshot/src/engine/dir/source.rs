@@ -13,15 +13,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use base64::Engine as _;
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::GlobSet;
 
 use crate::engine::dir::archive::{self, ArchiveFormat, Writer};
+use crate::engine::dir::extract::extract;
+use crate::engine::dir::partial::PartialReplacement;
 use crate::engine::dir::read::{self, Added};
-use crate::engine::dir::replace::DirReplacement;
+use crate::engine::dir::replace::{DirReplacement, parent_of};
+use crate::engine::dir::select::globs;
 use crate::engine::dir::summary::{self, FileEntry, Summary};
 use crate::engine::dir::walk::{self, Entry, Kind};
 use crate::error::{Error, Result};
+use crate::fs_util::{self, StagingGuard};
 use crate::source::{CheckLevel, Replacement, Source};
+use crate::stats::DbStats;
 
 /// Starts of the archive (a large file changed while it was streamed) before the snapshot
 /// fails naming the file.
@@ -55,14 +60,6 @@ pub struct DirectorySource {
     allow_partial: bool,
 }
 
-fn globs(patterns: &[String]) -> Result<GlobSet> {
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        b.add(Glob::new(p).map_err(|e| Error::invalid("glob", format!("{p:?}: {e}")))?);
-    }
-    b.build().map_err(|e| Error::invalid("glob", e.to_string()))
-}
-
 /// A path as an archive member name: UTF-8 as it is; other bytes percent-encoded (the summary
 /// keeps the exact bytes).
 fn member_name(rel: &Path) -> String {
@@ -85,8 +82,15 @@ fn member_name(rel: &Path) -> String {
 impl DirectorySource {
     /// The directory at `root`, every file of it, archived as zip.
     pub fn new(root: impl Into<PathBuf>) -> Self {
+        // `data/` and `./data` are `data`: one directory, one name in the catalog.
+        let root: PathBuf = root.into();
+        let normal: PathBuf = root.components().collect();
         DirectorySource {
-            root: root.into(),
+            root: if normal.as_os_str().is_empty() {
+                root
+            } else {
+                normal
+            },
             include: Vec::new(),
             exclude: Vec::new(),
             matchers: Arc::new((GlobSet::empty(), GlobSet::empty())),
@@ -95,7 +99,8 @@ impl DirectorySource {
         }
     }
 
-    /// Only the files matching one of these globs (relative to the root: `**/*.csv`).
+    /// Only the files matching one of these globs, relative to the root (`**/*.csv`; `*`
+    /// stays within one directory, a directory's name takes everything below it).
     ///
     /// # Errors
     /// [`Error::InvalidInput`] (field `glob`) for a pattern that does not parse.
@@ -168,12 +173,17 @@ impl DirectorySource {
         }
     }
 
+    /// The entries the snapshot would take now.
+    pub(crate) fn tree(&self) -> Result<walk::Tree> {
+        walk::walk(&self.root, &self.matchers.0, &self.matchers.1)
+    }
+
     fn archive_once(
         &self,
         dest: &Path,
         previous: Option<&Summary>,
     ) -> std::result::Result<Result<Summary>, Changed> {
-        let tree = match walk::walk(&self.root, &self.matchers.0, &self.matchers.1) {
+        let tree = match self.tree() {
             Ok(t) => t,
             Err(e) => return Ok(Err(e)),
         };
@@ -335,8 +345,49 @@ impl Source for DirectorySource {
         Ok(Some(Box::new(DirReplacement::new(self, image)?)))
     }
 
+    fn begin_restore_paths(
+        &self,
+        image: &Path,
+        _snapshot_id: &str,
+        paths: &[String],
+    ) -> Result<Box<dyn Replacement + '_>> {
+        Ok(Box::new(PartialReplacement::new(self, image, paths)?))
+    }
+
+    fn materialize(
+        &self,
+        image: &Path,
+        target: &Path,
+        paths: &[String],
+    ) -> Result<Option<Vec<String>>> {
+        let only = if paths.is_empty() {
+            None
+        } else {
+            Some(globs(paths)?)
+        };
+        // Extracted beside the target, then renamed: a failure leaves no half tree there.
+        let staged = StagingGuard::new(fs_util::staging_path(&parent_of(target), "extract"));
+        let done = extract(image, staged.path(), only.as_ref())?;
+        fs_util::rename_durable(staged.path(), target)?;
+        staged.disarm();
+        Ok(Some(vec![format!(
+            "wrote {} file(s), {} bytes, into {}",
+            done.files,
+            done.bytes,
+            target.display()
+        )]))
+    }
+
     fn restore_dir(&self) -> Option<PathBuf> {
         None
+    }
+
+    fn compare_paths(&self, image: &Path) -> Result<crate::PathDiff> {
+        crate::engine::dir::compare::compare(self, image)
+    }
+
+    fn statistics(&self, _table: Option<&str>, _order_by: Option<&str>) -> Result<DbStats> {
+        crate::engine::dir::stats::statistics(self)
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use globset::GlobSet;
 
+use crate::engine::dir::select::selects;
 use crate::error::{Error, Result};
 
 /// What an entry is.
@@ -110,7 +111,7 @@ pub(crate) fn walk(root: &Path, include: &GlobSet, exclude: &GlobSet) -> Result<
                 continue;
             };
             if kind != Kind::Dir
-                && ((!include.is_empty() && !include.is_match(&rel)) || exclude.is_match(&rel))
+                && ((!include.is_empty() && !selects(include, &rel)) || exclude.is_match(&rel))
             {
                 continue;
             }

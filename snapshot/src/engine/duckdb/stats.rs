@@ -68,6 +68,7 @@ pub(crate) fn stats(path: &Path, table: Option<&str>, order_by: Option<&str>) ->
         file_bytes: file_bytes(path, &[".wal"]),
         tables,
         table: detail,
+        files: Vec::new(),
     })
 }
 

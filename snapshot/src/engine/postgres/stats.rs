@@ -44,6 +44,7 @@ pub(crate) fn stats(
         file_bytes: bytes,
         tables,
         table: detail,
+        files: Vec::new(),
     })
 }
 

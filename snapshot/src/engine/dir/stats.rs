@@ -1,0 +1,44 @@
+//! `snapshot status` of a directory: its files by type (as the summary counts them) with their
+//! bytes — the tree walked, no file read.
+
+use std::collections::BTreeMap;
+
+use crate::engine::dir::source::DirectorySource;
+use crate::engine::dir::summary::type_of;
+use crate::engine::dir::walk::Kind;
+use crate::error::Result;
+use crate::source::Source;
+use crate::stats::{DbStats, FileGroup};
+
+/// The statistics of the directory of `source` (the files its globs take).
+///
+/// # Errors
+/// [`Error::SourceMissing`](crate::Error::SourceMissing) when the root does not exist; I/O
+/// errors naming what could not be listed.
+pub(crate) fn statistics(source: &DirectorySource) -> Result<DbStats> {
+    let tree = source.tree()?;
+    let mut groups: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
+    let mut total = 0;
+    for e in tree.entries.iter().filter(|e| e.kind == Kind::File) {
+        let bytes = std::fs::symlink_metadata(source.root().join(&e.rel)).map_or(0, |m| m.len());
+        let g = groups.entry(type_of(&e.rel)).or_default();
+        g.0 += 1;
+        g.1 += bytes;
+        total += bytes;
+    }
+    Ok(DbStats {
+        engine: source.kind().to_string(),
+        path: source.root().to_path_buf(),
+        file_bytes: total,
+        tables: Vec::new(),
+        table: None,
+        files: groups
+            .into_iter()
+            .map(|(group, (files, bytes))| FileGroup {
+                group: group.to_string(),
+                files,
+                bytes,
+            })
+            .collect(),
+    })
+}
