@@ -68,6 +68,22 @@ pub(crate) trait Engine: Sync {
     /// [`Error::InvalidInput`] when the location cannot be one of this engine's.
     fn source(&self, location: &Path) -> Result<Arc<dyn Source>>;
 
+    /// [`source`](Self::source) with the engine's own settings (a configuration's
+    /// `[database.options]`). The default takes none.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `database.options`) naming a setting the engine does not
+    /// know or a value of the wrong type; as [`source`](Self::source).
+    fn source_with(&self, location: &Path, options: &Options) -> Result<Arc<dyn Source>> {
+        if let Some(key) = options.keys().next() {
+            return Err(Error::invalid(
+                "database.options",
+                format!("{key}: the {} engine takes no options", self.title()),
+            ));
+        }
+        self.source(location)
+    }
+
     /// Whether the engine's live data is on a server (no file: a store must be given).
     fn is_server(&self) -> bool {
         false
@@ -216,6 +232,30 @@ impl Scope {
         self.tables = Some(tables);
         self
     }
+}
+
+/// An engine's own settings, by name (a configuration's `[database.options]`).
+pub type Options = serde_json::Map<String, serde_json::Value>;
+
+/// A source of the engine `kind` at `location` with the engine's own settings `options`
+/// (an empty map: the defaults, as [`source`]).
+///
+/// # Errors
+/// [`Error::Unsupported`] when no engine of that kind is compiled in;
+/// [`Error::InvalidInput`] for a setting the engine does not know or a bad value.
+pub fn source_with(kind: &str, location: &Path, options: &Options) -> Result<Arc<dyn Source>> {
+    require(kind, "open a source")?.source_with(location, options)
+}
+
+/// Why `options` cannot be settings of the engine `kind`, checked without touching the data.
+///
+/// # Errors
+/// The engine's [`Error::InvalidInput`] naming the setting.
+pub fn check_options(kind: &str, options: &Options) -> Result<()> {
+    if options.is_empty() {
+        return Ok(());
+    }
+    source_with(kind, Path::new("."), options).map(drop)
 }
 
 /// The kind of the engine whose URL scheme starts `text` (`postgres://…` → `postgres`), when

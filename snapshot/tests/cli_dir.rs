@@ -161,3 +161,60 @@ fn bad_roots_and_globs_are_typed_errors() -> Result<()> {
     ensure!(read(&f.data().join("csv/monetization.csv"))? == "day,usd\n1,1.5\n");
     Ok(())
 }
+
+#[test]
+fn a_weekly_directory_job_with_options_runs_and_rotates() -> Result<()> {
+    let f = Fx::new()?;
+    fs::write(
+        f.dir.path().join("snapshot.toml"),
+        r#"[database]
+path = "data"
+
+[database.options]
+include = ["csv"]
+format = "tar.zst"
+
+[[schedule.jobs]]
+name = "weekly-local-backup"
+cron = "0 2 * * 0"
+retention = { keep_last = 2 }
+"#,
+    )?;
+    let jobs = f.json(&["schedule", "--list"])?;
+    ensure!(jobs.to_string().contains("weekly-local-backup"), "{jobs}");
+    for _ in 0..3 {
+        let out = f.run(&["schedule", "--run-now", "--once"])?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let list = f.json(&["list"])?;
+    let runs: Vec<&Value> = list
+        .as_array()
+        .context("list")?
+        .iter()
+        .filter(|r| r["entity_type"] == "weekly-local-backup")
+        .collect();
+    ensure!(runs.len() == 2, "the job's retention keeps 2: {list}");
+    ensure!(
+        runs.iter().all(|r| r["blob_key"]
+            .as_str()
+            .is_some_and(|k| k.ends_with(".tar.zst"))),
+        "{list}"
+    );
+    // Only the CSV files, as the options say.
+    let id = runs[0]["snapshot_id"].as_str().context("id")?;
+    f.json(&["restore", id, "--to", "out"])?;
+    ensure!(f.dir.path().join("out/csv/monetization.csv").is_file());
+    ensure!(!f.dir.path().join("out/business_ideas.json").exists());
+
+    fs::write(
+        f.dir.path().join("snapshot.toml"),
+        "[database]\npath = \"data\"\n\n[database.options]\nformat = \"rar\"\n",
+    )?;
+    let (kind, code) = f.error(&["list"])?;
+    ensure!(kind == "invalid_input" && code == 2, "{kind} {code}");
+    Ok(())
+}

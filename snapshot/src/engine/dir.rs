@@ -39,7 +39,7 @@ pub use summary::{Changes, FileEntry, Summary, changes};
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Options};
 use crate::error::Result;
 use crate::source::Source;
 
@@ -68,5 +68,9 @@ impl Engine for DirEngine {
 
     fn source(&self, location: &Path) -> Result<Arc<dyn Source>> {
         Ok(Arc::new(DirectorySource::new(location)))
+    }
+
+    fn source_with(&self, location: &Path, options: &Options) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(DirectorySource::with_options(location, options)?))
     }
 }

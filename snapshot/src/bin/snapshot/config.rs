@@ -226,6 +226,8 @@ pub struct Config {
     pub engine: EngineKind,
     /// The database on a server, when the engine keeps its data on one.
     pub server: Option<ServerConfig>,
+    /// The engine's own settings (`[database.options]`), checked by the engine at load time.
+    pub engine_options: serde_json::Map<String, serde_json::Value>,
     /// The store directory (absolute).
     pub store: Option<PathBuf>,
     /// The store-wide retention rules (`None`: the library default, keep the last 10).
@@ -317,6 +319,24 @@ impl Config {
             &mut origins,
         )?;
 
+        let engine_options = match &raw.database.options {
+            None => serde_json::Map::new(),
+            Some(o) => {
+                let map = match serde_json::to_value(o.get_ref()) {
+                    Ok(serde_json::Value::Object(m)) => m,
+                    _ => serde_json::Map::new(),
+                };
+                snapshot::engine::check_options(engine.name(), &map).map_err(|e| {
+                    invalid(
+                        "config",
+                        format!("[database.options] ({}): {e}", at(o.span())),
+                    )
+                })?;
+                origins.insert("database.options", at(o.span()));
+                map
+            }
+        };
+
         // Keys given by the file, a variable and a flag, highest wins.
         let store = layered(
             &mut origins,
@@ -379,6 +399,7 @@ impl Config {
             database,
             engine,
             server,
+            engine_options,
             store,
             retention,
             export_tables: raw.exports.tables.as_ref().map(|t| t.get_ref().clone()),

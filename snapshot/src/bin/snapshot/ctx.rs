@@ -67,7 +67,7 @@ impl Ctx {
     /// snapshot records (`postgres://user@host:port/database[?schema=…]`, no password: one
     /// comes from the engine's environment, `PGPASSWORD`, if the server needs it).
     fn db_source(&self, path: &Path, engine: EngineKind) -> Result<Arc<dyn Source>> {
-        snapshot::engine::source(engine.name(), path)
+        snapshot::engine::source_with(engine.name(), path, &self.config.engine_options)
     }
 
     /// The source of the configured database: its file, or its server (with `tables` instead

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use globset::GlobSet;
 
+use crate::engine::Options;
 use crate::engine::dir::archive::{self, ArchiveFormat, Writer};
 use crate::engine::dir::extract::extract;
 use crate::engine::dir::partial::PartialReplacement;
@@ -142,6 +143,51 @@ impl DirectorySource {
     pub fn allow_partial(mut self, allow: bool) -> Self {
         self.allow_partial = allow;
         self
+    }
+
+    /// The directory at `root` with settings by name, as a configuration's
+    /// `[database.options]` gives them: `include` and `exclude` (lists of globs), `format`
+    /// (`"zip"` or `"tar.zst"`) and `allow_partial` (a boolean).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] (field `database.options`) naming an unknown setting or a value
+    /// of the wrong type; a glob that does not parse (field `glob`).
+    pub fn with_options(root: impl Into<PathBuf>, options: &Options) -> Result<Self> {
+        let bad = |key: &str, want: &str| {
+            Error::invalid("database.options", format!("{key} must be {want}"))
+        };
+        let list = |key: &str, v: &serde_json::Value| -> Result<Vec<String>> {
+            v.as_array()
+                .and_then(|a| a.iter().map(|s| s.as_str().map(String::from)).collect())
+                .ok_or_else(|| bad(key, "a list of globs"))
+        };
+        let mut source = DirectorySource::new(root);
+        for (key, value) in options {
+            source = match key.as_str() {
+                "include" => source.include(list(key, value)?)?,
+                "exclude" => source.exclude(list(key, value)?)?,
+                "format" => match value.as_str() {
+                    Some("zip") => source.format(ArchiveFormat::Zip),
+                    Some("tar.zst" | "tar+zstd" | "tar.zstd") => {
+                        source.format(ArchiveFormat::TarZstd)
+                    }
+                    _ => return Err(bad(key, "\"zip\" or \"tar.zst\"")),
+                },
+                "allow_partial" => {
+                    source.allow_partial(value.as_bool().ok_or_else(|| bad(key, "true or false"))?)
+                }
+                other => {
+                    return Err(Error::invalid(
+                        "database.options",
+                        format!(
+                            "unknown setting {other:?} of a directory (include, exclude, format, \
+                             allow_partial)"
+                        ),
+                    ));
+                }
+            };
+        }
+        Ok(source)
     }
 
     /// The directory.

@@ -116,6 +116,9 @@ pub(crate) struct RawDatabase {
     pub(crate) url_env: Option<toml::Spanned<String>>,
     pub(crate) schema: Option<toml::Spanned<String>>,
     pub(crate) tables: Option<toml::Spanned<Vec<String>>>,
+    /// The engine's own settings (`[database.options]`: a directory's include/exclude
+    /// globs, archive format, …), checked by the engine.
+    pub(crate) options: Option<toml::Spanned<toml::Table>>,
 }
 
 /// `[store]`.
