@@ -138,3 +138,30 @@ fn heat_treatment_schedules_exports_and_restores() -> Result<()> {
         &["after the accident:", "readings are back", "readings:"],
     )
 }
+
+#[test]
+fn ck_empire_archives_weekly_and_puts_a_deleted_file_back() -> Result<()> {
+    let out = run("ck_empire", &[])?;
+    expect(
+        "ck_empire",
+        &out,
+        &[
+            "job weekly-local-backup: took",
+            "pruned 1 old",
+            "the weekly job keeps 4 archive(s)",
+            "backup_type       manual_backup",
+            "status            completed",
+            "files_exported    {\"csv_files\": 2, \"json_files\": 1, \"other_files\": 1}",
+            "1 removed (csv/monetization_data.csv)",
+            "put back 1 file(s)",
+            "csv/monetization_data.csv is back: 3 line(s)",
+            "weekly_report.html",
+            "changed: csv/analytics_summary.csv",
+        ],
+    )?;
+    // Every weekly run fell on a Sunday at 02:00 plant time.
+    for line in out.lines().filter(|l| l.contains(": took ")) {
+        ensure!(line.starts_with("[Sun ") && line.contains(" 02:"), "{line}");
+    }
+    Ok(())
+}

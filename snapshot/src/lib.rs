@@ -131,6 +131,6 @@ pub use path_diff::{PathChange, PathDiff};
 pub use record::{Outcome, SnapshotRecord};
 pub use restore::{RestoreOptions, RestoreReport};
 pub use retention::{Decision, Reason, RetentionPlan, RetentionPolicy};
-pub use source::{BusyBudget, CheckLevel, Source};
+pub use source::{BusyBudget, Capture, CheckLevel, Source};
 pub use store::{LocalStore, MemoryStore, ObjectMeta, PutMode, Store, StoreExt};
 pub use verify::{DoctorOptions, DoctorReport, VerifyAllReport, VerifyReport};

@@ -20,7 +20,7 @@ use crate::fs_util::{self, StagingGuard};
 use crate::id;
 use crate::record::{self, FORMAT_VERSION, Outcome, SnapshotRecord};
 use crate::retention::{RetentionPlan, RetentionPolicy};
-use crate::source::{CheckLevel, IntoSource, Source};
+use crate::source::{Capture, CheckLevel, IntoSource, Source};
 use crate::store::{IntoStore, Store, StoreExt};
 
 /// Takes, lists, verifies, prunes and restores snapshots of one source into one store.
@@ -491,21 +491,29 @@ impl SnapshotManager {
             let reason = reason.clone();
             return Ok((SnapshotOutcome::Disabled { reason }, Vec::new()));
         }
-        let (record, dropped) = self.take_keeping_dropped(request, |dest| self.capture(dest))?;
+        let (op, entity) = (request.operation_type.clone(), request.entity_type.clone());
+        let (record, dropped) =
+            self.take_keeping_dropped(request, |dest| self.capture(dest, &op, entity.as_deref()))?;
         Ok((SnapshotOutcome::Taken(record), dropped))
     }
 
     pub(crate) fn take(&self, request: SnapshotRequest) -> Result<SnapshotRecord> {
-        self.take_with(request, |dest| self.capture(dest))
+        let (op, entity) = (request.operation_type.clone(), request.entity_type.clone());
+        self.take_with(request, |dest| self.capture(dest, &op, entity.as_deref()))
     }
 
-    /// The source's capture into `dest`, given the image of its previous snapshot when it asks
+    /// The source's capture into `dest` for a snapshot before `operation`, given the image of its previous snapshot when it asks
     /// for one (the newest listed snapshot of the same kind and location, read where the store
     /// keeps it or fetched into the staging directory; left out when that fails).
-    fn capture(&self, dest: &Path) -> Result<()> {
+    fn capture(&self, dest: &Path, operation: &str, entity_type: Option<&str>) -> Result<()> {
         let source = &self.inner.source;
+        let mut context = Capture {
+            operation,
+            entity_type,
+            previous: None,
+        };
         if !source.wants_previous() {
-            return source.capture(dest);
+            return source.capture_with(dest, &context);
         }
         let kind = source.kind();
         let location = source.path().display().to_string();
@@ -529,7 +537,8 @@ impl SnapshotManager {
                 Some(p)
             }
         });
-        let r = source.capture_since(dest, path.as_deref());
+        context.previous = path.as_deref();
+        let r = source.capture_with(dest, &context);
         drop(fetched);
         r
     }

@@ -15,6 +15,9 @@ pub const FORMAT_VERSION: u32 = 1;
 /// The operation type of the safety snapshot taken before every restore.
 pub const PRE_RESTORE: &str = "pre_restore";
 
+/// The operation type recorded on every scheduled snapshot (the job's name is its entity type).
+pub const SCHEDULED: &str = "scheduled";
+
 /// What became of the call a snapshot was taken for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]

@@ -61,8 +61,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{Error, Result};
 
-/// The operation type recorded on every scheduled snapshot (the job's name is its entity type).
-pub const SCHEDULED: &str = "scheduled";
+pub use crate::record::SCHEDULED;
 
 /// Presets and what they mean (the original's hourly / daily 02:00 / weekly Sunday 03:00).
 pub const PRESETS: &[(&str, &str)] = &[

@@ -88,6 +88,19 @@ impl<S: Source + 'static> IntoSource for Arc<S> {
     }
 }
 
+/// What a capture may use beyond the live data (see [`Source::capture_with`]).
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct Capture<'a> {
+    /// The operation the snapshot is taken before (`delete`, `scheduled`, `manual`, …).
+    pub operation: &'a str,
+    /// The entity type recorded with it (a scheduled job's name).
+    pub entity_type: Option<&'a str>,
+    /// The image of this source's previous snapshot, when the source
+    /// [wants it](Source::wants_previous) and there is one the store could give.
+    pub previous: Option<&'a Path>,
+}
+
 /// A kind of live data that can be snapshotted and restored.
 pub trait Source: Send + Sync + Debug {
     /// Short kind name recorded in each snapshot ("sqlite", "duckdb", "file").
@@ -108,18 +121,18 @@ pub trait Source: Send + Sync + Debug {
     /// [`Error::Busy`](crate::Error::Busy) after the retry budget, I/O errors.
     fn capture(&self, dest: &Path) -> Result<()>;
 
-    /// [`capture`](Self::capture), given the image of this source's previous snapshot when
-    /// [`wants_previous`](Self::wants_previous) asks for it (`None`: there is none, or the
-    /// store could not give it). The default ignores it.
+    /// [`capture`](Self::capture), knowing what the snapshot is for and, when
+    /// [`wants_previous`](Self::wants_previous) asks for it, the image of this source's
+    /// previous snapshot. The manager calls this; the default ignores the context.
     ///
     /// # Errors
     /// As [`capture`](Self::capture).
-    fn capture_since(&self, dest: &Path, previous: Option<&Path>) -> Result<()> {
-        let _ = previous;
+    fn capture_with(&self, dest: &Path, context: &Capture<'_>) -> Result<()> {
+        let _ = context;
         self.capture(dest)
     }
 
-    /// Whether [`capture_since`](Self::capture_since) uses the previous snapshot's image (a
+    /// Whether [`capture_with`](Self::capture_with) uses the previous snapshot's image (a
     /// directory's report of what changed since). The default: no.
     fn wants_previous(&self) -> bool {
         false

@@ -145,6 +145,7 @@ fn the_summary_keeps_the_originals_fields_and_the_report_names_the_changes() -> 
     let first = f.take("weekly_local_backup")?;
     let s = DirectorySource::summary_of(&f.blob(&first))?;
     ensure!(s.status == "completed", "{}", s.status);
+    ensure!(s.backup_type == "weekly_local_backup", "{}", s.backup_type);
     ensure!(
         s.files_exported.get("csv_files") == Some(&2),
         "{:?}",

@@ -17,7 +17,7 @@ use snapshot::SnapshotManager;
 use snapshot::environment::Environment;
 use snapshot::export::{ExportFormat, ExportSource};
 use snapshot::record::SnapshotRecord;
-use snapshot::source::{CheckLevel, Replacement, Source};
+use snapshot::source::{Capture, CheckLevel, Replacement, Source};
 use snapshot::stats::DbStats;
 use snapshot::store::LocalStore;
 use snapshot::table::TableSession;
@@ -330,9 +330,9 @@ impl Source for Progressed {
         self.inner.extension()
     }
     fn capture(&self, dest: &Path) -> Result<()> {
-        self.capture_since(dest, None)
+        self.capture_with(dest, &Capture::default())
     }
-    fn capture_since(&self, dest: &Path, previous: Option<&Path>) -> Result<()> {
+    fn capture_with(&self, dest: &Path, context: &Capture<'_>) -> Result<()> {
         // A bar for a file copied as it is; a spinner for exports and servers.
         let total = if export_formats_of(self.inner.kind()).is_some() {
             None
@@ -370,7 +370,7 @@ impl Source for Progressed {
                     std::thread::sleep(Duration::from_millis(100));
                 }
             });
-            let r = self.inner.capture_since(dest, previous);
+            let r = self.inner.capture_with(dest, context);
             done.store(true, Ordering::Relaxed);
             r
         });

@@ -26,7 +26,7 @@ use crate::engine::dir::summary::{self, FileEntry, Summary};
 use crate::engine::dir::walk::{self, Entry, Kind};
 use crate::error::{Error, Result};
 use crate::fs_util::{self, StagingGuard};
-use crate::source::{CheckLevel, Replacement, Source};
+use crate::source::{Capture, CheckLevel, Replacement, Source};
 use crate::stats::DbStats;
 
 /// Starts of the archive (a large file changed while it was streamed) before the snapshot
@@ -197,10 +197,15 @@ impl DirectorySource {
 
     /// Archives the tree into `dest`, with `previous` (the summary of this directory's previous
     /// snapshot) for the report.
-    pub(crate) fn archive(&self, dest: &Path, previous: Option<&Summary>) -> Result<Summary> {
+    pub(crate) fn archive(
+        &self,
+        dest: &Path,
+        previous: Option<&Summary>,
+        backup_type: &str,
+    ) -> Result<Summary> {
         let mut restarts = 0;
         loop {
-            match self.archive_once(dest, previous) {
+            match self.archive_once(dest, previous, backup_type) {
                 Err(Changed(path)) if restarts + 1 < ATTEMPTS => {
                     restarts += 1;
                     crate::fs_util::remove_if_exists(dest)?;
@@ -228,6 +233,7 @@ impl DirectorySource {
         &self,
         dest: &Path,
         previous: Option<&Summary>,
+        backup_type: &str,
     ) -> std::result::Result<Result<Summary>, Changed> {
         let tree = match self.tree() {
             Ok(t) => t,
@@ -239,7 +245,7 @@ impl DirectorySource {
         };
         let mut s = Summary {
             backup_timestamp: chrono::Local::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
-            backup_type: "snapshot".into(),
+            backup_type: backup_type.to_string(),
             files_exported: Default::default(),
             file_list: Default::default(),
             backup_size_mb: 0.0,
@@ -336,6 +342,15 @@ impl DirectorySource {
         Ok(Some(entry))
     }
 
+    /// Reads `report.html` of an archive of this kind.
+    ///
+    /// # Errors
+    /// [`Error::NotADatabase`] (engine `dir`) for a damaged archive.
+    pub fn report_of(image: &Path) -> Result<String> {
+        let bytes = archive::read_member(image, summary::REPORT, MAX_SUMMARY)?;
+        String::from_utf8(bytes).map_err(|e| archive::damaged(image, e))
+    }
+
     /// Reads the summary of an archive of this kind.
     ///
     /// # Errors
@@ -363,12 +378,18 @@ impl Source for DirectorySource {
     }
 
     fn capture(&self, dest: &Path) -> Result<()> {
-        self.archive(dest, None).map(drop)
+        self.archive(dest, None, "snapshot").map(drop)
     }
 
-    fn capture_since(&self, dest: &Path, previous: Option<&Path>) -> Result<()> {
-        let previous = previous.and_then(|p| Self::summary_of(p).ok());
-        self.archive(dest, previous.as_ref()).map(drop)
+    fn capture_with(&self, dest: &Path, context: &Capture<'_>) -> Result<()> {
+        let previous = context.previous.and_then(|p| Self::summary_of(p).ok());
+        // The original's backup type: a scheduled job's name, else the operation.
+        let kind = match (context.operation, context.entity_type) {
+            (crate::record::SCHEDULED, Some(job)) => job,
+            (op, _) if !op.is_empty() => op,
+            _ => "snapshot",
+        };
+        self.archive(dest, previous.as_ref(), kind).map(drop)
     }
 
     fn wants_previous(&self) -> bool {
