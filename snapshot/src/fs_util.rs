@@ -441,6 +441,26 @@ pub fn rename_durable(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Swaps `a` and `b` (two directories, or files) in one atomic step (`renameat2` with
+/// `RENAME_EXCHANGE`): at every moment each name holds one of the two, so a crash never leaves
+/// `b` missing. `Ok(false)` when the file system cannot exchange (the caller renames instead).
+#[allow(dead_code)] // the engines of directories
+pub fn exchange_durable(a: &Path, b: &Path) -> Result<bool> {
+    use rustix::fs::{CWD, RenameFlags, renameat_with};
+    match renameat_with(CWD, a, CWD, b, RenameFlags::EXCHANGE) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOSYS => {
+            return Ok(false);
+        }
+        Err(e) => return Err(Error::io("exchange", b, e.into())),
+    }
+    fsync_dir(parent(b))?;
+    if parent(a) != parent(b) {
+        fsync_dir(parent(a))?;
+    }
+    Ok(true)
+}
+
 /// Makes everything written on the file system holding `dir` durable at once (`syncfs`): one
 /// call for a tree of many files, where an fsync each would cost a disk flush each.
 #[allow(dead_code)] // the engines of directories

@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use anyhow::{Context, Result, ensure};
 use serde_json::Value;
@@ -216,5 +217,286 @@ retention = { keep_last = 2 }
     )?;
     let (kind, code) = f.error(&["list"])?;
     ensure!(kind == "invalid_input" && code == 2, "{kind} {code}");
+    Ok(())
+}
+
+/// Every file of a tree with its content (links by target).
+fn tree(root: &Path) -> Result<std::collections::BTreeMap<PathBuf, Vec<u8>>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d)? {
+            let p = e?.path();
+            let m = fs::symlink_metadata(&p)?;
+            if m.is_dir() {
+                stack.push(p.clone());
+                out.insert(p.strip_prefix(root)?.to_path_buf(), Vec::new());
+            } else {
+                out.insert(p.strip_prefix(root)?.to_path_buf(), fs::read(&p)?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A bigger tree: 300 files of 64 KiB (`version` in each), so a command takes long enough
+/// to be killed in the middle.
+fn fill(data: &Path, version: u8) -> Result<()> {
+    for i in 0..300 {
+        let d = data.join(format!("d{}", i % 10));
+        fs::create_dir_all(&d)?;
+        let mut body = vec![b'a' + version; 64 << 10];
+        body[..8].copy_from_slice(format!("{i:08}").as_bytes());
+        fs::write(d.join(format!("f{i}.csv")), body)?;
+    }
+    Ok(())
+}
+
+/// Pseudo-random delays in `0..max` ms (no two runs alike, no extra crate).
+fn delay(max: u64) -> Duration {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
+    Duration::from_millis(n.wrapping_mul(0x9E37_79B9) % max.max(1))
+}
+
+fn spawn(f: &Fx, args: &[&str]) -> Result<std::process::Child> {
+    Ok(Command::new(BIN)
+        .current_dir(f.dir.path())
+        .env("SNAPSHOT_EPHEMERAL", "0")
+        .env_remove("SNAPSHOT_CONFIG")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?)
+}
+
+#[test]
+fn kill_9_during_snapshots_and_restores_leaves_the_directory_whole() -> Result<()> {
+    let f = Fx::new()?;
+    fill(&f.data(), 1)?;
+    let v1 = tree(&f.data())?;
+    // Snapshots killed at random points: none listed half-made, the tree untouched.
+    for _ in 0..8 {
+        let mut child = spawn(&f, &["--db", "data", "create"])?;
+        std::thread::sleep(delay(400));
+        child.kill()?;
+        child.wait()?;
+        ensure!(
+            tree(&f.data())? == v1,
+            "a killed snapshot changed the directory"
+        );
+    }
+    let a = f.json(&["--db", "data", "create"])?["taken"][0]["snapshot_id"]
+        .as_str()
+        .context("id")?
+        .to_string();
+    for r in f
+        .json(&["--db", "data", "list"])?
+        .as_array()
+        .context("list")?
+    {
+        let id = r["snapshot_id"].as_str().context("id")?;
+        f.json(&["--db", "data", "verify", "--full", id])?;
+    }
+    // Restores killed at random points: the directory is the old tree or the snapshot's,
+    // never a mixture, never missing.
+    fill(&f.data(), 2)?;
+    let v2 = tree(&f.data())?;
+    // How long a whole restore takes here: the kills fall anywhere within it.
+    let t = std::time::Instant::now();
+    f.json(&["--db", "data", "restore", &a, "--yes"])?;
+    let whole = t.elapsed().as_millis() as u64 + 1;
+    ensure!(tree(&f.data())? == v1);
+    fill(&f.data(), 2)?;
+    let mut seen = (0, 0);
+    for _ in 0..10 {
+        let mut child = spawn(&f, &["--db", "data", "restore", &a, "--yes"])?;
+        std::thread::sleep(delay(whole));
+        child.kill()?;
+        child.wait()?;
+        let now = tree(&f.data())?;
+        if now == v1 {
+            seen.1 += 1;
+            fill(&f.data(), 2)?;
+        } else {
+            ensure!(now == v2, "a killed restore left a mixture");
+            seen.0 += 1;
+        }
+    }
+    // Leftovers of killed runs are beside the directory under staging names, never in it;
+    // a restore after them works.
+    f.json(&["--db", "data", "restore", &a, "--yes"])?;
+    ensure!(tree(&f.data())? == v1);
+    eprintln!(
+        "killed restores: {} before the swap, {} after",
+        seen.0, seen.1
+    );
+    Ok(())
+}
+
+/// Runs the binary as a user that cannot read a file chmod 000: as root, through `setpriv`
+/// as `nobody` (root reads everything) on a tree handed to it; else as ourselves.
+fn run_unprivileged(f: &Fx, args: &[&str]) -> Result<Output> {
+    let root = rustix_euid_is_root()?;
+    let mut c = if root {
+        let chown = Command::new("chown")
+            .args(["-R", "65534:65534"])
+            .arg(f.dir.path())
+            .status()?;
+        ensure!(chown.success(), "chown the tree to nobody");
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    c.current_dir(f.dir.path())
+        .env("SNAPSHOT_EPHEMERAL", "0")
+        .env("HOME", f.dir.path())
+        .env_remove("SNAPSHOT_CONFIG")
+        .stdin(Stdio::null())
+        .arg("--json")
+        .args(args);
+    Ok(c.output()?)
+}
+
+fn rustix_euid_is_root() -> Result<bool> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    let uid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .context("no Uid line")?;
+    Ok(uid.split_whitespace().nth(1) == Some("0"))
+}
+
+#[test]
+fn an_unreadable_file_fails_the_snapshot_by_name_unless_partial_is_allowed() -> Result<()> {
+    let f = Fx::new()?;
+    let secret = f.data().join("csv/secret.csv");
+    fs::write(&secret, "x")?;
+    let out = run_unprivileged(&f, &["--db", "data", "create"])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // chmod after the tree is handed over (chown keeps modes), owned by root when we are.
+    if rustix_euid_is_root()? {
+        std::os::unix::fs::chown(&secret, Some(0), Some(0))?;
+    }
+    fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o000))?;
+    let out = run_unprivileged(&f, &["--db", "data", "create"])?;
+    ensure!(
+        !out.status.success(),
+        "an unreadable file must fail the snapshot"
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("secret.csv"),
+        "the error names the file: {text}"
+    );
+    fs::write(
+        f.dir.path().join("snapshot.toml"),
+        "[database]\npath = \"data\"\n\n[database.options]\nallow_partial = true\n",
+    )?;
+    if rustix_euid_is_root()? {
+        std::os::unix::fs::chown(f.dir.path().join("snapshot.toml"), Some(65534), Some(65534))?;
+    }
+    let out = run_unprivileged(&f, &["create"])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let key = v["taken"][0]["blob_key"].as_str().context("key")?;
+    let s = snapshot::DirectorySource::summary_of(&f.dir.path().join("backups").join(key))?;
+    ensure!(s.status == "partial", "{}", s.status);
+    ensure!(
+        s.missing.len() == 1 && s.missing[0].0.ends_with("secret.csv"),
+        "{:?}",
+        s.missing
+    );
+    ensure!(!s.entries.iter().any(|e| e.path.ends_with("secret.csv")));
+    Ok(())
+}
+
+#[test]
+fn a_full_disk_mid_archive_is_a_typed_error_and_lists_nothing() -> Result<()> {
+    let f = Fx::new()?;
+    // 4 MiB that do not compress.
+    let mut x = 0x2545_F491_4F6C_DD1Du64;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    fs::write(f.data().join("noise.bin"), noise)?;
+    let before = tree(&f.data())?;
+    // The archive cannot grow past 1 MiB (RLIMIT_FSIZE; the signal ignored, so a write fails
+    // with EFBIG as on a full disk) — the store's index is small enough to be written.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "trap '' XFSZ; ulimit -f 2048; exec '{BIN}' --json --db data create"
+        ))
+        .current_dir(f.dir.path())
+        .env("SNAPSHOT_EPHEMERAL", "0")
+        .env_remove("SNAPSHOT_CONFIG")
+        .stdin(Stdio::null())
+        .output()?;
+    ensure!(!out.status.success(), "the snapshot cannot fit");
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
+    let kind = v["error"]["kind"].as_str().unwrap_or_default();
+    ensure!(!kind.is_empty() && kind != "internal", "{v}");
+    ensure!(
+        tree(&f.data())? == before,
+        "the live directory is untouched"
+    );
+    ensure!(f.json(&["--db", "data", "list"])?.as_array().map(Vec::len) == Some(0));
+    let doctor = f.json(&["--db", "data", "doctor", "--min-age", "0s"])?;
+    ensure!(
+        !doctor.to_string().contains(".zip"),
+        "no half archive left behind: {doctor}"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_restore_over_a_file_another_process_writes_is_refused_and_changes_nothing() -> Result<()> {
+    let f = Fx::new()?;
+    let id = f.json(&["--db", "data", "create"])?["taken"][0]["snapshot_id"]
+        .as_str()
+        .context("id")?
+        .to_string();
+    fs::write(f.data().join("csv/monetization.csv"), "changed")?;
+    let before = tree(&f.data())?;
+    let mut writer = Command::new("sh")
+        .arg("-c")
+        .arg("exec 3>>data/csv/monetization.csv; exec sleep 30")
+        .current_dir(f.dir.path())
+        .spawn()?;
+    std::thread::sleep(Duration::from_millis(200));
+    let whole = f.error(&["--db", "data", "restore", &id, "--yes"]);
+    let some = f.error(&["--db", "data", "restore", &id, "--path", "csv", "--yes"]);
+    writer.kill()?;
+    writer.wait()?;
+    for (what, r) in [("whole", whole), ("by path", some)] {
+        let (kind, code) = r?;
+        ensure!(
+            kind == "target_locked" && code != 0,
+            "{what}: {kind} {code}"
+        );
+    }
+    ensure!(tree(&f.data())? == before, "nothing changed");
+    // Once the writer is gone, the restore goes through.
+    f.json(&["--db", "data", "restore", &id, "--yes"])?;
+    ensure!(read(&f.data().join("csv/monetization.csv"))? == "day,usd\n1,1.5\n");
     Ok(())
 }

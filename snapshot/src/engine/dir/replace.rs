@@ -1,6 +1,7 @@
 //! The whole restore of a directory: the archive's tree is extracted beside the live
-//! directory, then swapped in by two renames (the present kept under a staging name until the
-//! result passes its check), after a pinned safety snapshot of the present. A file of the live
+//! directory, then swapped in by one atomic exchange of the two names (`RENAME_EXCHANGE`;
+//! two renames on a file system without it), the present kept under a staging name until the
+//! result passes its check, after a pinned safety snapshot of the present. A file of the live
 //! directory held open by another process refuses the restore before anything changes.
 
 use std::path::{Path, PathBuf};
@@ -91,6 +92,17 @@ impl Replacement for DirReplacement<'_> {
         let staged = fs_util::staging_path(&parent, "restore");
         self.staged = Some(staged.clone());
         let done = extract(&self.image, &staged, None)?;
+        // One atomic exchange where the file system can: the directory's name never misses.
+        if self.present && fs_util::exchange_durable(&staged, &self.root)? {
+            self.previous = Some(staged);
+            self.staged = None;
+            return Ok(vec![format!(
+                "replaced {} ({} file(s), {} bytes)",
+                self.root.display(),
+                done.files,
+                done.bytes
+            )]);
+        }
         if self.present {
             let previous = fs_util::staging_path(&parent, "previous");
             fs_util::rename_durable(&self.root, &previous)?;
@@ -131,6 +143,10 @@ impl Replacement for DirReplacement<'_> {
         let Some(prev) = self.previous.take() else {
             return std::fs::remove_dir_all(&self.root).is_ok();
         };
+        if fs_util::exchange_durable(&prev, &self.root).unwrap_or(false) {
+            let _ = std::fs::remove_dir_all(&prev);
+            return true;
+        }
         let parent = parent_of(&self.root);
         let failed = fs_util::staging_path(&parent, "failed");
         let ok = fs_util::rename_durable(&self.root, &failed).is_ok()
