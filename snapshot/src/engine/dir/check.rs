@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::engine::dir::archive::{self, damaged};
-use crate::engine::dir::source::DirectorySource;
+use crate::engine::dir::summary;
 use crate::error::Result;
 use crate::source::CheckLevel;
 
@@ -15,7 +15,7 @@ use crate::source::CheckLevel;
 /// # Errors
 /// [`Error::NotADatabase`](crate::Error::NotADatabase) (engine `dir`) naming what is wrong.
 pub(crate) fn check(image: &Path, level: CheckLevel) -> Result<()> {
-    let s = DirectorySource::summary_of(image)?;
+    let s = summary::read(image)?;
     if level == CheckLevel::Header {
         return Ok(());
     }

@@ -4,29 +4,29 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::dir::source::DirectorySource;
-use crate::engine::dir::summary::FileEntry;
-use crate::engine::dir::walk::Kind;
+use std::path::Path;
+
+use crate::engine::dir::summary::{self, FileEntry};
+use crate::engine::dir::walk::{Kind, Tree};
 use crate::error::{Error, Result};
 use crate::path_diff::{PathChange, PathDiff};
 
-/// Compares the live tree of `source` with the summary of the archive at `image`.
+/// Compares the live `tree` under `root` with the summary of the archive at `image`.
 ///
 /// # Errors
 /// [`Error::NotADatabase`] (engine `dir`) for a damaged archive; the walk's errors; I/O errors
 /// naming a live file that cannot be read.
-pub(crate) fn compare(source: &DirectorySource, image: &std::path::Path) -> Result<PathDiff> {
-    let summary = DirectorySource::summary_of(image)?;
+pub(crate) fn compare(root: &Path, tree: &Tree, image: &Path) -> Result<PathDiff> {
+    let summary = summary::read(image)?;
     let mut old: BTreeMap<std::path::PathBuf, &FileEntry> = summary
         .entries
         .iter()
         .filter(|e| e.kind != "dir")
         .map(|e| (e.rel_path(), e))
         .collect();
-    let tree = source.tree()?;
     let mut diff = PathDiff::default();
     for e in tree.entries.iter().filter(|e| e.kind != Kind::Dir) {
-        let path = source.root().join(&e.rel);
+        let path = root.join(&e.rel);
         // A link's size is its target's length on disk, nothing a person compares: 0 as in the
         // summary.
         let live_size = match e.kind {

@@ -11,8 +11,7 @@ use globset::GlobSet;
 
 use crate::engine::dir::archive;
 use crate::engine::dir::select::selects;
-use crate::engine::dir::source::DirectorySource;
-use crate::engine::dir::summary::FileEntry;
+use crate::engine::dir::summary::{self, FileEntry};
 use crate::error::{Error, Result};
 use crate::fs_util;
 
@@ -43,7 +42,7 @@ pub struct Extracted {
 /// its summary; [`Error::InvalidInput`] for a path that would leave `dir`; I/O errors naming
 /// the path.
 pub fn extract(image: &Path, dir: &Path, only: Option<&GlobSet>) -> Result<Extracted> {
-    let summary = DirectorySource::summary_of(image)?;
+    let summary = summary::read(image)?;
     let selected = |e: &FileEntry| match only {
         None => true,
         Some(g) => selects(g, &e.rel_path()),

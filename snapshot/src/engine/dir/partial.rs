@@ -12,14 +12,14 @@ use globset::GlobSet;
 use crate::engine::dir::extract::extract;
 use crate::engine::dir::replace::parent_of;
 use crate::engine::dir::select::{globs, selects};
-use crate::engine::dir::source::{DirectorySource, holders_under};
+use crate::engine::dir::summary;
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::{Replacement, RestoreContext, Source};
 
 /// Replaces the chosen entries of a directory (see the module docs).
 pub(crate) struct PartialReplacement<'a> {
-    source: &'a DirectorySource,
+    source: &'a dyn Source,
     image: PathBuf,
     root: PathBuf,
     set: GlobSet,
@@ -39,13 +39,9 @@ impl<'a> PartialReplacement<'a> {
     /// # Errors
     /// [`Error::InvalidInput`] for a glob that does not parse or chooses nothing;
     /// [`Error::TargetLocked`] when a chosen live file is open in another process.
-    pub(crate) fn new(
-        source: &'a DirectorySource,
-        image: &Path,
-        patterns: &[String],
-    ) -> Result<Self> {
+    pub(crate) fn new(source: &'a dyn Source, image: &Path, patterns: &[String]) -> Result<Self> {
         let set = globs(patterns)?;
-        let summary = DirectorySource::summary_of(image)?;
+        let summary = summary::read(image)?;
         let chosen: Vec<PathBuf> = summary
             .entries
             .iter()
@@ -59,8 +55,8 @@ impl<'a> PartialReplacement<'a> {
                 format!("no file of the snapshot matches {}", patterns.join(", ")),
             ));
         }
-        let root = source.root().to_path_buf();
-        let held = holders_under(&root)
+        let root = source.path().to_path_buf();
+        let held = crate::source::processes_holding_under(&root)
             .into_iter()
             .find(|(p, _)| p.strip_prefix(&root).is_ok_and(|rel| selects(&set, rel)));
         if let Some((path, pids)) = held {
@@ -170,7 +166,7 @@ impl Replacement for PartialReplacement<'_> {
     }
 
     fn check(&mut self) -> Result<Vec<String>> {
-        let summary = DirectorySource::summary_of(&self.image)?;
+        let summary = summary::read(&self.image)?;
         for e in summary.entries.iter().filter(|e| e.kind == "file") {
             let rel = e.rel_path();
             if !selects(&self.set, &rel) {

@@ -7,14 +7,14 @@
 use std::path::{Path, PathBuf};
 
 use crate::engine::dir::extract::extract;
-use crate::engine::dir::source::{DirectorySource, holders_under};
+use crate::engine::dir::summary;
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::{Replacement, RestoreContext, Source};
 
 /// Replaces a directory with an archive's tree (see the module docs).
 pub(crate) struct DirReplacement<'a> {
-    source: &'a DirectorySource,
+    source: &'a dyn Source,
     image: PathBuf,
     root: PathBuf,
     present: bool,
@@ -37,9 +37,12 @@ impl<'a> DirReplacement<'a> {
     ///
     /// # Errors
     /// [`Error::TargetLocked`] naming the file and the processes.
-    pub(crate) fn new(source: &'a DirectorySource, image: &Path) -> Result<Self> {
-        let root = source.root().to_path_buf();
-        if let Some((path, pids)) = holders_under(&root).into_iter().next() {
+    pub(crate) fn new(source: &'a dyn Source, image: &Path) -> Result<Self> {
+        let root = source.path().to_path_buf();
+        if let Some((path, pids)) = crate::source::processes_holding_under(&root)
+            .into_iter()
+            .next()
+        {
             return Err(Error::TargetLocked {
                 path: root.clone(),
                 detail: format!("{} is open in process(es) {pids:?}", path.display()),
@@ -78,7 +81,7 @@ impl Replacement for DirReplacement<'_> {
     }
 
     fn plan(&mut self) -> Result<Vec<String>> {
-        let s = DirectorySource::summary_of(&self.image)?;
+        let s = summary::read(&self.image)?;
         Ok(vec![format!(
             "would take a safety snapshot of {} and replace it with {} file(s), {} bytes",
             self.root.display(),
@@ -124,7 +127,7 @@ impl Replacement for DirReplacement<'_> {
     }
 
     fn check(&mut self) -> Result<Vec<String>> {
-        let s = DirectorySource::summary_of(&self.image)?;
+        let s = summary::read(&self.image)?;
         for e in s.entries.iter().filter(|e| e.kind == "file") {
             let p = self.root.join(e.rel_path());
             let len = std::fs::metadata(&p).map(|m| m.len()).ok();

@@ -16,7 +16,7 @@ use base64::Engine as _;
 use globset::GlobSet;
 
 use crate::engine::Options;
-use crate::engine::dir::archive::{self, ArchiveFormat, Writer};
+use crate::engine::dir::archive::{ArchiveFormat, Writer};
 use crate::engine::dir::extract::extract;
 use crate::engine::dir::partial::PartialReplacement;
 use crate::engine::dir::read::{self, Added};
@@ -32,8 +32,6 @@ use crate::stats::DbStats;
 /// Starts of the archive (a large file changed while it was streamed) before the snapshot
 /// fails naming the file.
 const ATTEMPTS: u32 = 5;
-/// The largest summary read back.
-const MAX_SUMMARY: u64 = 512 << 20;
 
 /// A directory tree, snapshotted as one archive (see the module docs).
 ///
@@ -347,8 +345,7 @@ impl DirectorySource {
     /// # Errors
     /// [`Error::NotADatabase`] (engine `dir`) for a damaged archive.
     pub fn report_of(image: &Path) -> Result<String> {
-        let bytes = archive::read_member(image, summary::REPORT, MAX_SUMMARY)?;
-        String::from_utf8(bytes).map_err(|e| archive::damaged(image, e))
+        summary::read_report(image)
     }
 
     /// Reads the summary of an archive of this kind.
@@ -356,8 +353,7 @@ impl DirectorySource {
     /// # Errors
     /// [`Error::NotADatabase`] (engine `dir`) for a damaged archive.
     pub fn summary_of(image: &Path) -> Result<Summary> {
-        let bytes = archive::read_member(image, summary::SUMMARY, MAX_SUMMARY)?;
-        serde_json::from_slice(&bytes).map_err(|e| archive::damaged(image, e))
+        summary::read(image)
     }
 }
 
@@ -450,15 +446,10 @@ impl Source for DirectorySource {
     }
 
     fn compare_paths(&self, image: &Path) -> Result<crate::PathDiff> {
-        crate::engine::dir::compare::compare(self, image)
+        crate::engine::dir::compare::compare(&self.root, &self.tree()?, image)
     }
 
     fn statistics(&self, _table: Option<&str>, _order_by: Option<&str>) -> Result<DbStats> {
-        crate::engine::dir::stats::statistics(self)
+        crate::engine::dir::stats::statistics(self.kind(), &self.root, &self.tree()?)
     }
-}
-
-/// Files under `root` that processes hold open, with the processes (one scan of `/proc`).
-pub(crate) fn holders_under(root: &Path) -> Vec<(PathBuf, Vec<u32>)> {
-    crate::source::processes_holding_under(root)
 }

@@ -3,32 +3,32 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::dir::source::DirectorySource;
+use std::path::Path;
+
 use crate::engine::dir::summary::type_of;
-use crate::engine::dir::walk::Kind;
+use crate::engine::dir::walk::{Kind, Tree};
 use crate::error::Result;
-use crate::source::Source;
 use crate::stats::{DbStats, FileGroup};
 
-/// The statistics of the directory of `source` (the files its globs take).
+/// The statistics of the directory `root` of engine `kind` from its `tree` (the files its
+/// globs take).
 ///
 /// # Errors
 /// [`Error::SourceMissing`](crate::Error::SourceMissing) when the root does not exist; I/O
 /// errors naming what could not be listed.
-pub(crate) fn statistics(source: &DirectorySource) -> Result<DbStats> {
-    let tree = source.tree()?;
+pub(crate) fn statistics(kind: &str, root: &Path, tree: &Tree) -> Result<DbStats> {
     let mut groups: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let mut total = 0;
     for e in tree.entries.iter().filter(|e| e.kind == Kind::File) {
-        let bytes = std::fs::symlink_metadata(source.root().join(&e.rel)).map_or(0, |m| m.len());
+        let bytes = std::fs::symlink_metadata(root.join(&e.rel)).map_or(0, |m| m.len());
         let g = groups.entry(type_of(&e.rel)).or_default();
         g.0 += 1;
         g.1 += bytes;
         total += bytes;
     }
     Ok(DbStats {
-        engine: source.kind().to_string(),
-        path: source.root().to_path_buf(),
+        engine: kind.to_string(),
+        path: root.to_path_buf(),
         file_bytes: total,
         tables: Vec::new(),
         table: None,

@@ -9,6 +9,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+
+use crate::engine::dir::archive;
 use serde::{Deserialize, Serialize};
 
 /// The member name of the summary in an archive.
@@ -86,6 +88,27 @@ pub struct Summary {
     /// Special files (sockets, FIFOs, devices) skipped.
     #[serde(default)]
     pub skipped: Vec<String>,
+}
+
+/// The largest summary (or report) read back.
+const MAX_SUMMARY: u64 = 512 << 20;
+
+/// Reads the summary of the archive at `image`.
+///
+/// # Errors
+/// [`Error::NotADatabase`](crate::Error::NotADatabase) (engine `dir`) for a damaged archive.
+pub(crate) fn read(image: &Path) -> crate::error::Result<Summary> {
+    let bytes = archive::read_member(image, SUMMARY, MAX_SUMMARY)?;
+    serde_json::from_slice(&bytes).map_err(|e| archive::damaged(image, e))
+}
+
+/// Reads `report.html` of the archive at `image`.
+///
+/// # Errors
+/// [`Error::NotADatabase`](crate::Error::NotADatabase) (engine `dir`) for a damaged archive.
+pub(crate) fn read_report(image: &Path) -> crate::error::Result<String> {
+    let bytes = archive::read_member(image, REPORT, MAX_SUMMARY)?;
+    String::from_utf8(bytes).map_err(|e| archive::damaged(image, e))
 }
 
 /// The type a file counts as in the summary: by its extension, as the original sorted them.
