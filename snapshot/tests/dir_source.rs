@@ -477,3 +477,93 @@ fn status_counts_files_and_bytes_by_type() -> Result<()> {
     ensure!(s.file_bytes == 66 && s.engine == "dir");
     Ok(())
 }
+
+/// The peak resident memory of this process so far, bytes.
+fn peak_rss() -> Result<u64> {
+    let status = fs::read_to_string("/proc/self/status")?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kb * 1024)
+}
+
+#[test]
+fn a_4_gib_file_and_100_000_small_files_are_streamed_in_bounded_memory() -> Result<()> {
+    // A 4 GiB + 1 byte file (sparse: holes read as zeros), with data at both ends.
+    let dir = tempfile::tempdir()?;
+    let root = dir.path().join("big");
+    fs::create_dir_all(&root)?;
+    let big = root.join("export.csv");
+    {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = fs::File::create(&big)?;
+        f.write_all(b"head")?;
+        f.set_len((4 << 30) + 1)?;
+        f.seek(SeekFrom::End(-4))?;
+        f.write_all(b"tail")?;
+    }
+    let before = peak_rss()?;
+    let m = manager(&root, dir.path(), ArchiveFormat::Zip)?;
+    let snap = m
+        .snapshot(SnapshotRequest::new("manual"))?
+        .into_record()
+        .context("taken")?;
+    m.verify_with(&snap.snapshot_id, snapshot::CheckLevel::Full)?;
+    let s = DirectorySource::summary_of(&dir.path().join("backups").join(&snap.blob_key))?;
+    ensure!(s.entries.iter().any(|e| e.size == (4 << 30) + 1), "{s:?}");
+    let grown = peak_rss()?.saturating_sub(before);
+    ensure!(
+        grown < 256 << 20,
+        "4 GiB archived with {grown} more bytes resident"
+    );
+    // Restored elsewhere (zip64 read back), both ends intact.
+    let out = dir.path().join("out");
+    m.restore_with(&snap.snapshot_id, &RestoreOptions::new().target(&out))?;
+    let back = out.join("export.csv");
+    ensure!(fs::metadata(&back)?.len() == (4 << 30) + 1);
+    {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = fs::File::open(&back)?;
+        let mut b = [0u8; 4];
+        f.read_exact(&mut b)?;
+        ensure!(&b == b"head");
+        f.seek(SeekFrom::End(-4))?;
+        f.read_exact(&mut b)?;
+        ensure!(&b == b"tail");
+    }
+    fs::remove_dir_all(&out)?;
+    fs::remove_dir_all(&root)?;
+
+    // 100 000 small files in 100 directories.
+    let many = dir.path().join("many");
+    for i in 0..100_000u32 {
+        let d = many.join(format!("d{:02}", i % 100));
+        if i < 100 {
+            fs::create_dir_all(&d)?;
+        }
+        fs::write(d.join(format!("{i}.json")), format!("{{\"n\": {i}}}"))?;
+    }
+    let before = peak_rss()?;
+    let m = manager(&many, dir.path(), ArchiveFormat::TarZstd)?;
+    let snap = m
+        .snapshot(SnapshotRequest::new("manual"))?
+        .into_record()
+        .context("taken")?;
+    let grown = peak_rss()?.saturating_sub(before);
+    ensure!(
+        grown < 256 << 20,
+        "100 000 files archived with {grown} more bytes resident"
+    );
+    let s = DirectorySource::summary_of(&dir.path().join("backups").join(&snap.blob_key))?;
+    ensure!(s.files_exported.get("json_files") == Some(&100_000));
+    let out = dir.path().join("out");
+    let done = extract(&dir.path().join("backups").join(&snap.blob_key), &out, None)?;
+    ensure!(done.files == 100_000, "{done:?}");
+    ensure!(fs::read(out.join("d42/99942.json"))? == b"{\"n\": 99942}");
+    Ok(())
+}
