@@ -279,7 +279,8 @@ impl DirectorySource {
             s.status = "partial".into();
         }
         s.tally();
-        let summary = match serde_json::to_vec_pretty(&s) {
+        // Compact: with one entry per file it is most of an archive's overhead.
+        let summary = match serde_json::to_vec(&s) {
             Ok(j) => j,
             Err(e) => return Ok(Err(Error::invalid("summary", e.to_string()))),
         };
