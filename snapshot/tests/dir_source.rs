@@ -567,3 +567,124 @@ fn a_4_gib_file_and_100_000_small_files_are_streamed_in_bounded_memory() -> Resu
     ensure!(fs::read(out.join("d42/99942.json"))? == b"{\"n\": 99942}");
     Ok(())
 }
+
+/// A zip archive written by hand: `members` as they are, `summary` as the summary.
+fn crafted(path: &Path, members: &[(&str, &[u8])], summary: &serde_json::Value) -> Result<()> {
+    let mut z = zip::ZipWriter::new(fs::File::create(path)?);
+    let opts = zip::write::SimpleFileOptions::default();
+    for (name, data) in members {
+        z.start_file(*name, opts)?;
+        std::io::Write::write_all(&mut z, data)?;
+    }
+    z.start_file("backup_summary.json", opts)?;
+    std::io::Write::write_all(&mut z, &serde_json::to_vec(summary)?)?;
+    z.finish()?;
+    Ok(())
+}
+
+fn summary_of_one(path: &str, member: &str, data: &[u8], hash_of: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "backup_timestamp": "2025-01-05T02:00:00", "backup_type": "weekly_local_backup",
+        "files_exported": {"csv_files": 1}, "file_list": {"csv_files": [path]},
+        "backup_size_mb": 0.0, "status": "completed", "root": "data",
+        "total_bytes": data.len(),
+        "entries": [{"path": path, "member": member, "kind": "file", "size": data.len(),
+                     "mode": 420, "mtime_ns": 0,
+                     "blake3": format!("blake3:{}", blake3::hash(hash_of).to_hex())}],
+    })
+}
+
+#[test]
+fn a_member_that_differs_from_its_summary_fails_the_full_check_and_the_restore() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let image = dir.path().join("bad.zip");
+    let data = b"day,usd\n1,1.5\n";
+    crafted(
+        &image,
+        &[("files/a.csv", data)],
+        &summary_of_one("a.csv", "files/a.csv", data, b"other content"),
+    )?;
+    let source = snapshot::engine::source("dir", &dir.path().join("data"))?;
+    source.check_image(&image, snapshot::CheckLevel::Quick)?;
+    match source.check_image(&image, snapshot::CheckLevel::Full) {
+        Err(Error::NotADatabase { detail, .. }) => {
+            ensure!(detail.contains("files/a.csv"), "{detail}")
+        }
+        other => bail!("expected the full check to fail, got {other:?}"),
+    }
+    match extract(&image, &dir.path().join("out"), None) {
+        Err(Error::NotADatabase { detail, .. }) => ensure!(detail.contains("a.csv"), "{detail}"),
+        other => bail!("expected the extraction to refuse, got {other:?}"),
+    }
+    Ok(())
+}
+
+#[test]
+fn a_path_that_would_leave_the_directory_is_refused() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    for evil in ["../evil.csv", "/tmp/evil.csv", "csv/../../evil.csv"] {
+        let image = dir.path().join("evil.zip");
+        let data = b"x";
+        crafted(
+            &image,
+            &[("files/evil", data)],
+            &summary_of_one(evil, "files/evil", data, data),
+        )?;
+        let out = dir.path().join("out");
+        match extract(&image, &out, None) {
+            Err(Error::InvalidInput { field, .. }) => ensure!(field == "path"),
+            other => bail!("{evil}: expected a refusal, got {other:?}"),
+        }
+        ensure!(!dir.path().join("evil.csv").exists() && !Path::new("/tmp/evil.csv").exists());
+        fs::remove_file(&image)?;
+        let _ = fs::remove_dir_all(&out);
+    }
+    Ok(())
+}
+
+/// Whether `html` is well formed: every element closed in order (void elements aside), no
+/// stray `<`.
+fn well_formed(html: &str) -> Result<()> {
+    const VOID: &[&str] = &["meta", "br", "hr", "img", "link", "input"];
+    let mut open: Vec<String> = Vec::new();
+    let mut rest = html.strip_prefix("<!DOCTYPE html>").context("no doctype")?;
+    while let Some(i) = rest.find('<') {
+        let end = rest[i..].find('>').context("an unclosed tag")? + i;
+        let tag = &rest[i + 1..end];
+        ensure!(!tag.contains('<'), "a stray '<' near {tag:?}");
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect();
+        if let Some(closing) = tag.strip_prefix('/') {
+            let closing = closing.trim();
+            ensure!(
+                open.pop().as_deref() == Some(closing),
+                "</{closing}> closes something else"
+            );
+        } else if !VOID.contains(&name.as_str()) {
+            open.push(name);
+        }
+        rest = &rest[end + 1..];
+    }
+    ensure!(open.is_empty(), "left open: {open:?}");
+    Ok(())
+}
+
+#[test]
+fn the_report_is_well_formed_html_even_for_odd_names() -> Result<()> {
+    let f = Fixture::new(ArchiveFormat::Zip)?;
+    f.take("manual")?;
+    fs::write(f.root.join("<script>alert(1)<\\script>.csv"), "x")?;
+    fs::write(f.root.join("a & b \"quoted\".json"), "{}")?;
+    let snap = f.take("manual")?;
+    let html = DirectorySource::report_of(&f.blob(&snap))?;
+    well_formed(&html)?;
+    ensure!(!html.contains("<script>"), "names are escaped");
+    ensure!(
+        html.contains("added: &lt;script&gt;alert(1)&lt;\\script&gt;.csv"),
+        "{html}"
+    );
+    Ok(())
+}

@@ -111,6 +111,32 @@ pub fn extract(image: &Path, dir: &Path, only: Option<&GlobSet>) -> Result<Extra
     Ok(out)
 }
 
+/// Checks that every file of the archive at `image` (or of those `only` chooses) is in `dir`
+/// with its size: the check of a restore after the swap, when the content was already checked
+/// against its blake3 as it was written.
+///
+/// # Errors
+/// [`Error::NotADatabase`] (engine `dir`) naming the first file that is not.
+pub(crate) fn check_sizes(image: &Path, dir: &Path, only: Option<&GlobSet>) -> Result<()> {
+    let s = summary::read(image)?;
+    for e in s.entries.iter().filter(|e| e.kind == "file") {
+        let rel = e.rel_path();
+        if only.is_some_and(|g| !selects(g, &rel)) {
+            continue;
+        }
+        let p = dir.join(&rel);
+        let len = fs::symlink_metadata(&p).map(|m| m.len()).ok();
+        if len != Some(e.size) {
+            return Err(Error::NotADatabase {
+                engine: "dir",
+                path: p,
+                detail: format!("restored with {len:?} bytes, the snapshot has {}", e.size),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn set_mtime(path: &Path, mtime_ns: i128) {
     let t = std::time::UNIX_EPOCH
         + std::time::Duration::from_nanos(u64::try_from(mtime_ns.max(0)).unwrap_or(0));

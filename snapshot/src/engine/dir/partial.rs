@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use globset::GlobSet;
 
-use crate::engine::dir::extract::extract;
+use crate::engine::dir::extract::{check_sizes, extract};
 use crate::engine::dir::replace::parent_of;
 use crate::engine::dir::select::{globs, selects};
 use crate::engine::dir::summary;
@@ -166,22 +166,7 @@ impl Replacement for PartialReplacement<'_> {
     }
 
     fn check(&mut self) -> Result<Vec<String>> {
-        let summary = summary::read(&self.image)?;
-        for e in summary.entries.iter().filter(|e| e.kind == "file") {
-            let rel = e.rel_path();
-            if !selects(&self.set, &rel) {
-                continue;
-            }
-            let p = self.root.join(&rel);
-            let len = std::fs::symlink_metadata(&p).map(|m| m.len()).ok();
-            if len != Some(e.size) {
-                return Err(Error::NotADatabase {
-                    engine: "dir",
-                    path: p,
-                    detail: format!("restored with {len:?} bytes, the snapshot has {}", e.size),
-                });
-            }
-        }
+        check_sizes(&self.image, &self.root, Some(&self.set))?;
         Ok(vec!["checked the restored files".into()])
     }
 

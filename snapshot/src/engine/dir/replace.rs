@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::engine::dir::extract::extract;
+use crate::engine::dir::extract::{check_sizes, extract};
 use crate::engine::dir::summary;
 use crate::error::{Error, Result};
 use crate::fs_util;
@@ -127,18 +127,7 @@ impl Replacement for DirReplacement<'_> {
     }
 
     fn check(&mut self) -> Result<Vec<String>> {
-        let s = summary::read(&self.image)?;
-        for e in s.entries.iter().filter(|e| e.kind == "file") {
-            let p = self.root.join(e.rel_path());
-            let len = std::fs::metadata(&p).map(|m| m.len()).ok();
-            if len != Some(e.size) {
-                return Err(Error::NotADatabase {
-                    engine: "dir",
-                    path: p,
-                    detail: format!("restored with {len:?} bytes, the snapshot has {}", e.size),
-                });
-            }
-        }
+        check_sizes(&self.image, &self.root, None)?;
         Ok(vec!["checked the restored directory".into()])
     }
 
