@@ -671,14 +671,12 @@ fn crash_loop(kind: Kind) -> Result<()> {
                     "{}: the live database is {now}, expected one of {allowed:?} (log {lines:?})",
                     context()
                 );
-                // Housekeeping: safety snapshots are pinned; unpin and prune them so the store
-                // stays small (A and B stay pinned).
-                for r in manager.list(&ListFilter::new().operation_type("pre_restore"))? {
-                    manager.pin(&r.snapshot_id, false)?;
-                }
+                // Housekeeping: prune the safety snapshots so the store stays small (A and B
+                // stay pinned).
                 manager.prune_with(
                     &RetentionPolicy::new()
                         .keep_last(1)
+                        .keep_safety(0)
                         .safety_grace(chrono::Duration::zero()),
                 )?;
             }

@@ -76,7 +76,7 @@ fn take(m: &SnapshotManager, req: SnapshotRequest) -> Result<SnapshotRecord> {
 }
 
 #[test]
-fn restore_puts_the_data_back_after_a_pinned_safety_snapshot() -> Result<()> {
+fn restore_puts_the_data_back_after_a_safety_snapshot() -> Result<()> {
     let f = Fixture::new()?;
     let m = f.manager(RetentionPolicy::default())?;
     let before = take(&m, SnapshotRequest::new("delete").entity("measure", 42))?;
@@ -92,7 +92,8 @@ fn restore_puts_the_data_back_after_a_pinned_safety_snapshot() -> Result<()> {
         .context("a safety snapshot was taken")?;
     let safety = m.get(&safety_id)?;
     assert_eq!(safety.operation_type, "pre_restore");
-    assert!(safety.pinned);
+    // Kept by its own rules (grace, keep_safety), not pinned: `pin` is the user's.
+    assert!(!safety.pinned && safety.is_safety());
     assert_eq!(
         safety.restore_of.as_deref(),
         Some(before.snapshot_id.as_str())

@@ -181,12 +181,10 @@ impl SnapshotManager {
             let request = SnapshotRequest {
                 restore_of: Some(record.snapshot_id.clone()),
                 as_found: true,
-                ..SnapshotRequest::new(PRE_RESTORE)
-                    .description(format!(
-                        "Safety copy before restoring {}",
-                        record.snapshot_id
-                    ))
-                    .pinned(true)
+                ..SnapshotRequest::new(PRE_RESTORE).description(format!(
+                    "Safety copy before restoring {}",
+                    record.snapshot_id
+                ))
             };
             let taken = match self.take_with(request, |dest| replacement.capture_present(dest)) {
                 Ok(t) => t,

@@ -3,14 +3,22 @@
 //! A [`RetentionPolicy`] is a set of keep rules in the manner of `restic forget` (and
 //! rustic_core's `KeepOptions`): keep the last *n* snapshots, every snapshot taken within a
 //! period, and the newest snapshot of each of the last *n* hours, days, ISO weeks, months and
-//! years. A snapshot is kept when any rule keeps it (the rules are a union). On top of the rules,
-//! three guards keep a snapshot whatever the rules and the size cap say:
+//! years. A snapshot is kept when any rule keeps it (the rules are a union).
+//!
+//! The safety snapshots taken before restores ([`SnapshotRecord::is_safety`]) are counted apart:
+//! they never take a place in the rules above (restores never push the user's history out), and
+//! are kept by their own rules — every one younger than the safety grace period, and the
+//! newest [`keep_safety`](RetentionPolicy::keep_safety) of them (3 by default) whatever their age.
+//!
+//! On top of the rules, guards keep a snapshot whatever the rules and the size cap say:
 //!
 //! * a **pinned** snapshot ([`SnapshotRecord::pinned`]),
 //! * the **newest** snapshot (every record of the catalog passed its checksum when written, so
 //!   the newest one is always a verified restore point),
-//! * a **safety** snapshot taken before a restore ([`SnapshotRecord::is_safety`]) younger than
-//!   the policy's safety grace period, so a restore can be undone for a while.
+//! * a **safety** snapshot younger than the policy's safety grace period, so a restore can be
+//!   undone for a while,
+//! * a snapshot **restored** from within the safety grace period (the `restore_of` of such a
+//!   safety snapshot): a restore never costs the snapshot it used.
 //!
 //! An optional size cap ([`RetentionPolicy::max_total_bytes`]) then drops kept, unguarded
 //! snapshots oldest first until the kept total fits.
@@ -48,6 +56,16 @@ use crate::record::SnapshotRecord;
 
 /// How many snapshots [`RetentionPolicy::default`] keeps by count.
 const DEFAULT_KEEP_LAST: usize = 10;
+/// How many safety snapshots are kept past their grace period by default.
+const DEFAULT_KEEP_SAFETY: usize = 3;
+
+fn default_keep_safety() -> usize {
+    DEFAULT_KEEP_SAFETY
+}
+
+fn is_default_keep_safety(n: &usize) -> bool {
+    *n == DEFAULT_KEEP_SAFETY
+}
 
 /// The default safety grace period, in days.
 const DEFAULT_SAFETY_GRACE_DAYS: i64 = 7;
@@ -97,6 +115,11 @@ pub struct RetentionPolicy {
         with = "secs"
     )]
     safety_grace: Duration,
+    #[serde(
+        default = "default_keep_safety",
+        skip_serializing_if = "is_default_keep_safety"
+    )]
+    keep_safety: usize,
 }
 
 impl Default for RetentionPolicy {
@@ -122,7 +145,21 @@ impl RetentionPolicy {
             keep_yearly: None,
             max_total_bytes: None,
             safety_grace: default_safety_grace(),
+            keep_safety: DEFAULT_KEEP_SAFETY,
         }
+    }
+
+    /// Keeps the `n` newest safety snapshots (taken before restores) past their grace period
+    /// (default 3; 0: only the grace period keeps them). They never count toward the other
+    /// rules.
+    pub fn keep_safety(mut self, n: usize) -> Self {
+        self.keep_safety = n;
+        self
+    }
+
+    /// How many safety snapshots are kept past their grace period.
+    pub fn safety_kept(&self) -> usize {
+        self.keep_safety
     }
 
     /// Keeps the `n` newest snapshots.
@@ -326,30 +363,32 @@ impl RetentionPolicy {
             })
             .collect();
 
+        let in_grace = |r: &SnapshotRecord| {
+            r.is_safety()
+                && self.safety_grace > Duration::zero()
+                && grace_cutoff.is_none_or(|c| r.datetime > c)
+        };
+        // What restores within the grace period used: kept with their safety snapshots.
+        let restored: HashSet<&str> = sorted
+            .iter()
+            .filter(|r| in_grace(r))
+            .filter_map(|r| r.restore_of.as_deref())
+            .collect();
+
         let mut decisions = Vec::with_capacity(sorted.len());
         let mut guarded = Vec::with_capacity(sorted.len());
+        // Ranks among the user's snapshots and among the safety snapshots, apart.
+        let (mut regular, mut safety) = (0usize, 0usize);
         for (index, r) in sorted.iter().enumerate() {
             let mut reasons = Vec::new();
-            if let Some(n) = self.keep_last
-                && index < n
-            {
-                reasons.push(Reason::Last { rank: index + 1 });
-            }
-            if let Some(cutoff) = within_cutoff
-                && cutoff.is_none_or(|c| r.datetime > c)
-            {
-                reasons.push(Reason::Within);
-            }
-            for bucket in &mut buckets {
-                if bucket.left == 0 {
-                    continue;
+            if r.is_safety() {
+                safety += 1;
+                if safety <= self.keep_safety {
+                    reasons.push(Reason::SafetyLast { rank: safety });
                 }
-                let label = bucket.period.label(r.datetime);
-                if bucket.last.as_deref() != Some(label.as_str()) {
-                    bucket.left -= 1;
-                    reasons.push(bucket.period.reason(label.clone()));
-                    bucket.last = Some(label);
-                }
+            } else {
+                regular += 1;
+                self.rules(r, regular, within_cutoff, &mut buckets, &mut reasons);
             }
 
             let mut guard = false;
@@ -361,11 +400,12 @@ impl RetentionPolicy {
                 reasons.push(Reason::NewestVerified);
                 guard = true;
             }
-            if r.is_safety()
-                && self.safety_grace > Duration::zero()
-                && grace_cutoff.is_none_or(|c| r.datetime > c)
-            {
+            if in_grace(r) {
                 reasons.push(Reason::SafetyGrace);
+                guard = true;
+            }
+            if restored.contains(r.snapshot_id.as_str()) {
+                reasons.push(Reason::RestoredFrom);
                 guard = true;
             }
 
@@ -425,6 +465,40 @@ impl RetentionPolicy {
     }
 }
 
+impl RetentionPolicy {
+    /// The keep rules' reasons for the user's snapshot `r` of rank `rank` (1: the newest).
+    fn rules(
+        &self,
+        r: &SnapshotRecord,
+        rank: usize,
+        within_cutoff: Option<Option<DateTime<Utc>>>,
+        buckets: &mut [Bucket],
+        reasons: &mut Vec<Reason>,
+    ) {
+        if let Some(n) = self.keep_last
+            && rank <= n
+        {
+            reasons.push(Reason::Last { rank });
+        }
+        if let Some(cutoff) = within_cutoff
+            && cutoff.is_none_or(|c| r.datetime > c)
+        {
+            reasons.push(Reason::Within);
+        }
+        for bucket in buckets.iter_mut() {
+            if bucket.left == 0 {
+                continue;
+            }
+            let label = bucket.period.label(r.datetime);
+            if bucket.last.as_deref() != Some(label.as_str()) {
+                bucket.left -= 1;
+                reasons.push(bucket.period.reason(label.clone()));
+                bucket.last = Some(label);
+            }
+        }
+    }
+}
+
 impl fmt::Display for RetentionPolicy {
     /// A one-line summary, e.g. `last 5, daily 7, size cap 1000 bytes, safety grace 7d`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -447,6 +521,9 @@ impl fmt::Display for RetentionPolicy {
             parts.push(format!("size cap {cap} bytes"));
         }
         parts.push(format!("safety grace {}", fmt_duration(self.safety_grace)));
+        if self.keep_safety != DEFAULT_KEEP_SAFETY {
+            parts.push(format!("safety last {}", self.keep_safety));
+        }
         f.write_str(&parts.join(", "))
     }
 }
@@ -513,6 +590,13 @@ pub enum Reason {
     NewestVerified,
     /// Guard: a pre-restore safety snapshot younger than the safety grace period.
     SafetyGrace,
+    /// One of the newest safety snapshots ([`RetentionPolicy::keep_safety`]), past its grace.
+    SafetyLast {
+        /// 1 for the newest safety snapshot.
+        rank: usize,
+    },
+    /// Guard: the snapshot a restore within the safety grace period used.
+    RestoredFrom,
     /// Dropped: kept by a rule but removed to fit the size cap.
     SizeCap,
     /// Dropped: no rule or guard keeps it.
@@ -533,6 +617,8 @@ impl fmt::Display for Reason {
             Reason::Pinned => f.write_str("pinned"),
             Reason::NewestVerified => f.write_str("newest (verified)"),
             Reason::SafetyGrace => f.write_str("safety grace"),
+            Reason::SafetyLast { rank } => write!(f, "safety #{rank}"),
+            Reason::RestoredFrom => f.write_str("restored from"),
             Reason::SizeCap => f.write_str("size cap"),
             Reason::NoRuleMatched => f.write_str("no rule matched"),
         }
@@ -723,6 +809,11 @@ mod tests {
 
     fn safety(mut r: SnapshotRecord) -> SnapshotRecord {
         r.operation_type = PRE_RESTORE.to_owned();
+        r
+    }
+
+    fn restore_of(mut r: SnapshotRecord, id: &str) -> SnapshotRecord {
+        r.restore_of = Some(id.to_owned());
         r
     }
 
@@ -991,9 +1082,10 @@ mod tests {
                 over_cap: false,
             },
             Case {
-                name: "safety snapshots are kept within the grace period only",
+                name: "safety snapshots are kept within the grace period only (keep_safety 0)",
                 policy: RetentionPolicy::new()
                     .keep_last(1)
+                    .keep_safety(0)
                     .safety_grace(Duration::days(7)),
                 records: vec![
                     rec("newest", "2026-11-23T11:00:00Z"),
@@ -1012,9 +1104,62 @@ mod tests {
                 over_cap: false,
             },
             Case {
-                name: "a zero safety grace keeps no safety snapshot",
+                name: "safety snapshots: within the grace, and the newest keep_safety past it",
                 policy: RetentionPolicy::new()
                     .keep_last(1)
+                    .keep_safety(2)
+                    .safety_grace(Duration::days(7)),
+                records: vec![
+                    rec("newest", "2026-11-23T11:00:00Z"),
+                    safety(rec("safety-3d", "2026-11-20T12:00:00Z")),
+                    rec("plain-3d", "2026-11-20T11:00:00Z"),
+                    safety(rec("safety-7d", "2026-11-16T12:00:00Z")),
+                    safety(rec("safety-8d", "2026-11-15T12:00:00Z")),
+                ],
+                expect: &[
+                    "+ newest: last #1, newest (verified)",
+                    "+ safety-3d: safety #1, safety grace",
+                    "- plain-3d: no rule matched",
+                    "+ safety-7d: safety #2",
+                    "- safety-8d: no rule matched",
+                ],
+                over_cap: false,
+            },
+            Case {
+                name: "restores never push the user's snapshots out, nor the one they used",
+                policy: RetentionPolicy::new()
+                    .keep_last(3)
+                    .keep_safety(0)
+                    .safety_grace(Duration::days(7)),
+                records: vec![
+                    restore_of(safety(rec("pre-3", "2026-11-23T12:00:00Z")), "s1"),
+                    restore_of(safety(rec("pre-2", "2026-11-23T11:30:00Z")), "s1"),
+                    restore_of(safety(rec("pre-1", "2026-11-23T11:00:00Z")), "s1"),
+                    rec("s4", "2026-11-23T10:00:00Z"),
+                    rec("s3", "2026-11-22T10:00:00Z"),
+                    rec("s2", "2026-11-21T10:00:00Z"),
+                    rec("s1", "2026-11-20T10:00:00Z"),
+                    restore_of(safety(rec("pre-old", "2026-11-01T10:00:00Z")), "s0"),
+                    rec("s0", "2026-10-31T10:00:00Z"),
+                ],
+                expect: &[
+                    "+ pre-3: newest (verified), safety grace",
+                    "+ pre-2: safety grace",
+                    "+ pre-1: safety grace",
+                    "+ s4: last #1",
+                    "+ s3: last #2",
+                    "+ s2: last #3",
+                    "+ s1: restored from",
+                    "- pre-old: no rule matched",
+                    "- s0: no rule matched",
+                ],
+                over_cap: false,
+            },
+            Case {
+                name: "a zero safety grace and keep_safety 0 keep no safety snapshot",
+                policy: RetentionPolicy::new()
+                    .keep_last(1)
+                    .keep_safety(0)
                     .safety_grace(Duration::zero()),
                 records: vec![
                     rec("newest", "2026-11-23T11:00:00Z"),
@@ -1084,8 +1229,8 @@ mod tests {
                 expect: &[
                     "+ big: last #1, newest (verified)",
                     "- b: size cap",
-                    "+ s: last #3, safety grace",
-                    "- c: no rule matched",
+                    "+ s: safety #1, safety grace",
+                    "- c: size cap",
                 ],
                 over_cap: true,
             },
@@ -1229,7 +1374,7 @@ mod tests {
             render(&plan),
             [
                 "+ a: within period, newest (verified)",
-                "+ b: within period, safety grace"
+                "+ b: safety #1, safety grace"
             ]
         );
         Ok(())
@@ -1455,9 +1600,16 @@ mod tests {
 
         #[test]
         fn keep_last_keeps_at_least_n(records in records_strategy(), n in 1usize..50) {
+            // Safety snapshots are counted apart: the n newest of the others are kept.
             let plan = run(&RetentionPolicy::new().keep_last(n), &records)?;
-            prop_assert!(plan.kept().count() >= n.min(records.len()));
-            for d in plan.decisions.iter().take(n) {
+            let regular: HashSet<&str> = records
+                .iter()
+                .filter(|r| !r.is_safety())
+                .map(|r| r.snapshot_id.as_str())
+                .collect();
+            let kept_regular = plan.kept().filter(|d| regular.contains(d.snapshot_id.as_str())).count();
+            prop_assert!(kept_regular >= n.min(regular.len()));
+            for d in plan.decisions.iter().filter(|d| regular.contains(d.snapshot_id.as_str())).take(n) {
                 prop_assert!(d.keep);
             }
         }

@@ -13,7 +13,7 @@
 //! | [`undo`](crate::SnapshotManager::undo) | the rows of the snapshot's entity (and declared dependants) back, by merge | one transaction |
 //!
 //! Rows are matched by the live table's primary key, or by declared key columns. Before
-//! writing, a pinned `pre_restore` safety snapshot of the live data is taken (as a whole-file
+//! writing, a `pre_restore` safety snapshot of the live data is taken (as a whole-file
 //! restore does); all tables are written in one transaction, so a failure midway leaves the
 //! live data as it was and the safety snapshot in the catalog
 //! ([`Error::TableRestoreFailed`]). Foreign keys declared by the schema are enforced; tables
@@ -259,7 +259,7 @@ impl SnapshotManager {
     }
 
     /// Restores `tables` of a snapshot into the live database, replacing or merging their
-    /// rows (see [`RestoreMode`]), all in one transaction, after a pinned `pre_restore` safety
+    /// rows (see [`RestoreMode`]), all in one transaction, after a `pre_restore` safety
     /// snapshot of the live data. Other connections may stay open; writers wait for the
     /// transaction (the safety snapshot is taken inside it, so it is exactly the state the
     /// restore starts from; DuckDB locks nothing: a concurrent write to the same rows fails one
@@ -384,7 +384,7 @@ impl SnapshotManager {
     }
 
     /// Puts back the rows of the snapshot's entity as they were in the snapshot — only those —
-    /// and the rows of each declared [`Cascade`], by merge in one transaction after a pinned
+    /// and the rows of each declared [`Cascade`], by merge in one transaction after a
     /// safety snapshot (see the [module docs](crate::table)).
     ///
     /// # Errors
@@ -573,7 +573,7 @@ impl SnapshotManager {
         })
     }
 
-    /// Takes the pinned `pre_restore` snapshot of the live data (none on a disabled manager).
+    /// Takes the `pre_restore` snapshot of the live data (none on a disabled manager).
     fn table_safety_snapshot(&self, record: &SnapshotRecord, what: &str) -> Result<Option<String>> {
         if !self.is_enabled() {
             tracing::warn!(id = %record.snapshot_id, "no safety snapshot: the manager is disabled on this host");
@@ -581,12 +581,10 @@ impl SnapshotManager {
         }
         let request = SnapshotRequest {
             restore_of: Some(record.snapshot_id.clone()),
-            ..SnapshotRequest::new(PRE_RESTORE)
-                .description(format!(
-                    "Safety copy before {what} from {}",
-                    record.snapshot_id
-                ))
-                .pinned(true)
+            ..SnapshotRequest::new(PRE_RESTORE).description(format!(
+                "Safety copy before {what} from {}",
+                record.snapshot_id
+            ))
         };
         Ok(Some(self.take(request)?.snapshot_id))
     }

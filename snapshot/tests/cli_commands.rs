@@ -627,3 +627,75 @@ fn a_closed_pipe_ends_the_tool_quietly() -> Result<()> {
     }
     Ok(())
 }
+
+/// The ids of `list --json`, newest first, and how many are safety snapshots.
+fn listed(fx: &Fx) -> Result<(Vec<String>, usize)> {
+    let list = fx.json(&["list"])?;
+    let rows = list.as_array().context("list")?;
+    let safety = rows
+        .iter()
+        .filter(|r| r["operation_type"] == "pre_restore")
+        .count();
+    let ids = rows
+        .iter()
+        .filter(|r| r["operation_type"] != "pre_restore")
+        .map(|r| r["snapshot_id"].as_str().unwrap_or_default().to_string())
+        .collect();
+    Ok((ids, safety))
+}
+
+#[test]
+fn restores_never_cost_the_history_nor_the_snapshot_they_used() -> Result<()> {
+    // Default policy (last 10): ten snapshots, restore the oldest: it stays listed.
+    let fx = Fx::new()?;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let v = fx.json(&["create", "--op", &format!("s{i}")])?;
+        ids.push(
+            v["taken"][0]["snapshot_id"]
+                .as_str()
+                .context("id")?
+                .to_string(),
+        );
+    }
+    fx.json(&["restore", &ids[0], "--yes"])?;
+    let (regular, safety) = listed(&fx)?;
+    ensure!(
+        regular.len() == 10 && regular.contains(&ids[0]),
+        "{regular:?}"
+    );
+    ensure!(safety == 1);
+
+    // keep_last = 3: three restores of the newest leave the three snapshots and the safety
+    // snapshots apart (three by default past their grace, all within it).
+    let fx = Fx::new()?;
+    std::fs::write(fx.path("snapshot.toml"), "[retention]\nkeep_last = 3\n")?;
+    for i in 0..3 {
+        fx.json(&["create", "--op", &format!("s{i}")])?;
+    }
+    let (before, _) = listed(&fx)?;
+    for _ in 0..3 {
+        fx.json(&["restore", &before[0], "--yes"])?;
+    }
+    let (after, safety) = listed(&fx)?;
+    ensure!(after == before, "{after:?} vs {before:?}");
+    ensure!(safety == 3, "{safety}");
+
+    // unpin: a pinned snapshot goes back under the rules.
+    let pinned = fx.json(&["create", "--op", "kept", "--pin"])?["taken"][0]["snapshot_id"]
+        .as_str()
+        .context("id")?
+        .to_string();
+    for i in 0..4 {
+        fx.json(&["create", "--op", &format!("t{i}")])?;
+    }
+    ensure!(listed(&fx)?.0.contains(&pinned), "a pinned snapshot stays");
+    let v = fx.json(&["unpin", &pinned])?;
+    ensure!(v["pinned"] == false, "{v}");
+    fx.json(&["prune", "--yes"])?;
+    ensure!(
+        !listed(&fx)?.0.contains(&pinned),
+        "unpinned, the rules drop it"
+    );
+    Ok(())
+}

@@ -504,7 +504,7 @@ fn delete_compare_merge_replace_round_trip() -> Result<()> {
     assert_eq!(r.tables, dry.tables);
     let safety = r.safety_snapshot.clone().context("a safety snapshot")?;
     let safety_record = f.m.get(&safety)?;
-    assert!(safety_record.is_safety() && safety_record.pinned);
+    assert!(safety_record.is_safety() && !safety_record.pinned);
     let mut audit: Vec<(String, i32)> = f
         .client()?
         .query("SELECT op, id FROM audit ORDER BY op, id", &[])?
@@ -909,7 +909,7 @@ fn a_restore_failing_midway_changes_nothing_and_keeps_the_safety_snapshot() -> R
     assert_eq!(f.rows("measure")?, m0);
     assert_eq!(f.rows("measure_area_priority")?, p0);
     let record = f.m.get(&safety)?;
-    assert!(record.is_safety() && record.pinned);
+    assert!(record.is_safety() && !record.pinned);
     assert!(f.m.verify(&safety)?.engine_checked);
     let d = f.m.compare(&safety, "measure", &CompareOptions::new())?;
     assert!(d.is_identical());

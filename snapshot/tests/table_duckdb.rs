@@ -298,7 +298,7 @@ fn round_trip(mode: Mode) -> Result<()> {
             .as_deref()
             .context("safety snapshot")?,
     )?;
-    assert!(safety.is_safety() && safety.pinned);
+    assert!(safety.is_safety() && !safety.pinned);
     assert_eq!(f.count()?, n + 1);
     let d =
         f.m.compare(&snap.snapshot_id, "measure", &CompareOptions::new())?;
@@ -626,7 +626,7 @@ fn a_restore_failing_midway_changes_nothing_and_keeps_the_safety_snapshot() -> R
         assert_eq!(f.rows("measure")?, m0);
         assert_eq!(f.rows("tag")?, t0);
         let record = f.m.get(&safety)?;
-        assert!(record.is_safety() && record.pinned);
+        assert!(record.is_safety() && !record.pinned);
         assert!(f.m.verify(&safety)?.engine_checked);
         assert!(
             f.m.compare(&safety, "measure", &CompareOptions::new())?

@@ -243,7 +243,7 @@ fn delete_compare_merge_replace_round_trip() -> Result<()> {
             .as_deref()
             .context("safety snapshot")?,
     )?;
-    assert!(safety.is_safety() && safety.pinned);
+    assert!(safety.is_safety() && !safety.pinned);
     assert_eq!(
         safety.restore_of.as_deref(),
         Some(snap.snapshot_id.as_str())
@@ -590,7 +590,7 @@ fn a_restore_failing_midway_changes_nothing_and_keeps_the_safety_snapshot() -> R
     assert_eq!(f.rows("measure")?, m0);
     assert_eq!(f.rows("measure_area_priority")?, p0);
     let record = f.m.get(&safety)?;
-    assert!(record.is_safety() && record.pinned);
+    assert!(record.is_safety() && !record.pinned);
     assert!(f.m.verify(&safety)?.engine_checked);
     // The safety snapshot holds the state before the attempt.
     let d = f.m.compare(&safety, "measure", &CompareOptions::new())?;

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! begin_restore (live data free? journal folded; a server: tables planned and locked)
-//!   → capture_present   (the pinned safety snapshot of the present)
+//!   → capture_present   (the safety snapshot of the present)
 //!   → apply             (the swap, or the writes and commit)
 //!   → check             (the result; on failure rollback puts the present back)
 //!   → finish
@@ -24,7 +24,7 @@ use crate::source::{CheckLevel, Source, processes_holding};
 pub struct RestoreContext {
     /// The snapshot being restored.
     pub snapshot_id: String,
-    /// The pinned safety snapshot of the present, once taken.
+    /// The safety snapshot of the present, once taken.
     pub safety_snapshot: Option<String>,
 }
 

@@ -100,7 +100,7 @@ pub struct TableRestoreReport {
     pub snapshot_id: String,
     /// Whether this was a dry run (nothing changed).
     pub dry_run: bool,
-    /// The pinned `pre_restore` snapshot of the live data taken before writing, if any (none
+    /// The `pre_restore` snapshot of the live data taken before writing, if any (none
     /// for a dry run or on a disabled manager).
     pub safety_snapshot: Option<String>,
     /// Per table, in the order asked.

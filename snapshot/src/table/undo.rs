@@ -75,7 +75,7 @@ pub struct UndoReport {
     pub entity_id: String,
     /// Whether this was a dry run (nothing changed).
     pub dry_run: bool,
-    /// The pinned `pre_restore` snapshot taken before writing, if any.
+    /// The `pre_restore` snapshot taken before writing, if any.
     pub safety_snapshot: Option<String>,
     /// The entity's table first, then each cascade, in declaration order.
     pub tables: Vec<TableChanges>,

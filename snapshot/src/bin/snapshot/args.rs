@@ -77,6 +77,16 @@ pub enum Command {
         /// The snapshot id.
         id: String,
     },
+    /// Pin a snapshot: retention never removes it.
+    Pin {
+        /// The snapshot id.
+        id: String,
+    },
+    /// Unpin a snapshot: retention's rules decide again.
+    Unpin {
+        /// The snapshot id.
+        id: String,
+    },
     /// Verify snapshots: checksum, then the engine's check.
     Verify(VerifyArgs),
     /// Restore a snapshot over the database (after a safety snapshot), or to another path.

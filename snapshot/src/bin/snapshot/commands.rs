@@ -209,6 +209,17 @@ fn bundle_manifest(ctx: &Ctx, r: &SnapshotRecord) -> Option<export::Manifest> {
     export::read_bundle_manifest(&path, CheckLevel::Header).ok()
 }
 
+/// `pin` / `unpin`: whether retention may remove the snapshot.
+pub(crate) fn pin(ctx: &Ctx, id: &str, pinned: bool) -> CliResult {
+    let m = ctx.db_manager(false)?;
+    m.pin(id, pinned)?;
+    if ctx.json {
+        return output::json(&json!({ "snapshot_id": id, "pinned": pinned }));
+    }
+    println!("{} {id}", if pinned { "pinned" } else { "unpinned" });
+    Ok(())
+}
+
 pub(crate) fn show(ctx: &Ctx, id: &str) -> CliResult {
     let m = ctx.db_manager(false)?;
     let r = m.get(id)?;
@@ -563,7 +574,7 @@ fn prune_policy(ctx: &Ctx, a: &PruneArgs) -> Result<RetentionPolicy, CliError> {
         p = p.max_total_bytes(ByteSize::parse(s)?.0);
     }
     if let Ok(r) = ctx.config.retention_policy() {
-        p = p.safety_grace(r.grace());
+        p = p.safety_grace(r.grace()).keep_safety(r.safety_kept());
     }
     p.validate()?;
     Ok(p)

@@ -119,6 +119,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Create(a) => commands::create(&ctx, a),
         Command::List(a) => commands::list(&ctx, a),
         Command::Show { id } => commands::show(&ctx, &id),
+        Command::Pin { id } => commands::pin(&ctx, &id, true),
+        Command::Unpin { id } => commands::pin(&ctx, &id, false),
         Command::Verify(a) => commands::verify(&ctx, a),
         Command::Restore(a) => commands::restore(&ctx, a),
         Command::Preview(a) => tables::preview(&ctx, a),

@@ -1,7 +1,7 @@
 //! The whole restore of a directory: the archive's tree is extracted beside the live
 //! directory, then swapped in by one atomic exchange of the two names (`RENAME_EXCHANGE`;
 //! two renames on a file system without it), the present kept under a staging name until the
-//! result passes its check, after a pinned safety snapshot of the present. A file of the live
+//! result passes its check, after a safety snapshot of the present. A file of the live
 //! directory held open by another process refuses the restore before anything changes.
 
 use std::path::{Path, PathBuf};

@@ -44,6 +44,10 @@ pub struct RetentionConfig {
     /// How long a pre-restore safety snapshot is kept whatever the rules say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety_grace: Option<HumanDuration>,
+    /// How many safety snapshots are kept past their grace (default 3); they never count
+    /// toward the other rules.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_safety: Option<usize>,
 }
 
 impl RetentionConfig {
@@ -79,6 +83,9 @@ impl RetentionConfig {
         }
         if let Some(g) = self.safety_grace {
             p = p.safety_grace(g.to_chrono());
+        }
+        if let Some(n) = self.keep_safety {
+            p = p.keep_safety(n);
         }
         p.validate()?;
         Ok(p)
