@@ -261,3 +261,103 @@ fn snapshot_holds_rows_that_live_only_in_the_wal() -> Result<()> {
     ensure!(x == "here");
     Ok(())
 }
+
+/// The time of one snapshot.
+fn timed(manager: &SnapshotManager) -> Result<(Duration, snapshot::SnapshotRecord)> {
+    let t = std::time::Instant::now();
+    let r = manager
+        .snapshot(SnapshotRequest::new("manual"))?
+        .into_record()
+        .context("manager is enabled")?;
+    Ok((t.elapsed(), r))
+}
+
+#[test]
+fn heavy_writers_never_make_a_snapshot_chase_the_log() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("busy.db");
+    create_db(&db, "wal")?;
+    // ~30 MB, so that a copy takes a while.
+    Connection::open(&db)?.execute_batch(
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 30000)
+         INSERT INTO log(n, who, pad) SELECT 0, 'bulk', randomblob(1000) FROM c;
+         UPDATE counter SET n = (SELECT count(*) FROM log);
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )?;
+    let manager = SnapshotManager::builder()
+        .source(SqliteSource::new(&db))
+        .store(LocalStore::open(dir.path().join("store"))?)
+        .retention(RetentionPolicy::new().keep_last(100))
+        .environment(Environment::persistent())
+        .build()?;
+    let mut idle: Vec<Duration> = (0..3)
+        .map(|_| timed(&manager).map(|t| t.0))
+        .collect::<Result<_>>()?;
+    idle.sort();
+    let idle = idle[1];
+
+    // Two processes committing as fast as they can, one of them with a deferred BEGIN.
+    let mut writers = Vec::new();
+    for _ in 0..2 {
+        writers.push(
+            Command::new(env!("CARGO_BIN_EXE_sqlite_writer"))
+                .arg(&db)
+                .arg("60")
+                .arg("fast")
+                .stdout(Stdio::null())
+                .spawn()
+                .context("start a writer")?,
+        );
+    }
+    let wal = dir.path().join("busy.db-wal");
+    let result = (|| -> Result<Vec<(Duration, u64)>> {
+        let probe = Connection::open(&db)?;
+        probe.busy_timeout(Duration::from_secs(10))?;
+        let t = std::time::Instant::now();
+        while probe.query_row("SELECT count(*) FROM log WHERE who = 'process'", [], |r| {
+            r.get::<_, i64>(0)
+        })? < 1000
+        {
+            ensure!(
+                t.elapsed() < Duration::from_secs(30),
+                "the writers do not commit"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        drop(probe);
+        // One snapshot while the writers run flat out (two or more back to back meet SQLite's
+        // checkpoint starvation: the log, never restarted under continuous writers, grows
+        // between them and each folds more of it; see the README).
+        let mut runs = Vec::new();
+        for i in 0..1 {
+            let (took, record) = timed(&manager)?;
+            let wal_bytes = std::fs::metadata(&wal).map_or(0, |m| m.len());
+            runs.push((took, wal_bytes));
+            let copy = dir.path().join(format!("copy-{i}.db"));
+            manager.restore_to(&record.snapshot_id, &copy)?;
+            let (n, rows) = check_image(&copy)?;
+            ensure!(
+                n == rows,
+                "snapshot {i}: counter {n}, {rows} rows: not a committed state"
+            );
+        }
+        Ok(runs)
+    })();
+    for w in &mut writers {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    let runs = result?;
+    eprintln!("idle {idle:?}; under the writers (time, log bytes after): {runs:?}");
+    // On a noisy machine a little slack above 3x the idle time.
+    let limit = (idle * 3).max(idle + Duration::from_millis(500));
+    for (i, (took, _)) in runs.iter().enumerate() {
+        ensure!(
+            *took <= limit,
+            "snapshot {i} took {took:?}, idle {idle:?}: it chased the log"
+        );
+    }
+    let grown = runs.iter().map(|r| r.1).max().unwrap_or(0);
+    ensure!(grown < 512 << 20, "the log grew to {grown} bytes");
+    Ok(())
+}

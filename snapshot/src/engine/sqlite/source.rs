@@ -175,14 +175,22 @@ impl Source for SqliteSource {
         self.check_header(&self.path)?;
         let conn = self.open_live()?;
         // The read transaction: held until the copy and the log are read.
-        let (wal, page_size, page_count) = self.retry("begin read transaction", || {
+        let wal_path = self.companion("-wal");
+        let (wal, page_size, page_count, frames) = self.retry("begin read transaction", || {
             conn.execute_batch("BEGIN DEFERRED")?;
             let r = (|| {
                 conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
                 let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?;
                 let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
                 let page_count: u32 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
-                Ok((mode.eq_ignore_ascii_case("wal"), page_size, page_count))
+                // The log as the transaction found it: what is appended later is newer.
+                let frames = wal::frames_now(&wal_path, page_size);
+                Ok((
+                    mode.eq_ignore_ascii_case("wal"),
+                    page_size,
+                    page_count,
+                    frames,
+                ))
             })();
             if r.is_err() {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -195,7 +203,7 @@ impl Source for SqliteSource {
         let live = LiveFile::open(&self.path).map_err(|e| Error::io("open", &self.path, e))?;
         fs_util::copy_open_to_new(live.file(), &self.path, dest)?;
         let (overlay, pages) = if wal {
-            let o = wal::read_committed(&self.companion("-wal"), page_size)?;
+            let o = wal::read_committed(&wal_path, page_size, frames)?;
             let pages = o.db_pages.unwrap_or(page_count);
             (Some(o), pages)
         } else {

@@ -63,9 +63,24 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Reads the committed frames of the WAL at `wal` for a database of `page_size` bytes per page.
-/// A missing or empty log is an empty overlay.
-pub(crate) fn read_committed(wal: &Path, page_size: u32) -> Result<WalOverlay> {
+/// How many frames the WAL at `wal` holds now (by its size), for pages of `page_size` bytes:
+/// taken as the read transaction begins, the bound past which [`read_committed`] never reads.
+/// Frames appended later belong to transactions committed after the snapshot's, and a log
+/// that writers keep appending to would otherwise be chased without end (the open read
+/// transaction keeps it from restarting, so it grows as fast as they write).
+pub(crate) fn frames_now(wal: &Path, page_size: u32) -> Option<u64> {
+    let len = std::fs::metadata(wal).ok()?.len();
+    Some(len.saturating_sub(HEADER as u64) / (FRAME_HEADER as u64 + u64::from(page_size)))
+}
+
+/// Reads the committed frames of the WAL at `wal` for a database of `page_size` bytes per page,
+/// the first `max_frames` at most (`None`: to the end). A missing or empty log is an empty
+/// overlay.
+pub(crate) fn read_committed(
+    wal: &Path,
+    page_size: u32,
+    max_frames: Option<u64>,
+) -> Result<WalOverlay> {
     let file = match File::open(wal) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(WalOverlay::default()),
@@ -94,7 +109,12 @@ pub(crate) fn read_committed(wal: &Path, page_size: u32) -> Result<WalOverlay> {
     let mut overlay = WalOverlay::default();
     let mut pending: Vec<(u32, Vec<u8>)> = Vec::new();
     let mut fh = [0u8; FRAME_HEADER];
+    let mut seen = 0u64;
     loop {
+        if max_frames.is_some_and(|m| seen >= m) {
+            break;
+        }
+        seen += 1;
         if !read_full(&mut r, &mut fh).map_err(|e| Error::io("read", wal, e))? {
             break;
         }
@@ -144,9 +164,9 @@ mod tests {
     fn missing_or_garbage_log_is_empty() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| Error::io("tempdir", "/tmp", e))?;
         let p = dir.path().join("x-wal");
-        assert!(read_committed(&p, 4096)?.pages.is_empty());
+        assert!(read_committed(&p, 4096, None)?.pages.is_empty());
         std::fs::write(&p, vec![0xAB; 5000]).map_err(|e| Error::io("write", &p, e))?;
-        let o = read_committed(&p, 4096)?;
+        let o = read_committed(&p, 4096, None)?;
         assert!(o.pages.is_empty() && o.db_pages.is_none());
         Ok(())
     }
