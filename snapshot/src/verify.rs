@@ -29,6 +29,10 @@ pub struct VerifyReport {
     pub checksum: String,
     /// Whether the engine check ran (it does when the snapshot's kind is the manager's source kind).
     pub engine_checked: bool,
+    /// Whether the verification was recorded in the catalog (`verified_at`). A store that
+    /// cannot be written (read-only, immutable, another user's) still verifies: the data is
+    /// sound, only the record of it could not be kept (a warning is logged).
+    pub recorded: bool,
 }
 
 /// What [`SnapshotManager::verify_all`] found.
@@ -118,8 +122,11 @@ impl SnapshotManager {
     /// As [`verify`](Self::verify).
     pub fn verify_with(&self, id: &str, level: CheckLevel) -> Result<VerifyReport> {
         let record = self.get(id)?;
-        let report = self.verify_record(&record, level)?;
-        self.modify(id, |r| r.verified_at = Some(Utc::now()))?;
+        let mut report = self.verify_record(&record, level)?;
+        if let Err(e) = self.modify(id, |r| r.verified_at = Some(Utc::now())) {
+            tracing::warn!(id, error = %e, "verified, but the verification could not be recorded");
+            report.recorded = false;
+        }
         Ok(report)
     }
 
@@ -142,7 +149,7 @@ impl SnapshotManager {
             .collect();
         if !passed.is_empty() {
             let now = Utc::now();
-            self.inner.catalog.update(|records| {
+            let recorded = self.inner.catalog.update(|records| {
                 for r in records
                     .iter_mut()
                     .filter(|r| passed.contains(r.snapshot_id.as_str()))
@@ -150,7 +157,13 @@ impl SnapshotManager {
                     r.verified_at = Some(now);
                 }
                 Ok(())
-            })?;
+            });
+            if let Err(e) = recorded {
+                tracing::warn!(error = %e, "verified, but the verifications could not be recorded");
+                for r in &mut report.passed {
+                    r.recorded = false;
+                }
+            }
         }
         Ok(report)
     }
@@ -181,6 +194,7 @@ impl SnapshotManager {
             bytes: sealed.size,
             checksum: sealed.checksum,
             engine_checked,
+            recorded: true,
         })
     }
 

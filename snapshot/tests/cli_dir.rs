@@ -500,3 +500,58 @@ fn a_restore_over_a_file_another_process_writes_is_refused_and_changes_nothing()
     ensure!(read(&f.data().join("csv/monetization.csv"))? == "day,usd\n1,1.5\n");
     Ok(())
 }
+
+#[test]
+fn verify_on_a_store_that_cannot_be_written_reports_the_data_sound() -> Result<()> {
+    let f = Fx::new()?;
+    for _ in 0..2 {
+        f.json(&["--db", "data", "create"])?;
+    }
+    // The store readable, not writable: by another user when we are root (root writes
+    // anything), else by ourselves with the write bits off.
+    let root = rustix_euid_is_root()?;
+    let mode = |p: &Path, m: u32| -> Result<()> {
+        fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(m))?;
+        Ok(())
+    };
+    let store = f.dir.path().join("backups");
+    for e in fs::read_dir(&store)? {
+        mode(&e?.path(), 0o444)?;
+    }
+    mode(&store, 0o555)?;
+    mode(f.dir.path(), 0o755)?;
+    let mut c = if root {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
+        c
+    } else {
+        Command::new(BIN)
+    };
+    let out = c
+        .current_dir(f.dir.path())
+        .env("SNAPSHOT_EPHEMERAL", "0")
+        .env_remove("SNAPSHOT_CONFIG")
+        .stdin(Stdio::null())
+        .args(["--json", "--db", "data", "verify", "--all"])
+        .output()?;
+    mode(&store, 0o700)?;
+    ensure!(
+        out.status.success(),
+        "sound snapshots on a read-only store: exit {:?}\n{}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    let passed = v["passed"].as_array().context("passed")?;
+    ensure!(
+        passed.len() == 2 && v["failed"].as_array().is_some_and(Vec::is_empty),
+        "{v}"
+    );
+    ensure!(passed.iter().all(|p| p["recorded"] == false), "{v}");
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("not recorded"),
+        "a warning says so"
+    );
+    Ok(())
+}

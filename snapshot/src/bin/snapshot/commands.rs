@@ -305,11 +305,17 @@ pub(crate) fn verify(ctx: &Ctx, a: VerifyArgs) -> CliResult {
             Err(e) => failed.push((r.snapshot_id.clone(), e)),
         }
     }
+    if passed.iter().any(|p| !p.recorded) {
+        eprintln!(
+            "warning: the store cannot be written: the verifications were not recorded \
+             (verified_at unchanged); the snapshots that passed are sound"
+        );
+    }
     if ctx.json {
         output::json(&json!({
             "passed": passed.iter().map(|p| json!({
                 "snapshot_id": p.snapshot_id, "bytes": p.bytes, "checksum": p.checksum,
-                "engine_checked": p.engine_checked,
+                "engine_checked": p.engine_checked, "recorded": p.recorded,
             })).collect::<Vec<_>>(),
             "failed": failed.iter().map(|(id, e)| json!({
                 "snapshot_id": id, "error": e.to_string(),
