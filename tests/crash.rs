@@ -475,8 +475,25 @@ fn check_store(
         shared.len() <= 1,
         "more than one listed blob was the live file: {shared:?}"
     );
+    // And the ones repair may add: snapshots a killed `create` had published whole (blob and
+    // sidecar) but not yet listed — never anything pruned or forgotten (their sidecars were
+    // marked before they left the index).
+    let relisted: BTreeSet<String> = first.unlisted_records.iter().cloned().collect();
     ensure!(
-        after == ids.difference(&shared).cloned().collect(),
+        relisted.len() <= 1,
+        "more than one snapshot was published but not listed: {relisted:?}"
+    );
+    for id in &relisted {
+        ensure!(!ids.contains(id), "{id} was listed already");
+        manager.verify(id)?;
+    }
+    ensure!(
+        after
+            == ids
+                .difference(&shared)
+                .cloned()
+                .chain(relisted.iter().cloned())
+                .collect(),
         "doctor changed the listed snapshots beyond the safety snapshot that was the live file \
          ({shared:?}): before {ids:?}, after {after:?}"
     );

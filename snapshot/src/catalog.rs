@@ -19,6 +19,10 @@ use crate::store::{Payload, PutMode, Store};
 /// Key of the catalog index in the store.
 pub const INDEX_KEY: &str = "snapshot_metadata.json";
 
+/// The sidecar field that marks a snapshot being dropped from the index (see
+/// `SnapshotManager::unlisting`): such a sidecar no longer describes a snapshot to keep.
+pub(crate) const DROPPING: &str = "dropping";
+
 /// How long a read-modify-write keeps retrying while other writers win the race.
 const UPDATE_BUDGET: Duration = Duration::from_secs(60);
 
@@ -39,17 +43,51 @@ impl Catalog {
         Catalog { store }
     }
 
-    /// All records as stored (oldest first as written). A missing index is an empty catalog.
+    /// All records as stored (oldest first as written). A missing index is read from the
+    /// sidecars (the records whose blob is there): a lost index never hides a snapshot, and
+    /// the next write puts them all back in it.
     pub(crate) fn load(&self) -> Result<Vec<SnapshotRecord>> {
         self.read().map(|r| r.records)
+    }
+
+    /// The records the sidecars describe whose blob is in the store, oldest first.
+    pub(crate) fn described_by_sidecars(&self) -> Result<Vec<SnapshotRecord>> {
+        let objects = self.store.list()?;
+        let keys: std::collections::HashSet<&str> =
+            objects.iter().map(|o| o.key.as_str()).collect();
+        let mut records: Vec<SnapshotRecord> = objects
+            .iter()
+            .filter(|o| is_sidecar(&o.key))
+            .filter_map(|o| self.read_sidecar(&o.key).ok())
+            .filter(|r| r.sidecar_key() != r.blob_key && keys.contains(r.blob_key.as_str()))
+            .filter(|r| r.extra.get(DROPPING) != Some(&serde_json::Value::Bool(true)))
+            .collect();
+        records.sort_by(|a, b| {
+            a.datetime
+                .cmp(&b.datetime)
+                .then_with(|| a.snapshot_id.cmp(&b.snapshot_id))
+        });
+        Ok(records)
+    }
+
+    /// Whether the index itself is missing (its records then come from the sidecars).
+    pub(crate) fn index_missing(&self) -> Result<bool> {
+        Ok(self.store.head(INDEX_KEY)?.is_none())
     }
 
     fn read(&self) -> Result<Read> {
         let object = match self.store.get(INDEX_KEY) {
             Ok(o) => o,
             Err(Error::BlobMissing { .. }) => {
+                let records = self.described_by_sidecars()?;
+                if !records.is_empty() {
+                    tracing::warn!(
+                        count = records.len(),
+                        "the catalog index is missing: records read from their sidecars"
+                    );
+                }
                 return Ok(Read {
-                    records: Vec::new(),
+                    records,
                     version: None,
                 });
             }
@@ -73,7 +111,9 @@ impl Catalog {
         if self.store.head(INDEX_KEY)?.is_some() {
             return Ok(());
         }
-        match self.put(&[], PutMode::Create) {
+        // A lost index comes back with what the sidecars describe, never as an empty one.
+        let records = self.described_by_sidecars()?;
+        match self.put(&records, PutMode::Create) {
             Ok(()) | Err(Error::AlreadyExists { .. }) => Ok(()),
             Err(e) => Err(e),
         }
@@ -153,6 +193,11 @@ impl Catalog {
             detail: e.to_string(),
         })
     }
+}
+
+/// Whether `key` names a sidecar (one record as JSON), not the index or a blob.
+pub(crate) fn is_sidecar(key: &str) -> bool {
+    key.ends_with(".json") && key != INDEX_KEY && !key.contains('/')
 }
 
 /// Parses index bytes; errors name the line and column.

@@ -666,7 +666,9 @@ impl SnapshotManager {
             }
             records.push(record.clone());
             let plan = inner.retention.apply(records, now)?;
-            Ok(take_dropped(records, &plan))
+            let dropped = take_dropped(records, &plan);
+            self.unlisting(&dropped);
+            Ok(dropped)
         });
         let dropped = match dropped {
             Ok(d) => d,
@@ -708,15 +710,46 @@ impl SnapshotManager {
     /// Drops one record from the catalog and deletes its objects (failures are logged).
     pub(crate) fn forget(&self, id: &str) {
         let dropped = self.inner.catalog.update(|records| {
-            let (gone, kept) = std::mem::take(records)
+            let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(records)
                 .into_iter()
                 .partition(|r| r.snapshot_id == id);
             *records = kept;
+            self.unlisting(&gone);
             Ok(gone)
         });
         match dropped {
             Ok(d) => self.delete_objects(&d),
             Err(e) => tracing::warn!(id, error = %e, "could not drop a snapshot record"),
+        }
+    }
+
+    /// Marks the sidecars of records about to be dropped from the index (`"dropping": true`),
+    /// before the index is written: a snapshot whose objects outlive a crash after that write
+    /// is then an orphan, not one a sidecar still describes (which doctor would list again).
+    /// Run inside the catalog update; a record that stays listed after all (the update retried)
+    /// keeps its sidecar, marked, which changes nothing while it is listed.
+    pub(crate) fn unlisting(&self, gone: &[SnapshotRecord]) {
+        for r in gone {
+            let mut marked = r.clone();
+            marked.extra.insert(
+                crate::catalog::DROPPING.into(),
+                serde_json::Value::Bool(true),
+            );
+            let written = serde_json::to_vec_pretty(&marked)
+                .map_err(|e| Error::invalid("record", e.to_string()))
+                .and_then(|json| {
+                    self.inner
+                        .store
+                        .put(
+                            &r.sidecar_key(),
+                            crate::store::Payload::Bytes(&json),
+                            crate::store::PutMode::Overwrite,
+                        )
+                        .map(drop)
+                });
+            if let Err(e) = written {
+                tracing::warn!(id = %r.snapshot_id, error = %e, "could not mark a dropped snapshot's sidecar");
+            }
         }
     }
 
@@ -733,6 +766,16 @@ impl SnapshotManager {
         if let Err(e) = self.inner.store.delete_many(&keys) {
             tracing::warn!(keys = ?keys, error = %e, "could not delete every pruned object; doctor will find the rest");
         }
+    }
+
+    /// Whether the catalog's index is missing from the store: [`list`](Self::list) then reads
+    /// the snapshots from their sidecars, the next snapshot writes the index again with all of
+    /// them, and [`doctor`](Self::doctor) reports it (and rewrites it on repair).
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn index_missing(&self) -> Result<bool> {
+        self.inner.catalog.index_missing()
     }
 
     /// Records, newest first, that match `filter`.
@@ -827,6 +870,7 @@ impl SnapshotManager {
         let (plan, dropped) = self.inner.catalog.update(|records| {
             let plan = policy.apply(records, now)?;
             let dropped = take_dropped(records, &plan);
+            self.unlisting(&dropped);
             Ok((plan, dropped))
         })?;
         self.delete_objects(&dropped);

@@ -88,6 +88,11 @@ pub struct DoctorReport {
     pub blobs_shared_with_live: Vec<String>,
     /// Why the index could not be read, when it could not.
     pub index_problem: Option<String>,
+    /// Snapshots a sidecar describes (their blob present) that the index does not list; a
+    /// repair lists them again. Never deleted as orphans.
+    pub unlisted_records: Vec<String>,
+    /// Listed snapshots whose sidecar is missing; a repair writes it again.
+    pub records_without_sidecar: Vec<String>,
     /// Records recovered from sidecars when the index was rebuilt.
     pub rebuilt_records: Option<usize>,
     /// Whether repairs were made.
@@ -102,6 +107,8 @@ impl DoctorReport {
             && self.records_without_blob.is_empty()
             && self.blobs_shared_with_live.is_empty()
             && self.index_problem.is_none()
+            && self.unlisted_records.is_empty()
+            && self.records_without_sidecar.is_empty()
     }
 }
 
@@ -215,7 +222,7 @@ impl SnapshotManager {
         let sidecars: Vec<&str> = objects
             .iter()
             .map(|o| o.key.as_str())
-            .filter(|k| k.ends_with(".json") && *k != INDEX_KEY)
+            .filter(|k| crate::catalog::is_sidecar(k))
             .collect();
         let index_present = objects.iter().any(|o| o.key == INDEX_KEY);
         let mut records = match inner.catalog.load() {
@@ -254,9 +261,35 @@ impl SnapshotManager {
                 .and_then(|t| (Utc::now() - t).to_std().ok())
                 .is_some_and(|age| age < options.min_age)
         };
+        // What the sidecars describe: never an orphan, and compared with the index both ways —
+        // except a blob that is the live file (a restore killed before its swap): that record
+        // was never to be kept.
+        let mut described = inner.catalog.described_by_sidecars()?;
+        let live: HashSet<String> = self.shared_with_live(&described).into_iter().collect();
+        let listed_ids: HashSet<&str> = records
+            .iter()
+            .flatten()
+            .map(|r| r.snapshot_id.as_str())
+            .collect();
+        described.retain(|r| {
+            listed_ids.contains(r.snapshot_id.as_str()) || !live.contains(&r.snapshot_id)
+        });
         if let Some(records) = &records {
+            let listed: HashSet<&str> = records.iter().map(|r| r.snapshot_id.as_str()).collect();
+            report.unlisted_records = described
+                .iter()
+                .filter(|r| !listed.contains(r.snapshot_id.as_str()))
+                .map(|r| r.snapshot_id.clone())
+                .collect();
+            let keys: HashSet<&str> = objects.iter().map(|o| o.key.as_str()).collect();
+            report.records_without_sidecar = records
+                .iter()
+                .filter(|r| !keys.contains(r.sidecar_key().as_str()))
+                .map(|r| r.snapshot_id.clone())
+                .collect();
             let referenced: HashSet<String> = records
                 .iter()
+                .chain(&described)
                 .flat_map(|r| [r.blob_key.clone(), r.sidecar_key()])
                 .collect();
             for o in &objects {
@@ -288,6 +321,7 @@ impl SnapshotManager {
             for p in &report.staging_leftovers {
                 fs_util::remove_if_exists(p)?;
             }
+            self.relist(&report, &described, records.as_deref().unwrap_or(&[]))?;
             if let Some(mut records) = records.filter(|_| {
                 !report.records_without_blob.is_empty() || !report.blobs_shared_with_live.is_empty()
             }) {
@@ -301,6 +335,7 @@ impl SnapshotManager {
                     .filter(|r| gone.contains(&r.snapshot_id))
                     .collect();
                 // Against the index as it is now: records added meanwhile stay.
+                self.unlisting(&dropped);
                 inner.catalog.update(|now| {
                     now.retain(|r| !gone.contains(&r.snapshot_id));
                     Ok(())
@@ -315,6 +350,50 @@ impl SnapshotManager {
             report.repaired = true;
         }
         Ok(report)
+    }
+
+    /// Doctor's repair of index and sidecars: the unlisted snapshots whose blob passes its
+    /// checksum are listed again, missing sidecars written again.
+    fn relist(
+        &self,
+        report: &DoctorReport,
+        described: &[SnapshotRecord],
+        records: &[SnapshotRecord],
+    ) -> Result<()> {
+        let back: Vec<SnapshotRecord> = described
+            .iter()
+            .filter(|r| report.unlisted_records.contains(&r.snapshot_id))
+            .filter(|r| self.verify_record(r, CheckLevel::Header).is_ok())
+            .cloned()
+            .collect();
+        if !back.is_empty() {
+            self.inner.catalog.update(|now| {
+                for r in &back {
+                    if !now.iter().any(|n| n.snapshot_id == r.snapshot_id) {
+                        now.push(r.clone());
+                    }
+                }
+                now.sort_by(|a, b| {
+                    a.datetime
+                        .cmp(&b.datetime)
+                        .then_with(|| a.snapshot_id.cmp(&b.snapshot_id))
+                });
+                Ok(())
+            })?;
+        }
+        for r in records
+            .iter()
+            .filter(|r| report.records_without_sidecar.contains(&r.snapshot_id))
+        {
+            let json = serde_json::to_vec_pretty(r)
+                .map_err(|e| Error::invalid("record", format!("cannot serialise: {e}")))?;
+            self.inner.store.put(
+                &r.sidecar_key(),
+                crate::store::Payload::Bytes(&json),
+                crate::store::PutMode::Overwrite,
+            )?;
+        }
+        Ok(())
     }
 
     /// Ids of records whose blob is the live file (same device and inode).

@@ -200,7 +200,7 @@ fn delete_diff_undo_diff_round_trip() -> Result<()> {
     let rec = fx.json(&["show", safety])?;
     assert_eq!(
         (&rec["operation_type"], &rec["pinned"]),
-        (&json!("pre_restore"), &json!(true))
+        (&json!("pre_restore"), &json!(false))
     );
 
     assert_eq!(fx.dump("measure")?, before, "the row is back exactly");

@@ -35,6 +35,7 @@ impl SnapshotManager {
                 .into_iter()
                 .partition(|r| drop.contains(r.snapshot_id.as_str()));
             *records = kept;
+            self.unlisting(&gone);
             Ok((plan, gone))
         })?;
         self.delete_objects(&dropped);

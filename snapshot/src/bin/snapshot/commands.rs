@@ -147,6 +147,13 @@ fn kind_matches(r: &SnapshotRecord, kind: SnapshotType) -> bool {
 
 pub(crate) fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
     let m = ctx.db_manager(false)?;
+    if m.index_missing().unwrap_or(false) && !m.list(&ListFilter::new())?.is_empty() {
+        eprintln!(
+            "warning: the catalog index ({}) is missing: these snapshots were read from their \
+             sidecars; `snapshot doctor --repair` writes it again",
+            snapshot::catalog::INDEX_KEY
+        );
+    }
     let mut f = ListFilter::new();
     if let Some(op) = &a.op {
         f = f.operation_type(op.clone());
@@ -731,6 +738,8 @@ pub(crate) fn doctor(ctx: &Ctx, a: DoctorArgs) -> CliResult {
             "records_without_blob": report.records_without_blob,
             "blobs_shared_with_live": report.blobs_shared_with_live,
             "index_problem": report.index_problem,
+            "unlisted_records": report.unlisted_records,
+            "records_without_sidecar": report.records_without_sidecar,
             "rebuilt_records": report.rebuilt_records,
         }))?;
     } else {
@@ -751,6 +760,12 @@ pub(crate) fn doctor(ctx: &Ctx, a: DoctorArgs) -> CliResult {
         }
         if let Some(p) = &report.index_problem {
             println!("index problem: {p}");
+        }
+        for id in &report.unlisted_records {
+            println!("snapshot not in the index (its sidecar and blob are there): {id}");
+        }
+        for id in &report.records_without_sidecar {
+            println!("listed snapshot without its sidecar: {id}");
         }
         if let Some(n) = report.rebuilt_records {
             println!("rebuilt the index from sidecars: {n} record(s)");
