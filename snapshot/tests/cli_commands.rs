@@ -747,3 +747,45 @@ fn a_lost_or_stale_index_hides_no_snapshot_and_doctor_puts_it_right() -> Result<
     fx.json(&["verify", dropped["snapshot_id"].as_str().context("id")?])?;
     Ok(())
 }
+
+#[test]
+fn hostile_text_in_a_record_never_reaches_the_terminal_raw() -> Result<()> {
+    let fx = Fx::new()?;
+    let evil = "\u{1b}[2J\u{1b}[31mPWNED\nfake row\u{202e}";
+    let id = fx.json(&[
+        "create",
+        "--entity",
+        "measure",
+        "--id",
+        evil,
+        "--description",
+        evil,
+    ])?["taken"][0]["snapshot_id"]
+        .as_str()
+        .context("id")?
+        .to_string();
+    for args in [vec!["list"], vec!["show", id.as_str()]] {
+        let out = fx.run(&args)?;
+        ensure!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            !text.contains('\u{1b}') && !text.contains('\u{202e}'),
+            "{args:?}: {text:?}"
+        );
+        ensure!(
+            text.contains("\\u{1b}[2J"),
+            "{args:?}: shown escaped: {text}"
+        );
+        ensure!(
+            !text.lines().any(|l| l.starts_with("fake row")),
+            "{args:?}: a row was split"
+        );
+    }
+    // JSON keeps the exact text.
+    ensure!(fx.json(&["list"])?[0]["entity_id"] == evil);
+    Ok(())
+}

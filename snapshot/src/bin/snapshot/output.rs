@@ -39,6 +39,28 @@ pub(crate) fn opt_time(t: Option<DateTime<Utc>>) -> String {
     t.map_or_else(|| "-".into(), time)
 }
 
+/// `text` as it may reach a terminal: control characters (a newline that would split a row,
+/// an escape sequence that would clear the screen or recolour it) and the bidirectional
+/// overrides that reorder what is shown are written as escapes (`\n`, `\u{1b}`, `\u{202e}`).
+pub(crate) fn safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let hostile =
+        |c: char| c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(hostile) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if hostile(c) => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// A left-aligned text table with a header row.
 pub(crate) struct Table {
     header: Vec<String>,
@@ -53,8 +75,10 @@ impl Table {
         }
     }
 
+    /// Adds a row; every cell is made [`safe`] for a terminal.
     pub(crate) fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows
+            .push(cells.iter().map(|c| safe(c).into_owned()).collect());
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -92,13 +116,25 @@ impl Table {
 pub(crate) fn pairs(items: &[(&str, String)]) {
     let w = items.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
     for (k, v) in items {
-        println!("{k:<w$}  {v}");
+        println!("{k:<w$}  {}", safe(v));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_and_bidi_overrides_never_reach_the_terminal() {
+        assert_eq!(safe("plain id-42"), "plain id-42");
+        assert_eq!(safe("a\nb"), "a\\nb");
+        assert_eq!(
+            safe("\u{1b}[2J\u{1b}[31mPWNED"),
+            "\\u{1b}[2J\\u{1b}[31mPWNED"
+        );
+        assert_eq!(safe("abc\u{202e}fed"), "abc\\u{202e}fed");
+        assert_eq!(safe("\u{9b}31m"), "\\u{9b}31m");
+    }
 
     #[test]
     fn sizes_are_readable() {
