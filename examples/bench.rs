@@ -326,7 +326,8 @@ fn bench_manager(source: impl snapshot::Source + 'static, store: &Path) -> Resul
         .build()?)
 }
 
-/// Deletes all but the newest snapshot (safety snapshots unpinned first), outside the timing.
+/// Deletes all but the newest snapshot (pinned ones unpinned first, safety snapshots past any
+/// grace), outside the timing.
 fn keep_only_newest(m: &SnapshotManager) -> Result<()> {
     for r in m.list(&ListFilter::new())? {
         if r.pinned {
@@ -336,6 +337,7 @@ fn keep_only_newest(m: &SnapshotManager) -> Result<()> {
     m.prune_with(
         &RetentionPolicy::new()
             .keep_last(1)
+            .keep_safety(0)
             .safety_grace(chrono::Duration::zero()),
     )?;
     Ok(())

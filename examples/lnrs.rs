@@ -274,7 +274,8 @@ fn main() -> anyhow::Result<()> {
         "the pre_restore safety snapshot",
         std::slice::from_ref(&safety),
     );
-    ensure!(safety.is_safety() && safety.pinned);
+    // Kept by the safety rules (grace, keep_safety), never counted toward keep_last.
+    ensure!(safety.is_safety() && !safety.pinned);
     show(
         "operation_type = pre_restore",
         &closed.list(&ListFilter::new().operation_type("pre_restore"))?,
