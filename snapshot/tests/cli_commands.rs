@@ -789,3 +789,39 @@ fn hostile_text_in_a_record_never_reaches_the_terminal_raw() -> Result<()> {
     ensure!(fx.json(&["list"])?[0]["entity_id"] == evil);
     Ok(())
 }
+
+#[test]
+fn a_create_that_takes_nothing_says_so_and_exits_7_unless_forced() -> Result<()> {
+    let fx = Fx::new()?;
+    let run = |args: &[&str]| -> Result<Output> {
+        let mut c = base_command(fx.dir.path());
+        c.env("SNAPSHOT_EPHEMERAL", "1")
+            .arg("--db")
+            .arg(&fx.db)
+            .args(args);
+        Ok(c.output()?)
+    };
+    let out = run(&["create"])?;
+    ensure!(out.status.code() == Some(7), "exit {:?}", out.status.code());
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("nothing was taken"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run(&["--json", "create"])?;
+    ensure!(out.status.code() == Some(7));
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        v["taken"] == serde_json::json!([]) && v["disabled"].is_string(),
+        "{v}"
+    );
+    let out = run(&["--json", "create", "--force"])?;
+    ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(v["taken"].as_array().map(Vec::len) == Some(1), "{v}");
+    Ok(())
+}

@@ -17,6 +17,8 @@ Exit codes:
   6  conflict: the live data changed since the snapshot; nothing was changed: undo would
      overwrite changed rows (--force overwrites them), or a table's columns changed
      (--common-columns restores by the columns both sides have)
+  7  nothing taken: `create` found snapshots switched off on this host (an ephemeral disk);
+     --force takes it anyway
 A PostgreSQL server that cannot be reached or refuses the user exits 1 (kinds unreachable,
 access_denied); a missing PostgreSQL database exits 3.
 
@@ -138,6 +140,10 @@ pub struct CreateArgs {
     /// the schema).
     #[arg(long, value_delimiter = ',')]
     pub tables: Option<Vec<String>>,
+    /// Take the snapshot even where snapshots are switched off (an ephemeral host: the store
+    /// is on tmpfs or the environment says so); without it such a `create` exits 7.
+    #[arg(long)]
+    pub force: bool,
     /// Pin the snapshot (retention never removes it).
     #[arg(long)]
     pub pin: bool,

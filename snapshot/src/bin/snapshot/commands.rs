@@ -58,6 +58,7 @@ pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
     {
         return Err(usage("invalid_input", "--tables: a table name is empty"));
     }
+    ctx.force.set(a.force);
     let mut managers = Vec::new();
     if matches!(a.kind, SnapshotType::Db | SnapshotType::All) {
         let tables = if postgres { a.tables.clone() } else { None };
@@ -86,12 +87,23 @@ pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
         }
     }
     if ctx.json {
-        return output::json(&json!({ "taken": taken, "disabled": disabled }));
-    }
-    if let Some(reason) = &disabled {
+        output::json(&json!({ "taken": taken, "disabled": disabled }))?;
+    } else if let Some(reason) = &disabled {
         eprintln!(
-            "warning: snapshots are disabled on this host: {reason} (SNAPSHOT_EPHEMERAL=0 forces them on)"
+            "snapshots are switched off on this host: {reason}; nothing was taken (--force, or \
+             SNAPSHOT_EPHEMERAL=0, takes it)"
         );
+    }
+    if let Some(reason) = disabled {
+        return Err(CliError::new(
+            ExitStatus::NotTaken,
+            "not_taken",
+            format!("nothing was taken: snapshots are switched off on this host: {reason}"),
+        )
+        .after_report());
+    }
+    if ctx.json {
+        return Ok(());
     }
     for r in &taken {
         println!(

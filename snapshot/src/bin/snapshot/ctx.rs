@@ -27,6 +27,8 @@ pub(crate) struct Ctx {
     pub(crate) json: bool,
     /// Progress bars: standard error is a terminal and the output is not JSON.
     pub(crate) progress: bool,
+    /// Snapshots on whatever the environment says (`create --force` on an ephemeral host).
+    pub(crate) force: std::cell::Cell<bool>,
 }
 
 /// Stands in for the database when none is configured (list, verify, … need only the store).
@@ -36,6 +38,7 @@ impl Ctx {
     pub(crate) fn new(config: Config, json: bool) -> Ctx {
         Ctx {
             progress: !json && std::io::stderr().is_terminal(),
+            force: std::cell::Cell::new(false),
             config,
             json,
         }
@@ -147,7 +150,11 @@ impl Ctx {
 
     fn build(&self, source: Arc<dyn Source>, create: bool) -> Result<SnapshotManager> {
         let store = self.store(create)?;
-        let environment = Environment::detect(Some(store.dir()));
+        let environment = if self.force.get() {
+            Environment::persistent()
+        } else {
+            Environment::detect(Some(store.dir()))
+        };
         let mut builder = SnapshotManager::builder()
             .source(source)
             .store(store)

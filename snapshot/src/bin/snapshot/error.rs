@@ -27,6 +27,8 @@ pub enum ExitStatus {
     /// told: `undo` would overwrite rows changed since (`--force`), or a table's columns changed
     /// (`--common-columns`). Nothing was changed.
     Conflict = 6,
+    /// `create` took nothing: snapshots are switched off on this host (`--force` takes it).
+    NotTaken = 7,
 }
 
 /// An error on its way out: a message and an exit status.

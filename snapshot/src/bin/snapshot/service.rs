@@ -118,6 +118,7 @@ pub(crate) fn schedule(ctx: &Ctx, a: ScheduleArgs) -> CliResult {
         config: ctx.config.clone(),
         json: ctx.json,
         progress: false,
+        force: std::cell::Cell::new(false),
     };
     let store = quiet.store(true)?;
     let _lock = SchedulerLock::acquire(store.dir()).map_err(|e| match e {
