@@ -268,9 +268,19 @@ struct Writer {
 
 impl Writer {
     fn start(db: &Path) -> Result<Writer> {
+        Self::start_with(db, false)
+    }
+
+    /// `heavy`: commits as fast as it can (`synchronous=OFF`, no pause) — the load under which
+    /// a snapshot that chased the log would never end.
+    fn start_with(db: &Path, heavy: bool) -> Result<Writer> {
         let conn = rusqlite::Connection::open(db)?;
         conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA synchronous=NORMAL")?;
+        conn.execute_batch(if heavy {
+            "PRAGMA synchronous=OFF"
+        } else {
+            "PRAGMA synchronous=NORMAL"
+        })?;
         let stop = Arc::new(AtomicBool::new(false));
         let commits = Arc::new(AtomicU64::new(0));
         let handle = {
@@ -284,7 +294,9 @@ impl Writer {
                          COMMIT;",
                     )?;
                     commits.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(1));
+                    if !heavy {
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
                 }
                 Ok(commits.load(Ordering::Relaxed))
             })
@@ -375,6 +387,7 @@ fn bench_sqlite(dir: &Path, mb: u64, runs: u64) -> Result<Vec<(String, f64, Opti
     let mut vacuum = Method::new("VACUUM INTO");
     let mut ours_idle = Method::new("our snapshot(), idle database").target(1.2);
     let mut ours_live = Method::new("our snapshot(), writer thread committing").target(1.2);
+    let mut ours_heavy = Method::new("our snapshot(), two heavy writers (sync off, no pause)");
     let mut verify = Method::new("our verify() (blake3 + quick_check)");
     let mut restore = Method::new("our restore() (verify, safety copy, swap, check)").target(1.3);
     let mut restore_to = Method::new("our restore_to() a new file (verify, check)").target(1.3);
@@ -423,6 +436,20 @@ fn bench_sqlite(dir: &Path, mb: u64, runs: u64) -> Result<Vec<(String, f64, Opti
         commits_during.push(during);
         keep_only_newest(&manager)?;
 
+        // Two writers flat out: the snapshot folds the log as it stood when it began, so it
+        // ends (it used to chase the log for as long as they wrote).
+        let heavy = [
+            Writer::start_with(&db, true)?,
+            Writer::start_with(&db, true)?,
+        ];
+        let taken =
+            ours_heavy.time(|| manager.snapshot(SnapshotRequest::new("bench").entity("run", run)));
+        for w in heavy {
+            w.stop()?;
+        }
+        taken?;
+        keep_only_newest(&manager)?;
+
         let id = newest(&manager)?;
         verify.time(|| manager.verify(&id))?;
 
@@ -446,7 +473,7 @@ fn bench_sqlite(dir: &Path, mb: u64, runs: u64) -> Result<Vec<(String, f64, Opti
     Ok(print_table(
         &title,
         &[
-            copy, backup, vacuum, ours_idle, ours_live, verify, restore, restore_to,
+            copy, backup, vacuum, ours_idle, ours_live, ours_heavy, verify, restore, restore_to,
         ],
     ))
 }

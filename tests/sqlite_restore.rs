@@ -853,3 +853,44 @@ fn a_damaged_live_database_is_restored_over_and_kept_as_found() -> Result<()> {
     }
     Ok(())
 }
+
+/// Header bytes 18-19 of a SQLite file: 1 rollback journal, 2 WAL.
+fn journal_bytes(path: &Path) -> Result<[u8; 2]> {
+    let head = std::fs::read(path)?;
+    Ok([head[18], head[19]])
+}
+
+#[test]
+fn images_open_read_only_anywhere_and_a_restore_gives_the_live_mode_back() -> Result<()> {
+    let f = Fixture::new()?;
+    ensure!(
+        journal_bytes(&f.db)? == [2, 2],
+        "the live database is in WAL mode"
+    );
+    let m = f.manager(RetentionPolicy::default())?;
+    let snap = take(&m, SnapshotRequest::new("delete").entity("measure", 42))?;
+    let blob = f.store.join(&snap.blob_key);
+    ensure!(
+        journal_bytes(&blob)? == [1, 1],
+        "the image is in rollback-journal mode"
+    );
+    // A plain read-only open, no -shm beside it needed.
+    let conn = Connection::open_with_flags(&blob, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let n: i64 = conn.query_row("SELECT count(*) FROM measure", [], |r| r.get(0))?;
+    ensure!(n == 3);
+    drop(conn);
+    for companion in ["-wal", "-shm"] {
+        let mut p = blob.as_os_str().to_owned();
+        p.push(companion);
+        ensure!(!Path::new(&p).exists(), "{companion} beside the image");
+    }
+    m.verify(&snap.snapshot_id)?;
+    f.exec("DELETE FROM measure WHERE id = 42")?;
+    m.restore(&snap.snapshot_id)?;
+    ensure!(
+        journal_bytes(&f.db)? == [2, 2],
+        "the live file is in WAL mode again"
+    );
+    ensure!(f.names()?.contains(&"meadows".to_string()));
+    Ok(())
+}

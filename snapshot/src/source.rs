@@ -234,6 +234,17 @@ pub trait Source: Send + Sync + Debug {
         })
     }
 
+    /// Fits a verified image, staged for a whole restore, to the live data it will replace (a
+    /// SQLite image is written in rollback-journal mode so that it opens read-only anywhere;
+    /// put back, it takes the live file's journal mode again). The default changes nothing.
+    ///
+    /// # Errors
+    /// I/O errors naming the image.
+    fn adapt_image(&self, image: &Path) -> Result<()> {
+        let _ = image;
+        Ok(())
+    }
+
     /// The directory where a restore stages the image before
     /// [`begin_restore`](Self::begin_restore): beside the live file by default, so that the swap is a rename;
     /// `None` for a source that is not a file (the image is then read where the store keeps it,

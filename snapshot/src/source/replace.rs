@@ -119,6 +119,7 @@ impl<'a> FileReplacement<'a> {
     /// [`Error::TargetLocked`]; the source's errors.
     pub fn new(source: &'a dyn Source, image: &Path) -> Result<Self> {
         source.prepare_replace()?;
+        source.adapt_image(image)?;
         let target = source.path().to_path_buf();
         let dir = source.restore_dir().unwrap_or_else(|| PathBuf::from("."));
         Ok(FileReplacement {
@@ -153,14 +154,9 @@ impl Replacement for FileReplacement<'_> {
             self.linked_mode = Some(mode);
             return Ok(());
         }
-        match self.source.capture(dest) {
-            Err(Error::NotADatabase { .. }) => {
-                // Quiesced (no process holds it): the raw bytes are the present, damaged or not.
-                fs_util::remove_if_exists(dest)?;
-                fs_util::copy_to_new(&self.target, dest).map(|_| ())
-            }
-            r => r,
-        }
+        // Across file systems, a copy: quiesced (no process holds it, its journal folded),
+        // the raw bytes are the present exactly as found, damaged or not.
+        fs_util::copy_to_new(&self.target, dest).map(|_| ())
     }
 
     fn present_is_live(&self) -> bool {

@@ -425,6 +425,9 @@ impl Source for Progressed {
     fn wants_previous(&self) -> bool {
         self.inner.wants_previous()
     }
+    fn adapt_image(&self, image: &Path) -> Result<()> {
+        self.inner.adapt_image(image)
+    }
     fn restore_dir(&self) -> Option<PathBuf> {
         self.inner.restore_dir()
     }

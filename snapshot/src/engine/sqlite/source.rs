@@ -230,9 +230,34 @@ impl Source for SqliteSource {
         if page_count > 0 || pages > 0 {
             out.set_len(u64::from(pages) * u64::from(page_size))
                 .map_err(|e| Error::io("truncate", dest, e))?;
+            // Rollback-journal mode in the header (bytes 18-19 = 1): a WAL-mode image would
+            // need a -shm beside it, which read-only storage cannot give (`sqlite3 -readonly`
+            // fails on it). A restore gives the live file's mode back (`adapt_image`).
+            out.write_all_at(&[1, 1], 18)
+                .map_err(|e| Error::io("write header", dest, e))?;
         }
         drop(out);
         self.check_header(dest)
+    }
+
+    fn adapt_image(&self, image: &Path) -> Result<()> {
+        // The live file's journal mode (header bytes 18-19), read through the shared
+        // descriptor (a descriptor of our own, closed, would drop the application's locks).
+        let Ok(live) = LiveFile::open(&self.path) else {
+            return Ok(()); // no live file: the image as it is
+        };
+        let head = live
+            .read_prefix(20)
+            .map_err(|e| Error::io("read", &self.path, e))?;
+        if head.len() < 20 || !matches!(head[18..20], [1, 1] | [2, 2]) {
+            return Ok(());
+        }
+        let f = OpenOptions::new()
+            .write(true)
+            .open(image)
+            .map_err(|e| Error::io("open", image, e))?;
+        f.write_all_at(&head[18..20], 18)
+            .map_err(|e| Error::io("write header", image, e))
     }
 
     fn check_image(&self, image: &Path, level: CheckLevel) -> Result<()> {
