@@ -96,7 +96,8 @@ fn lnrs_prunes_to_ten_and_restores_measure_42() -> Result<()> {
             "failed",
             "the pre_restore safety snapshot (1):",
             "measure 42: Hedgerow restoration",
-            "(10 snapshots)",
+            // The ten the policy keeps, and the restore's safety snapshot apart from them.
+            "(11 snapshots)",
         ],
     )
 }
