@@ -201,8 +201,11 @@ fn fail_closed_when_the_store_cannot_be_written_the_data_is_intact() -> anyhow::
     let store_dir = dir.path().join("backups");
     let snapshots = manager_with(&db, LocalStore::open(&store_dir)?)?;
     let app = Measures::open(&db, snapshots)?;
-    // The store's directory is replaced by a file: nothing can be written there.
-    std::fs::remove_dir_all(&store_dir)?;
+    // The store's path is taken by a file: nothing can be written there. (The directory
+    // itself is only created on the store's first write.)
+    if store_dir.exists() {
+        std::fs::remove_dir_all(&store_dir)?;
+    }
     std::fs::write(&store_dir, b"not a directory")?;
 
     let err = app.delete(42).expect_err("the snapshot fails");

@@ -105,8 +105,11 @@ fn fail_closed_on_a_duckdb_file_the_body_does_not_run() -> anyhow::Result<()> {
     create(&db)?;
     let store = dir.path().join("backups");
     let app = Lnrs::open(&db, &store)?;
-    // The store's directory becomes a file: no snapshot can be written.
-    std::fs::remove_dir_all(&store)?;
+    // The store's path becomes a file: no snapshot can be written. (The directory itself is
+    // only created on the store's first write.)
+    if store.exists() {
+        std::fs::remove_dir_all(&store)?;
+    }
     std::fs::write(&store, b"not a directory")?;
 
     let err = app.delete_species(3).expect_err("the snapshot fails");

@@ -349,8 +349,9 @@ fn heavy_writers_never_make_a_snapshot_chase_the_log() -> Result<()> {
     }
     let runs = result?;
     eprintln!("idle {idle:?}; under the writers (time, log bytes after): {runs:?}");
-    // On a noisy machine a little slack above 3x the idle time.
-    let limit = (idle * 3).max(idle + Duration::from_millis(500));
+    // 3x the idle time, with a floor for a loaded machine (other tests run beside this one):
+    // a snapshot that chased the log ran until the writers stopped (60 s), ~0.1 s now.
+    let limit = (idle * 3).max(Duration::from_secs(5));
     for (i, (took, _)) in runs.iter().enumerate() {
         ensure!(
             *took <= limit,

@@ -894,3 +894,35 @@ fn images_open_read_only_anywhere_and_a_restore_gives_the_live_mode_back() -> Re
     ensure!(f.names()?.contains(&"meadows".to_string()));
     Ok(())
 }
+
+#[test]
+fn a_mistyped_source_leaves_no_store_behind() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("data"); // never created: the path is mistyped
+    let m = SnapshotManager::builder()
+        .source(SqliteSource::new(data.join("app.db")))
+        .store(LocalStore::open(data.join("backups"))?)
+        .environment(Environment::persistent())
+        .build()?;
+    match m.snapshot(SnapshotRequest::new("delete")) {
+        Err(Error::SourceMissing { .. }) => {}
+        other => bail!("expected SourceMissing, got {other:?}"),
+    }
+    ensure!(
+        !data.exists(),
+        "the store's directory was created for nothing"
+    );
+    ensure!(m.list(&ListFilter::new())?.is_empty());
+    // Once the database is there, the first snapshot creates the store, 0700.
+    std::fs::create_dir_all(&data)?;
+    Connection::open(data.join("app.db"))?
+        .execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+    take(&m, SnapshotRequest::new("delete"))?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data.join("backups"))?
+        .permissions()
+        .mode()
+        & 0o777;
+    ensure!(mode == 0o700, "{mode:o}");
+    Ok(())
+}

@@ -565,6 +565,18 @@ impl SnapshotManager {
         request.validate()?;
         let inner = &self.inner;
         let now = Utc::now();
+        // A store's first snapshot creates its directory: not for a source that is not there
+        // (a mistyped path leaves nothing behind).
+        let source = &inner.source;
+        if inner.store.local().is_some_and(|l| !l.dir().exists())
+            && !crate::engine::is_server(source.kind())
+            && !source.path().exists()
+        {
+            return Err(Error::SourceMissing {
+                kind: source.kind(),
+                path: source.path().to_path_buf(),
+            });
+        }
         let staging_dir = self.staging_dir()?;
         let staged = StagingGuard::new(fs_util::staging_path(
             &staging_dir,
@@ -687,6 +699,7 @@ impl SnapshotManager {
     /// a rename), else the manager's private temporary directory.
     pub(crate) fn staging_dir(&self) -> Result<PathBuf> {
         if let Some(local) = self.inner.store.local() {
+            local.prepare()?;
             return Ok(local.dir().to_path_buf());
         }
         let mut temp = self

@@ -260,6 +260,15 @@ pub trait LocalStorage: Send + Sync {
     /// hosts are detected from it, and leftovers of crashed writers are found in it.
     fn dir(&self) -> &Path;
 
+    /// Makes sure [`dir`](Self::dir) exists (created 0700 on a store's first write, so that
+    /// opening a store on a mistyped path leaves nothing behind).
+    ///
+    /// # Errors
+    /// I/O errors naming the directory.
+    fn prepare(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The file holding the object `key` (read in place, never written), whether or not it
     /// exists.
     ///

@@ -83,10 +83,13 @@ impl Drop for Reaper {
 }
 
 impl LocalStore {
-    /// Opens (creating if needed, mode 0700) the store directory.
+    /// Opens the store directory. A directory that does not exist yet is created (mode 0700,
+    /// with the parents it needs) on the first write, not here: a mistyped path, or a source
+    /// found missing, leaves nothing behind.
     ///
     /// # Errors
-    /// [`Error::PermissionDenied`] or [`Error::Io`] when the directory cannot be created.
+    /// [`Error::PermissionDenied`] or [`Error::Io`] when an existing path is not a directory
+    /// the store can use.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         let dir = if dir.is_absolute() {
@@ -96,7 +99,9 @@ impl LocalStore {
                 .map_err(|e| Error::io("current dir", &dir, e))?
                 .join(dir)
         };
-        fs_util::create_private_dir(&dir)?;
+        if dir.exists() {
+            fs_util::create_private_dir(&dir)?;
+        }
         Ok(LocalStore {
             dir,
             reaper: Arc::default(),
@@ -106,6 +111,17 @@ impl LocalStore {
     /// The store directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Creates the store directory now when it does not exist yet (mode 0700).
+    ///
+    /// # Errors
+    /// I/O errors naming the directory.
+    pub fn ensure_dir(&self) -> Result<()> {
+        if self.dir.is_dir() {
+            return Ok(());
+        }
+        fs_util::create_private_dir(&self.dir)
     }
 
     fn path(&self, key: &str) -> Result<PathBuf> {
@@ -180,6 +196,7 @@ impl Store for LocalStore {
 
     fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<Option<String>> {
         let dst = self.path(key)?;
+        self.ensure_dir()?;
         let version = match payload {
             Payload::Bytes(data) => Some(store::content_version(data)),
             Payload::File(_) => None,
@@ -222,6 +239,9 @@ impl Store for LocalStore {
 
     fn list(&self) -> Result<Vec<ObjectMeta>> {
         let mut out = Vec::new();
+        if !self.dir.exists() {
+            return Ok(out); // not written to yet
+        }
         for entry in fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -255,6 +275,10 @@ impl LocalStorage for LocalStore {
         &self.dir
     }
 
+    fn prepare(&self) -> Result<()> {
+        self.ensure_dir()
+    }
+
     fn object_path(&self, key: &str) -> Result<PathBuf> {
         self.path(key)
     }
@@ -268,11 +292,15 @@ impl LocalStorage for LocalStore {
     ) -> Result<()> {
         let blob = self.path(blob_key)?;
         let record = self.path(sidecar_key)?;
+        self.ensure_dir()?;
         fs_util::make_private(image)?;
         fs_util::publish_new_pair(image, &blob, sidecar, &record)
     }
 
     fn discard(&self, keys: &[String]) -> Result<()> {
+        if !self.dir.exists() {
+            return Ok(()); // nothing was ever written: every key is absent
+        }
         let paths = keys
             .iter()
             .map(|k| self.path(k))
@@ -290,6 +318,9 @@ impl LocalStorage for LocalStore {
 
     fn leftovers(&self, min_age: Duration) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
+        if !self.dir.exists() {
+            return Ok(out);
+        }
         for entry in fs::read_dir(&self.dir).map_err(|e| Error::io("list", &self.dir, e))? {
             let entry = entry.map_err(|e| Error::io("list", &self.dir, e))?;
             let name = entry.file_name().to_string_lossy().into_owned();

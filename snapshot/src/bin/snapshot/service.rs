@@ -121,6 +121,7 @@ pub(crate) fn schedule(ctx: &Ctx, a: ScheduleArgs) -> CliResult {
         force: std::cell::Cell::new(false),
     };
     let store = quiet.store(true)?;
+    store.ensure_dir()?;
     let _lock = SchedulerLock::acquire(store.dir()).map_err(|e| match e {
         Error::StoreLocked { path, .. } => CliError::new(
             ExitStatus::Locked,
