@@ -865,7 +865,7 @@ impl SnapshotManager {
 
     /// Applies the retention policy: drops records from the catalog, then deletes their objects.
     /// Unlike the pruning that follows each snapshot, this waits until their space is freed
-    /// ([`Store::settle`]).
+    /// ([`StoreExt::settle`](crate::StoreExt::settle)).
     ///
     /// # Errors
     /// Catalog and store errors.

@@ -116,9 +116,9 @@ pub trait Source: Send + Sync + Debug {
     /// must not exist; it is created 0600). The image need not be fsynced: the caller seals it.
     ///
     /// # Errors
-    /// [`Error::SourceMissing`](crate::Error::SourceMissing),
-    /// [`Error::NotADatabase`](crate::Error::NotADatabase),
-    /// [`Error::Busy`](crate::Error::Busy) after the retry budget, I/O errors.
+    /// [`Error::SourceMissing`],
+    /// [`Error::NotADatabase`],
+    /// [`Error::Busy`] after the retry budget, I/O errors.
     fn capture(&self, dest: &Path) -> Result<()>;
 
     /// [`capture`](Self::capture), knowing what the snapshot is for and, when
@@ -141,14 +141,14 @@ pub trait Source: Send + Sync + Debug {
     /// Checks that `image` is a sound image of this kind. Never modifies it.
     ///
     /// # Errors
-    /// [`Error::NotADatabase`](crate::Error::NotADatabase) when the engine rejects it.
+    /// [`Error::NotADatabase`] when the engine rejects it.
     fn check_image(&self, image: &Path, level: CheckLevel) -> Result<()>;
 
     /// Makes the live location safe to replace: refuses when another process holds it open and
     /// folds any engine journal into the main file.
     ///
     /// # Errors
-    /// [`Error::TargetLocked`](crate::Error::TargetLocked) when it is in use.
+    /// [`Error::TargetLocked`] when it is in use.
     fn prepare_replace(&self) -> Result<()>;
 
     /// Files beside the live file that belong to the replaced data and must go after a swap
@@ -180,8 +180,8 @@ pub trait Source: Send + Sync + Debug {
     /// is (a directory's `restore ID --path 'csv/*.csv'`).
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) for a source whose data has no paths
-    /// (the default); [`Error::InvalidInput`](crate::Error::InvalidInput) for a glob that
+    /// [`Error::Unsupported`] for a source whose data has no paths
+    /// (the default); [`Error::InvalidInput`] for a glob that
     /// does not parse; as [`begin_restore`](Self::begin_restore).
     fn begin_restore_paths(
         &self,
@@ -202,7 +202,7 @@ pub trait Source: Send + Sync + Debug {
     /// at `target` by the caller.
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) for a selection on a source whose
+    /// [`Error::Unsupported`] for a selection on a source whose
     /// data has no paths; I/O errors naming the path.
     fn materialize(
         &self,
@@ -224,7 +224,7 @@ pub trait Source: Send + Sync + Debug {
     /// path by path (see [`SnapshotManager::compare_paths`](crate::SnapshotManager::compare_paths)).
     ///
     /// # Errors
-    /// [`Error::Unsupported`](crate::Error::Unsupported) for a source whose data has no paths
+    /// [`Error::Unsupported`] for a source whose data has no paths
     /// (the default); I/O errors naming the path.
     fn compare_paths(&self, image: &Path) -> Result<crate::PathDiff> {
         let _ = image;
