@@ -24,6 +24,7 @@ use snapshot::{
 fn local_fixture() -> StoreFixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LocalStore::open(dir.path().join("store")).expect("open local store");
+    store.ensure_dir().expect("create the store");
     StoreFixture::new(store).keeping(dir)
 }
 
@@ -34,6 +35,7 @@ fn memory_fixture() -> StoreFixture {
 fn quota_fixture() -> StoreFixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = LocalStore::open(dir.path().join("store")).expect("open");
+    store.ensure_dir().expect("create the store");
     StoreFixture::new(QuotaStore::new(store, 1 << 30)).keeping(dir)
 }
 
@@ -77,6 +79,7 @@ fn keys(list: &[ObjectMeta]) -> Vec<&str> {
 fn local_invalid_keys_are_invalid_input() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = LocalStore::open(dir.path().join("store"))?;
+    store.ensure_dir()?;
     let long = "x".repeat(256);
     let outside = dir.path().join("outside");
     fs::write(&outside, b"not yours")?;
@@ -120,6 +123,7 @@ fn local_invalid_keys_are_invalid_input() -> Result<()> {
 fn local_list_skips_dotfiles_staging_files_and_directories() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = LocalStore::open(dir.path().join("store"))?;
+    store.ensure_dir()?;
     store.put_bytes("z.json", b"z", PutMode::Create)?;
     store.put_bytes("a.sqlite3", b"a", PutMode::Create)?;
     fs::write(store.dir().join(".hidden"), b"h")?;
@@ -137,6 +141,7 @@ fn local_list_skips_dotfiles_staging_files_and_directories() -> Result<()> {
 fn local_objects_are_owner_only() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = LocalStore::open(dir.path().join("nested/store"))?;
+    store.ensure_dir()?;
     let mode = |p: &Path| -> Result<u32> { Ok(fs::metadata(p)?.permissions().mode() & 0o777) };
     ensure!(
         mode(store.dir())? == 0o700,
@@ -163,6 +168,7 @@ fn local_objects_are_owner_only() -> Result<()> {
 fn local_leftovers_are_staging_files_older_than_min_age() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let store = LocalStore::open(dir.path().join("store"))?;
+    store.ensure_dir()?;
     let old = store
         .dir()
         .join(format!("{STAGING_PREFIX}1-0-000000001-a.sqlite3"));
@@ -209,6 +215,7 @@ fn local_deletes_free_space_in_the_background_and_leave_no_trash() -> Result<()>
     let big = vec![7u8; 8 << 20];
     {
         let store = LocalStore::open(&store_dir)?;
+        store.ensure_dir()?;
         let keep = store.clone();
         store.put_bytes("a.sqlite3", &big, PutMode::Create)?;
         store.put_bytes("a.json", b"{}", PutMode::Create)?;
@@ -327,6 +334,7 @@ type MakeReadOnly = Box<dyn FnOnce() -> Result<ReadOnly>>;
 fn store_that_turns_read_only(scratch: &Path) -> Result<(LocalStore, MakeReadOnly)> {
     if !permission_bits_are_ignored(scratch)? {
         let store = LocalStore::open(scratch.join("store"))?;
+        store.ensure_dir()?;
         let dir = store.dir().to_path_buf();
         let make = Box::new(move || -> Result<ReadOnly> {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o500))?;
@@ -342,6 +350,7 @@ fn store_that_turns_read_only(scratch: &Path) -> Result<(LocalStore, MakeReadOnl
         )
     })?;
     let store = LocalStore::open(mount.dir.join("store"))?;
+    store.ensure_dir()?;
     let make = Box::new(move || -> Result<ReadOnly> {
         mount.remount_read_only()?;
         Ok(ReadOnly::Mount { _tmpfs: mount })
@@ -454,6 +463,7 @@ fn local_full_disk_is_storage_full_and_publishes_nothing() -> Result<()> {
         return disk_full_through_the_decorator_only();
     };
     let store = LocalStore::open(mount.dir.join("store"))?;
+    store.ensure_dir()?;
     store.put_bytes("small.json", b"small", PutMode::Create)?;
     let big = vec![7u8; 2 << 20];
 
@@ -590,6 +600,7 @@ fn manager_disk_full_mid_snapshot_changes_nothing() -> Result<()> {
         }
     };
     let store = LocalStore::open(mount.dir.join("store"))?;
+    store.ensure_dir()?;
     let db_dir = scratch.path().join("live");
     fs::create_dir(&db_dir)?;
     let db = db_dir.join("app.db");

@@ -66,7 +66,10 @@ static UNIQUE: AtomicUsize = AtomicUsize::new(0);
 /// its own directory when it has one (publishing is then a rename), else the scratch directory.
 fn staged(fx: &StoreFixture, data: &[u8]) -> Result<PathBuf, Failure> {
     let dir = match fx.store.local() {
-        Some(l) => l.dir().to_path_buf(),
+        Some(l) => {
+            l.prepare()?; // as the manager does before staging
+            l.dir().to_path_buf()
+        }
         None => fx.scratch()?.to_path_buf(),
     };
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
