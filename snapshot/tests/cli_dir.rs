@@ -336,6 +336,19 @@ fn kill_9_during_snapshots_and_restores_leaves_the_directory_whole() -> Result<(
     Ok(())
 }
 
+/// `setpriv` running the binary as `nobody`: the binary linked (or copied) first into
+/// `dir`, which `nobody` can reach (the build directory may sit under a home it cannot).
+fn as_nobody(dir: &Path) -> Result<Command> {
+    let exe = dir.join(".snapshot-as-nobody");
+    if !exe.exists() && fs::hard_link(BIN, &exe).is_err() {
+        fs::copy(BIN, &exe)?;
+    }
+    let mut c = Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe);
+    Ok(c)
+}
+
 /// Runs the binary as a user that cannot read a file chmod 000: as root, through `setpriv`
 /// as `nobody` (root reads everything) on a tree handed to it; else as ourselves.
 fn run_unprivileged(f: &Fx, args: &[&str]) -> Result<Output> {
@@ -346,9 +359,7 @@ fn run_unprivileged(f: &Fx, args: &[&str]) -> Result<Output> {
             .arg(f.dir.path())
             .status()?;
         ensure!(chown.success(), "chown the tree to nobody");
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
+        as_nobody(f.dir.path())?
     } else {
         Command::new(BIN)
     };
@@ -521,9 +532,7 @@ fn verify_on_a_store_that_cannot_be_written_reports_the_data_sound() -> Result<(
     mode(&store, 0o555)?;
     mode(f.dir.path(), 0o755)?;
     let mut c = if root {
-        let mut c = Command::new("setpriv");
-        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", BIN]);
-        c
+        as_nobody(f.dir.path())?
     } else {
         Command::new(BIN)
     };
