@@ -18,8 +18,11 @@
 //! | `duckdb` | `duckdb` | `DuckDbSource` | yes | yes |
 //! | `postgres` | `postgres` | `PostgresSource` | yes | no |
 //! | `dir` | `dir` | `DirectorySource` | no | no |
+//! | `api` | `api` | `ApiSource` | no | no |
 //! | `file` | always | [`FileSource`] | no | no |
 
+#[cfg(feature = "api")]
+pub mod api;
 #[cfg(feature = "dir")]
 pub mod dir;
 #[cfg(feature = "duckdb")]
@@ -136,6 +139,35 @@ pub(crate) trait Engine: Sync {
         })
     }
 
+    /// [`server_source`](Self::server_source) with the engine's own settings (a
+    /// configuration's `[database.options]`). The default takes none.
+    ///
+    /// # Errors
+    /// As [`server_source`](Self::server_source); [`Error::InvalidInput`] (field
+    /// `database.options`) for a setting the engine does not know.
+    fn server_source_with(
+        &self,
+        settings: Option<&str>,
+        scope: &Scope,
+        options: &Options,
+    ) -> Result<Arc<dyn Source>> {
+        if let Some(key) = options.keys().next() {
+            return Err(Error::invalid(
+                "database.options",
+                format!("{key}: the {} engine takes no options", self.title()),
+            ));
+        }
+        self.server_source(settings, scope)
+    }
+
+    /// Why `options` cannot be this engine's settings, checked without touching the data.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the setting.
+    fn check_options(&self, options: &Options) -> Result<()> {
+        self.source_with(Path::new("."), options).map(drop)
+    }
+
     /// Whether the engine has record-level operations ([`preview`](Self::preview) and the
     /// sessions its sources open).
     fn has_tables(&self) -> bool {
@@ -185,6 +217,8 @@ static ENGINES: &[&dyn Engine] = &[
     &postgres::PostgresEngine,
     #[cfg(feature = "dir")]
     &dir::DirEngine,
+    #[cfg(feature = "api")]
+    &api::ApiEngine,
     &file::FileEngine,
 ];
 
@@ -255,7 +289,7 @@ pub fn check_options(kind: &str, options: &Options) -> Result<()> {
     if options.is_empty() {
         return Ok(());
     }
-    source_with(kind, Path::new("."), options).map(drop)
+    require(kind, "open a source")?.check_options(options)
 }
 
 /// The kind of the engine whose URL scheme starts `text` (`postgres://…` → `postgres`), when
@@ -312,6 +346,20 @@ pub fn scrub(kind: &str, message: &str, settings: &str) -> String {
 /// when the settings cannot be parsed (the message carries no password).
 pub fn server_source(kind: &str, settings: Option<&str>, scope: &Scope) -> Result<Arc<dyn Source>> {
     require(kind, "connect to a server")?.server_source(settings, scope)
+}
+
+/// [`server_source`] with the engine's own settings `options` (a configuration's
+/// `[database.options]`; empty: none).
+///
+/// # Errors
+/// As [`server_source`]; [`Error::InvalidInput`] for a setting the engine does not know.
+pub fn server_source_with(
+    kind: &str,
+    settings: Option<&str>,
+    scope: &Scope,
+    options: &Options,
+) -> Result<Arc<dyn Source>> {
+    require(kind, "connect to a server")?.server_source_with(settings, scope, options)
 }
 
 /// The name of the engine `kind` for people ("PostgreSQL"), or `kind` itself when it is not

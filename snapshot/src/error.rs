@@ -337,6 +337,24 @@ pub enum Error {
         detail: String,
     },
 
+    /// A request to a remote API failed for good: an answer that is not the expected JSON, a
+    /// status that is no error of the moment, or retries of a busy or failing server that ran
+    /// out of their budget. Says which part of the export and which page; the progress made
+    /// so far is kept, so the next run resumes from there.
+    #[error("{url}: {what}, page {page}: {detail}{}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Fetch {
+        /// The URL asked for, without credentials.
+        url: String,
+        /// The part of the export (`observations 2016-03`, `lookup subjects`).
+        what: String,
+        /// The page of that part (1 for the first).
+        page: u64,
+        /// The last HTTP status, when the server answered.
+        status: Option<u16>,
+        /// What went wrong.
+        detail: String,
+    },
+
     /// A database server refused the connection's credentials: unknown user, wrong password,
     /// or no permission to connect. Nothing was read or changed.
     #[error("{engine} server at {address} refused access to user {user:?}: {detail}")]
@@ -394,6 +412,7 @@ impl From<Error> for io::Error {
                 io::ErrorKind::ResourceBusy
             }
             Error::Unreachable { .. } => io::ErrorKind::ConnectionRefused,
+            Error::Fetch { .. } => io::ErrorKind::Other,
             Error::AccessDenied { .. } => io::ErrorKind::PermissionDenied,
             Error::InvalidInput { .. }
             | Error::NoKey { .. }

@@ -113,6 +113,8 @@ pub mod __private;
 pub use snapshot_macros::with_snapshot;
 
 pub use engine::FileSource;
+#[cfg(feature = "api")]
+pub use engine::api::ApiSource;
 #[cfg(feature = "dir")]
 pub use engine::dir::DirectorySource;
 #[cfg(feature = "duckdb")]
@@ -131,6 +133,8 @@ pub use path_diff::{PathChange, PathDiff};
 pub use record::{Outcome, SnapshotRecord};
 pub use restore::{RestoreOptions, RestoreReport};
 pub use retention::{Decision, Reason, RetentionPlan, RetentionPolicy};
-pub use source::{BusyBudget, Capture, CheckLevel, Source};
+pub use source::{
+    BusyBudget, Capture, CaptureProgress, CheckLevel, ProgressFn, ProgressHook, Source,
+};
 pub use store::{LocalStore, MemoryStore, ObjectMeta, PutMode, Store, StoreExt};
 pub use verify::{DoctorOptions, DoctorReport, VerifyAllReport, VerifyReport};

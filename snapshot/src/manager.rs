@@ -20,7 +20,7 @@ use crate::fs_util::{self, StagingGuard};
 use crate::id;
 use crate::record::{self, FORMAT_VERSION, Outcome, SnapshotRecord};
 use crate::retention::{RetentionPlan, RetentionPolicy};
-use crate::source::{Capture, CheckLevel, IntoSource, Source};
+use crate::source::{Capture, CaptureProgress, CheckLevel, IntoSource, ProgressHook, Source};
 use crate::store::{IntoStore, Store, StoreExt};
 
 /// Takes, lists, verifies, prunes and restores snapshots of one source into one store.
@@ -180,6 +180,7 @@ pub struct SnapshotRequest {
     /// Keep the image even when it fails its engine check (restore's safety snapshot of a
     /// damaged present): recorded unverified, the failure in its description.
     pub(crate) as_found: bool,
+    pub(crate) progress: Option<ProgressHook>,
 }
 
 impl SnapshotRequest {
@@ -194,7 +195,15 @@ impl SnapshotRequest {
             outcome: Outcome::Standalone,
             restore_of: None,
             as_found: false,
+            progress: None,
         }
+    }
+
+    /// Listens to how far a long capture is (an API export's chunks and rows), for a progress
+    /// bar. Sources that finish at once say nothing.
+    pub fn progress(mut self, listener: impl Fn(&CaptureProgress) + Send + Sync + 'static) -> Self {
+        self.progress = Some(ProgressHook(std::sync::Arc::new(listener)));
+        self
     }
 
     /// Free text; defaults to `Before <operation> <entity> <id>` as the original wrote it.
@@ -492,25 +501,37 @@ impl SnapshotManager {
             return Ok((SnapshotOutcome::Disabled { reason }, Vec::new()));
         }
         let (op, entity) = (request.operation_type.clone(), request.entity_type.clone());
-        let (record, dropped) =
-            self.take_keeping_dropped(request, |dest| self.capture(dest, &op, entity.as_deref()))?;
+        let hook = request.progress.clone();
+        let (record, dropped) = self.take_keeping_dropped(request, |dest| {
+            self.capture(dest, &op, entity.as_deref(), hook.as_ref())
+        })?;
         Ok((SnapshotOutcome::Taken(record), dropped))
     }
 
     pub(crate) fn take(&self, request: SnapshotRequest) -> Result<SnapshotRecord> {
         let (op, entity) = (request.operation_type.clone(), request.entity_type.clone());
-        self.take_with(request, |dest| self.capture(dest, &op, entity.as_deref()))
+        let hook = request.progress.clone();
+        self.take_with(request, |dest| {
+            self.capture(dest, &op, entity.as_deref(), hook.as_ref())
+        })
     }
 
     /// The source's capture into `dest` for a snapshot before `operation`, given the image of its previous snapshot when it asks
     /// for one (the newest listed snapshot of the same kind and location, read where the store
     /// keeps it or fetched into the staging directory; left out when that fails).
-    fn capture(&self, dest: &Path, operation: &str, entity_type: Option<&str>) -> Result<()> {
+    fn capture(
+        &self,
+        dest: &Path,
+        operation: &str,
+        entity_type: Option<&str>,
+        progress: Option<&ProgressHook>,
+    ) -> Result<()> {
         let source = &self.inner.source;
         let mut context = Capture {
             operation,
             entity_type,
             previous: None,
+            progress: progress.map(|h| &*h.0),
         };
         if !source.wants_previous() {
             return source.capture_with(dest, &context);

@@ -89,7 +89,7 @@ impl<S: Source + 'static> IntoSource for Arc<S> {
 }
 
 /// What a capture may use beyond the live data (see [`Source::capture_with`]).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct Capture<'a> {
     /// The operation the snapshot is taken before (`delete`, `scheduled`, `manual`, …).
@@ -99,7 +99,56 @@ pub struct Capture<'a> {
     /// The image of this source's previous snapshot, when the source
     /// [wants it](Source::wants_previous) and there is one the store could give.
     pub previous: Option<&'a Path>,
+    /// Where a long capture reports how far it is (a progress bar), when someone listens.
+    pub progress: Option<&'a ProgressFn<'a>>,
 }
+
+impl Debug for Capture<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture")
+            .field("operation", &self.operation)
+            .field("entity_type", &self.entity_type)
+            .field("previous", &self.previous)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// How far a long capture is (an API export: chunks done of all, rows so far).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CaptureProgress {
+    /// Steps done (chunks).
+    pub done: u64,
+    /// Steps in all.
+    pub total: u64,
+    /// Items so far (rows).
+    pub items: u64,
+    /// What is being done now (`observations 2016-03`).
+    pub detail: String,
+}
+
+/// A listener of [`CaptureProgress`] (see [`SnapshotRequest::progress`](crate::SnapshotRequest::progress)).
+pub type ProgressFn<'a> = dyn Fn(&CaptureProgress) + Send + Sync + 'a;
+
+/// A shared [`ProgressFn`] carried by a request; requests compare equal whatever their
+/// listeners.
+#[derive(Clone)]
+pub struct ProgressHook(pub std::sync::Arc<ProgressFn<'static>>);
+
+impl Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
+}
+
+impl PartialEq for ProgressHook {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ProgressHook {}
 
 /// A kind of live data that can be snapshotted and restored.
 pub trait Source: Send + Sync + Debug {

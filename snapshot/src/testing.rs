@@ -15,6 +15,8 @@
 //! }
 //! ```
 
+#[cfg(feature = "api-emulator")]
+pub mod api_emulator;
 pub mod store;
 pub mod table;
 

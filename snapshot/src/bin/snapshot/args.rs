@@ -147,6 +147,16 @@ pub struct CreateArgs {
     /// Pin the snapshot (retention never removes it).
     #[arg(long)]
     pub pin: bool,
+    /// An API export: the first day of this run (YYYY-MM-DD), instead of `start`.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// An API export: the day this run ends before (YYYY-MM-DD), instead of now.
+    #[arg(long)]
+    pub to: Option<String>,
+    /// An API export: resume the interrupted run (any run does when one matches; with this
+    /// flag, a run with nothing to resume fails instead of starting afresh).
+    #[arg(long)]
+    pub resume: bool,
 }
 
 /// `list`.

@@ -40,6 +40,36 @@ fn entity(r: &SnapshotRecord) -> String {
     }
 }
 
+/// `--from`, `--to` and `--resume`: settings of this run of an API export.
+fn run_options(ctx: &Ctx, a: &CreateArgs) -> Result<(), CliError> {
+    if a.from.is_none() && a.to.is_none() && !a.resume {
+        return Ok(());
+    }
+    if ctx.config.engine.name() != "api" {
+        return Err(usage(
+            "conflicting_flags",
+            "--from, --to and --resume apply to an API export ([database] engine = \"api\")",
+        ));
+    }
+    let mut map = serde_json::Map::new();
+    for (key, value) in [("from", &a.from), ("to", &a.to)] {
+        if let Some(v) = value {
+            if chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").is_err() {
+                return Err(usage(
+                    "invalid_input",
+                    format!("--{key} {v}: a day is written YYYY-MM-DD"),
+                ));
+            }
+            map.insert(key.into(), serde_json::Value::String(v.clone()));
+        }
+    }
+    if a.resume {
+        map.insert("resume".into(), serde_json::Value::Bool(true));
+    }
+    *ctx.run_options.borrow_mut() = map;
+    Ok(())
+}
+
 pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
     let postgres = ctx.config.server.is_some();
     if a.kind == SnapshotType::Db && a.tables.is_some() && !postgres {
@@ -59,6 +89,7 @@ pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
         return Err(usage("invalid_input", "--tables: a table name is empty"));
     }
     ctx.force.set(a.force);
+    run_options(ctx, &a)?;
     let mut managers = Vec::new();
     if matches!(a.kind, SnapshotType::Db | SnapshotType::All) {
         let tables = if postgres { a.tables.clone() } else { None };

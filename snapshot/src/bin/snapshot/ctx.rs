@@ -17,7 +17,7 @@ use snapshot::SnapshotManager;
 use snapshot::environment::Environment;
 use snapshot::export::{ExportFormat, ExportSource};
 use snapshot::record::SnapshotRecord;
-use snapshot::source::{Capture, CheckLevel, Replacement, Source};
+use snapshot::source::{Capture, CaptureProgress, CheckLevel, Replacement, Source};
 use snapshot::stats::DbStats;
 use snapshot::store::LocalStore;
 use snapshot::table::TableSession;
@@ -29,6 +29,8 @@ pub(crate) struct Ctx {
     pub(crate) progress: bool,
     /// Snapshots on whatever the environment says (`create --force` on an ephemeral host).
     pub(crate) force: std::cell::Cell<bool>,
+    /// Engine settings of this run only, over `[database.options]` (`create --from/--to/--resume`).
+    pub(crate) run_options: std::cell::RefCell<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Stands in for the database when none is configured (list, verify, … need only the store).
@@ -39,6 +41,7 @@ impl Ctx {
         Ctx {
             progress: !json && std::io::stderr().is_terminal(),
             force: std::cell::Cell::new(false),
+            run_options: std::cell::RefCell::new(serde_json::Map::new()),
             config,
             json,
         }
@@ -85,7 +88,9 @@ impl Ctx {
             if let Some(t) = tables {
                 server.tables = Some(t);
             }
-            return server.source();
+            let mut options = self.config.engine_options.clone();
+            options.extend(self.run_options.borrow().clone());
+            return server.source_with(&options);
         }
         let _ = tables;
         let path = if create {
@@ -367,21 +372,45 @@ impl Source for Progressed {
             self.inner.path().display()
         ));
         let done = AtomicBool::new(false);
+        // A source that reports its own progress (an API export's chunks and rows) turns the
+        // bar into a count of its steps; the others are watched by the image's size.
+        let heard = AtomicBool::new(false);
+        let listen = |p: &CaptureProgress| {
+            if !heard.swap(true, Ordering::Relaxed) {
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg} [{bar:30}] {pos}/{len} chunks ({elapsed}, eta {eta})",
+                    )
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                );
+            }
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+            bar.set_message(format!("{}: {} rows", p.detail, p.items));
+        };
+        let mut context = *context;
+        if context.progress.is_none() {
+            context.progress = Some(&listen);
+        }
         let result = std::thread::scope(|s| {
             s.spawn(|| {
                 while !done.load(Ordering::Relaxed) {
-                    if let Ok(m) = std::fs::metadata(dest) {
+                    if !heard.load(Ordering::Relaxed)
+                        && let Ok(m) = std::fs::metadata(dest)
+                    {
                         bar.set_position(m.len());
                     }
                     bar.tick();
                     std::thread::sleep(Duration::from_millis(100));
                 }
             });
-            let r = self.inner.capture_with(dest, context);
+            let r = self.inner.capture_with(dest, &context);
             done.store(true, Ordering::Relaxed);
             r
         });
-        if let Ok(m) = std::fs::metadata(dest) {
+        if !heard.load(Ordering::Relaxed)
+            && let Ok(m) = std::fs::metadata(dest)
+        {
             bar.set_position(m.len());
         }
         bar.finish_and_clear();

@@ -98,6 +98,7 @@ impl From<Error> for CliError {
             Error::PermissionDenied { .. } => (ExitStatus::Error, "permission_denied"),
             Error::Unreachable { .. } => (ExitStatus::Error, "unreachable"),
             Error::AccessDenied { .. } => (ExitStatus::Error, "access_denied"),
+            Error::Fetch { .. } => (ExitStatus::Error, "fetch_failed"),
             _ => (ExitStatus::Error, "error"),
         };
         CliError::new(status, kind, e.to_string())

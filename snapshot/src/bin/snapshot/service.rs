@@ -119,6 +119,7 @@ pub(crate) fn schedule(ctx: &Ctx, a: ScheduleArgs) -> CliResult {
         json: ctx.json,
         progress: false,
         force: std::cell::Cell::new(false),
+        run_options: std::cell::RefCell::new(serde_json::Map::new()),
     };
     let store = quiet.store(true)?;
     store.ensure_dir()?;

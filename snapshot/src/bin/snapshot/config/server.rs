@@ -99,6 +99,17 @@ impl ServerConfig {
     /// [`Error::InvalidInput`] when the settings cannot be parsed (no password in the
     /// message); [`Error::Unsupported`] in a build without the engine.
     pub fn source(&self) -> Result<Arc<dyn Source>> {
+        self.source_with(&serde_json::Map::new())
+    }
+
+    /// [`source`](Self::source) with the engine's own settings (`[database.options]`).
+    ///
+    /// # Errors
+    /// As [`source`](Self::source); the engine's errors for its settings.
+    pub fn source_with(
+        &self,
+        options: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Arc<dyn Source>> {
         let mut scope = Scope::new();
         if let Some(schema) = &self.schema {
             scope = scope.schema(schema.clone());
@@ -106,13 +117,15 @@ impl ServerConfig {
         if let Some(tables) = &self.tables {
             scope = scope.tables(tables.clone());
         }
-        engine::server_source(self.kind.name(), self.settings(), &scope).map_err(|e| match e {
-            Error::InvalidInput { field, reason } => Error::InvalidInput {
-                field,
-                reason: self.scrub(&reason),
+        engine::server_source_with(self.kind.name(), self.settings(), &scope, options).map_err(
+            |e| match e {
+                Error::InvalidInput { field, reason } => Error::InvalidInput {
+                    field,
+                    reason: self.scrub(&reason),
+                },
+                other => other,
             },
-            other => other,
-        })
+        )
     }
 
     /// Where the data lives, without a password: the source's location

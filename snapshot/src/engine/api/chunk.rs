@@ -1,0 +1,156 @@
+//! One chunk of a resource, fetched page by page and streamed to disk: the records as the
+//! API gave them (JSON lines), then the CSV read back from them with the lookups joined —
+//! so that the CSV's columns (every field seen in the chunk, in the order first seen, then
+//! the joined ones) are known before its header is written, and no chunk is ever in memory.
+//! Both files are written beside their final names and renamed into place when whole.
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::{BufRead, BufReader, BufWriter, Write};
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::engine::api::client::Client;
+use crate::engine::api::config::Resource;
+use crate::engine::api::pages::each_page;
+use crate::engine::api::progress::{ChunkDone, FileDone, WorkDir};
+use crate::engine::api::rows::{Columns, Joins, flatten};
+use crate::engine::api::window::Window;
+use crate::error::{Error, Result};
+use crate::fs_util;
+
+/// The instant as query parameters carry it.
+pub(crate) fn stamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The names of a chunk's files in the work directory and the archive.
+pub(crate) fn names(resource: &str, w: &Window) -> (String, String) {
+    let stem = format!("{resource}/{}/{resource}_{}", w.year, w.label);
+    (format!("{stem}.csv"), format!("{stem}.jsonl"))
+}
+
+/// Fetches the chunk `w` of `resource` into the work directory; `on_page` hears the rows so
+/// far after each page.
+///
+/// # Errors
+/// The client's errors naming the chunk and page; I/O errors naming the file.
+pub(crate) fn fetch(
+    client: &Client,
+    base: &str,
+    resource: &Resource,
+    w: &Window,
+    joins: &Joins,
+    work: &WorkDir,
+    on_page: &mut dyn FnMut(u64),
+) -> Result<ChunkDone> {
+    let (csv_name, jsonl_name) = names(&resource.name, w);
+    let jsonl_path = work.file(&jsonl_name);
+    let dir = jsonl_path.parent().expect("a chunk file has a folder");
+    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    let jsonl_part = work.file(&format!("{jsonl_name}.part"));
+    let csv_part = work.file(&format!("{csv_name}.part"));
+
+    let mut params: Vec<(String, String)> = resource
+        .params
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    params.push((resource.since_param.clone(), stamp(w.from)));
+    params.push((resource.until_param.clone(), stamp(w.to)));
+
+    let mut out = BufWriter::with_capacity(1 << 20, create(&jsonl_part)?);
+    let mut columns = Columns::default();
+    let mut rows = 0u64;
+    let what = format!("{} {}", resource.name, w.label);
+    let pages = each_page(
+        client,
+        base,
+        &resource.path,
+        &params,
+        &resource.paging,
+        &what,
+        |page| {
+            for record in page {
+                serde_json::to_writer(&mut out, &record)
+                    .map_err(|e| write_err(&jsonl_part, e.into()))?;
+                out.write_all(b"\n")
+                    .map_err(|e| write_err(&jsonl_part, e))?;
+                columns.add(&flatten(&record));
+                rows += 1;
+            }
+            on_page(rows);
+            Ok(())
+        },
+    )?;
+    out.flush().map_err(|e| write_err(&jsonl_part, e))?;
+    drop(out);
+
+    let mut header: Vec<String> = columns.names().to_vec();
+    header.extend(joins.columns());
+    write_csv(&jsonl_part, &csv_part, &header, joins)?;
+
+    let jsonl = seal(&jsonl_part, &jsonl_name, work)?;
+    let csv = seal(&csv_part, &csv_name, work)?;
+    Ok(ChunkDone {
+        rows,
+        csv,
+        jsonl,
+        columns: header,
+        pages,
+        reused: false,
+    })
+}
+
+/// The CSV of the records in `jsonl`, under `header`.
+fn write_csv(jsonl: &Path, csv_path: &Path, header: &[String], joins: &Joins) -> Result<()> {
+    let index: HashMap<&str, usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, h)| (h.as_str(), i))
+        .collect();
+    let file = create(csv_path)?;
+    let mut w = csv::WriterBuilder::new().from_writer(BufWriter::with_capacity(1 << 20, file));
+    let csv_err = |e: csv::Error| Error::io("write", csv_path, std::io::Error::other(e));
+    w.write_record(header).map_err(csv_err)?;
+    let reader = BufReader::with_capacity(
+        1 << 20,
+        File::open(jsonl).map_err(|e| Error::io("open", jsonl, e))?,
+    );
+    let mut cells = vec![String::new(); header.len()];
+    for line in reader.lines() {
+        let line = line.map_err(|e| Error::io("read", jsonl, e))?;
+        let record: Value = serde_json::from_str(&line)
+            .map_err(|e| Error::io("read", jsonl, std::io::Error::other(e)))?;
+        cells.iter_mut().for_each(String::clear);
+        for (k, v) in joins.join(flatten(&record)) {
+            if let Some(&i) = index.get(k.as_str()) {
+                cells[i] = v;
+            }
+        }
+        w.write_record(&cells).map_err(csv_err)?;
+    }
+    w.flush().map_err(|e| Error::io("write", csv_path, e))?;
+    Ok(())
+}
+
+fn create(path: &Path) -> Result<File> {
+    fs_util::remove_if_exists(path)?;
+    fs_util::create_new_private(path)
+}
+
+fn write_err(path: &Path, e: std::io::Error) -> Error {
+    Error::io("write", path, e)
+}
+
+/// Makes `part` durable and renames it to `name`; what the progress records of it.
+pub(crate) fn seal(part: &Path, name: &str, work: &WorkDir) -> Result<FileDone> {
+    let sealed = fs_util::seal(part)?;
+    fs_util::rename_durable(part, &work.file(name))?;
+    Ok(FileDone {
+        name: name.to_string(),
+        bytes: sealed.size,
+        blake3: sealed.checksum,
+    })
+}
