@@ -3,7 +3,7 @@
 //! `observations/` and `events/` in time windows (`since`, `until`) with `next` links,
 //! `subjects/` and `subjectgroups/`, a bearer-token check, and injected faults (429 with
 //! `Retry-After`, 500, slow pages). Its data is synthetic and computed, never stored: for
-//! each day a deterministic number of rows (some months empty, one month as heavy as asked,
+//! each day a deterministic number of rows (every seventh month empty: 2016-03, 2016-10, …; one month as heavy as asked,
 //! a field that appears partway, subjects that no lookup knows), so that any run can be
 //! checked against what the emulator says it holds.
 //!
@@ -285,7 +285,7 @@ impl Data {
             let day = u64::from(d.day()) - 1;
             return n / days + u64::from(day < n % days);
         }
-        if month % 23 == 7 {
+        if month % 7 == 3 {
             return 0;
         }
         let day = (d - o.start).num_days() as u64;

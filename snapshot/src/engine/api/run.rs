@@ -32,8 +32,12 @@ pub(crate) struct RunInput<'a> {
     pub listener: Option<&'a ProgressFn<'a>>,
 }
 
-/// The token, from the variable the settings name.
-fn token(config: &ApiConfig) -> Result<Option<String>> {
+/// The token: given in code, else from the variable the settings name.
+fn token(source: &ApiSource) -> Result<Option<String>> {
+    if let Some(t) = source.token() {
+        return Ok(Some(t.to_string()));
+    }
+    let config = source.config();
     let Some(var) = &config.token_env else {
         return Ok(None);
     };
@@ -91,7 +95,7 @@ fn start(source: &ApiSource, work: &WorkDir) -> Result<Progress> {
 /// is kept); I/O errors.
 pub(crate) fn run(source: &ApiSource, input: &RunInput<'_>) -> Result<()> {
     let config = source.config();
-    let token = token(config)?;
+    let token = token(source)?;
     let work = WorkDir::open(&source.work_dir())?;
     let mut progress = start(source, &work)?;
     work.commit(&progress)?;

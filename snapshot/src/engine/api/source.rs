@@ -49,11 +49,22 @@ use crate::stats::DbStats;
 /// }))?;
 /// # Ok(()) }
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiSource {
     base: String,
     location: PathBuf,
     config: ApiConfig,
+    token: Option<String>,
+}
+
+impl std::fmt::Debug for ApiSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiSource")
+            .field("location", &self.location)
+            .field("config", &self.config)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl ApiSource {
@@ -79,7 +90,20 @@ impl ApiSource {
             location: PathBuf::from(super::redact_url(&base)),
             base,
             config,
+            token: None,
         })
+    }
+
+    /// Sends `token` (held in memory only: never recorded, logged or written) instead of the
+    /// value of the settings' `token_env`.
+    pub fn with_token(mut self, token: impl Into<String>) -> ApiSource {
+        self.token = Some(token.into());
+        self
+    }
+
+    /// The token given in code, if any.
+    pub(crate) fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The API at `base_url` with settings given as a configuration's `[database.options]`.
