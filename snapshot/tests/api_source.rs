@@ -81,7 +81,9 @@ fn take(m: &SnapshotManager) -> Result<SnapshotRecord> {
 }
 
 fn metadata(dir: &Path) -> Result<Metadata> {
-    Ok(serde_json::from_slice(&fs::read(dir.join("metadata.json"))?)?)
+    Ok(serde_json::from_slice(&fs::read(
+        dir.join("metadata.json"),
+    )?)?)
 }
 
 /// Every member but the metadata, by name, with its bytes.
@@ -111,20 +113,38 @@ fn check_against_api(api: &ApiEmulator, dir: &Path) -> Result<Metadata> {
         let mut ids = HashSet::new();
         for c in &r.chunks {
             let expected = api.expected(name, c.from, c.to);
-            ensure!(c.rows == expected, "{name} {}: {} rows, the API holds {expected}", c.label, c.rows);
+            ensure!(
+                c.rows == expected,
+                "{name} {}: {} rows, the API holds {expected}",
+                c.label,
+                c.rows
+            );
             let text = fs::read_to_string(dir.join(&c.jsonl.name))?;
             for line in text.lines() {
                 let v: Value = serde_json::from_str(line)?;
                 let id = v["id"].as_str().context("id")?.to_string();
                 ensure!(ids.insert(id.clone()), "{id} twice");
-                let field = if name == "observations" { "recorded_at" } else { "time" };
+                let field = if name == "observations" {
+                    "recorded_at"
+                } else {
+                    "time"
+                };
                 let t: DateTime<Utc> = v[field].as_str().context("time")?.parse()?;
                 ensure!(t >= c.from && t < c.to, "{id} at {t} outside {}", c.label);
             }
             let mut csv = csv::Reader::from_path(dir.join(&c.csv.name))?;
-            ensure!(csv.records().count() as u64 == c.rows, "{}: CSV rows", c.csv.name);
+            ensure!(
+                csv.records().count() as u64 == c.rows,
+                "{}: CSV rows",
+                c.csv.name
+            );
         }
-        ensure!(ids.len() as u64 == api.total(name), "{name}: {} of {}", ids.len(), api.total(name));
+        ensure!(
+            ids.len() as u64 == api.total(name),
+            "{name}: {} of {}",
+            ids.len(),
+            api.total(name)
+        );
     }
     Ok(meta)
 }
@@ -139,10 +159,25 @@ fn an_archive_holds_every_row_once_with_lookups_left_joined() -> Result<()> {
     let dir = f.unpack(&m, &r, "out")?;
     let meta = check_against_api(&f.api, &dir)?;
     ensure!(meta.chunk == snapshot::engine::api::ChunkUnit::Month);
-    let labels: Vec<&str> = meta.resources["observations"].chunks.iter().map(|c| c.label.as_str()).collect();
-    ensure!(labels == ["2016-01", "2016-02", "2016-03", "2016-04", "2016-05", "2016-06", "2016-07", "2016-08"], "{labels:?}");
+    let labels: Vec<&str> = meta.resources["observations"]
+        .chunks
+        .iter()
+        .map(|c| c.label.as_str())
+        .collect();
+    ensure!(
+        labels
+            == [
+                "2016-01", "2016-02", "2016-03", "2016-04", "2016-05", "2016-06", "2016-07",
+                "2016-08"
+            ],
+        "{labels:?}"
+    );
     // 2016-03 is an empty month in the emulator: a chunk with a header and no rows.
-    ensure!(meta.counts["2016-03"]["observations"] == 0, "{:?}", meta.counts);
+    ensure!(
+        meta.counts["2016-03"]["observations"] == 0,
+        "{:?}",
+        meta.counts
+    );
     ensure!(meta.lookups["subjects"].rows == 6 && meta.lookups["subjectgroups"].rows == 5);
     ensure!(!meta.resumed && meta.requests > 0);
 
@@ -151,9 +186,24 @@ fn an_archive_holds_every_row_once_with_lookups_left_joined() -> Result<()> {
     let may = &meta.resources["observations"].chunks[4];
     let mut csv = csv::Reader::from_path(dir.join(&may.csv.name))?;
     let header: Vec<String> = csv.headers()?.iter().map(str::to_string).collect();
-    ensure!(header.ends_with(&["subject_name".into(), "subject_subject_subtype".into(), "subject_group_id".into(), "group_name".into()]), "{header:?}");
-    ensure!(header.contains(&"device_status_properties".to_string()), "the field that appears in May");
-    ensure!(!meta.resources["observations"].chunks[0].columns.contains(&"device_status_properties".to_string()));
+    ensure!(
+        header.ends_with(&[
+            "subject_name".into(),
+            "subject_subject_subtype".into(),
+            "subject_group_id".into(),
+            "group_name".into()
+        ]),
+        "{header:?}"
+    );
+    ensure!(
+        header.contains(&"device_status_properties".to_string()),
+        "the field that appears in May"
+    );
+    ensure!(
+        !meta.resources["observations"].chunks[0]
+            .columns
+            .contains(&"device_status_properties".to_string())
+    );
     ensure!(header.contains(&"location.latitude".to_string()));
     let col = |n: &str| header.iter().position(|h| h == n).unwrap();
     let (mut known, mut unknown) = (0, 0);
@@ -180,7 +230,11 @@ fn storms_of_429_and_500_are_ridden_out_and_change_nothing() -> Result<()> {
     let m = calm.manager(calm.config(|_| {})?)?;
     let a = calm.unpack(&m, &take(&m)?, "calm")?;
 
-    let stormy = Fixture::new(EmulatorOptions { every_429: 3, every_500: 7, ..small() })?;
+    let stormy = Fixture::new(EmulatorOptions {
+        every_429: 3,
+        every_500: 7,
+        ..small()
+    })?;
     let m = stormy.manager(stormy.config(|v| v["retries"] = 4.into())?)?;
     let b = stormy.unpack(&m, &take(&m)?, "stormy")?;
     let meta = metadata(&b)?;
@@ -204,13 +258,27 @@ fn a_spent_budget_is_a_typed_error_and_the_next_run_resumes() -> Result<()> {
             api.refuse_all(true);
         }
     }));
-    let Err(Error::Fetch { what, page, status, detail, .. }) = &err else {
+    let Err(Error::Fetch {
+        what,
+        page,
+        status,
+        detail,
+        ..
+    }) = &err
+    else {
         anyhow::bail!("expected a fetch error, got {err:?}");
     };
-    ensure!(what.starts_with("observations 2016-0") && *page == 1 && *status == Some(503), "{err:?}");
+    ensure!(
+        what.starts_with("observations 2016-0") && *page == 1 && *status == Some(503),
+        "{err:?}"
+    );
     ensure!(detail.contains("budget"), "{detail}");
-    ensure!(m.list(&snapshot::ListFilter::default())?.is_empty(), "nothing listed");
-    let progress: Value = serde_json::from_slice(&fs::read(f.dir.path().join("work/progress.json"))?)?;
+    ensure!(
+        m.list(&snapshot::ListFilter::default())?.is_empty(),
+        "nothing listed"
+    );
+    let progress: Value =
+        serde_json::from_slice(&fs::read(f.dir.path().join("work/progress.json"))?)?;
     let kept = progress["chunks"].as_object().context("chunks")?.len();
     ensure!(kept >= 5, "{kept} chunks kept");
 
@@ -221,9 +289,15 @@ fn a_spent_budget_is_a_typed_error_and_the_next_run_resumes() -> Result<()> {
     let meta = check_against_api(&f.api, &dir)?;
     ensure!(meta.resumed, "the second run resumed");
     let after = f.api.first_pages();
-    let refetched = after.iter().filter(|(k, n)| before.get(*k).is_some_and(|b| b < n)).count();
+    let refetched = after
+        .iter()
+        .filter(|(k, n)| before.get(*k).is_some_and(|b| b < n))
+        .count();
     ensure!(refetched <= 1, "{refetched} chunks fetched again");
-    ensure!(!f.dir.path().join("work").exists(), "the work directory goes with a finished run");
+    ensure!(
+        !f.dir.path().join("work").exists(),
+        "the work directory goes with a finished run"
+    );
     Ok(())
 }
 
@@ -247,8 +321,16 @@ fn a_missing_path_fails_at_once_naming_it() -> Result<()> {
     let f = Fixture::new(small())?;
     let m = f.manager(f.config(|v| v["resources"][1]["path"] = "nothing/".into())?)?;
     let err = m.snapshot(SnapshotRequest::new("manual")).unwrap_err();
-    let Error::Fetch { what, status, url, .. } = &err else { anyhow::bail!("{err:?}") };
-    ensure!(what == "events 2016-01" && *status == Some(404) && url.ends_with("/nothing/"), "{err}");
+    let Error::Fetch {
+        what, status, url, ..
+    } = &err
+    else {
+        anyhow::bail!("{err:?}")
+    };
+    ensure!(
+        what == "events 2016-01" && *status == Some(404) && url.ends_with("/nothing/"),
+        "{err}"
+    );
     Ok(())
 }
 
@@ -263,14 +345,31 @@ fn whole_chunks_of_the_previous_archive_are_not_fetched_again() -> Result<()> {
     let dir = f.unpack(&m2, &r, "out")?;
     let meta = metadata(&dir)?;
     let obs = &meta.resources["observations"].chunks;
-    let reused: Vec<&str> = obs.iter().filter(|c| c.reused).map(|c| c.label.as_str()).collect();
-    ensure!(reused == ["2016-01", "2016-02", "2016-03", "2016-04"], "{reused:?}");
+    let reused: Vec<&str> = obs
+        .iter()
+        .filter(|c| c.reused)
+        .map(|c| c.label.as_str())
+        .collect();
+    ensure!(
+        reused == ["2016-01", "2016-02", "2016-03", "2016-04"],
+        "{reused:?}"
+    );
     let after = f.api.first_pages();
-    let again: Vec<_> = after.iter().filter(|(k, n)| first.get(*k).is_some_and(|b| b < n)).collect();
-    ensure!(again.len() == 2, "only May (cut at the 15th) is fetched again, per resource: {again:?}");
+    let again: Vec<_> = after
+        .iter()
+        .filter(|(k, n)| first.get(*k).is_some_and(|b| b < n))
+        .collect();
+    ensure!(
+        again.len() == 2,
+        "only May (cut at the 15th) is fetched again, per resource: {again:?}"
+    );
     for (name, r) in &meta.resources {
         for c in &r.chunks {
-            ensure!(c.rows == f.api.expected(name, c.from, c.to), "{name} {}", c.label);
+            ensure!(
+                c.rows == f.api.expected(name, c.from, c.to),
+                "{name} {}",
+                c.label
+            );
         }
     }
     Ok(())
@@ -284,13 +383,22 @@ fn bad_settings_are_refused_naming_them() -> Result<()> {
         edit(&mut v);
         let map = v.as_object().unwrap().clone();
         let err = ApiSource::from_options(&f.api.base_url(), &map).unwrap_err();
-        ensure!(matches!(err, Error::InvalidInput { .. }) && err.to_string().contains(needle), "{err}");
+        ensure!(
+            matches!(err, Error::InvalidInput { .. }) && err.to_string().contains(needle),
+            "{err}"
+        );
         Ok(())
     };
     bad(&|v| v["colour"] = "red".into(), "colour")?;
-    bad(&|v| v["resources"] = Value::Array(vec![]), "at least one resource")?;
+    bad(
+        &|v| v["resources"] = Value::Array(vec![]),
+        "at least one resource",
+    )?;
     bad(&|v| v["end"] = "2015-01-01".into(), "empty")?;
-    bad(&|v| v["lookups"][0]["name"] = "observations".into(), "twice")?;
+    bad(
+        &|v| v["lookups"][0]["name"] = "observations".into(),
+        "twice",
+    )?;
     bad(&|v| v["resources"][0]["name"] = "../x".into(), "letters")?;
     bad(&|v| v["chunk"] = "year".into(), "year")?;
     let err = ApiSource::new("ftp://x/", f.config(|_| {})?).unwrap_err();
@@ -305,13 +413,22 @@ fn bad_settings_are_refused_naming_them() -> Result<()> {
         .store(LocalStore::open(f.dir.path().join("store2"))?)
         .build()?;
     let err = m.snapshot(SnapshotRequest::new("manual")).unwrap_err();
-    ensure!(err.to_string().contains("API_SOURCE_TEST_NO_SUCH_VARIABLE") && f.api.requests() == 0, "{err}");
+    ensure!(
+        err.to_string().contains("API_SOURCE_TEST_NO_SUCH_VARIABLE") && f.api.requests() == 0,
+        "{err}"
+    );
     // A whole restore into an API: refused, nothing else done.
     let m = f.manager(f.config(|v| v["end"] = "2016-02-01".into())?)?;
     let r = take(&m)?;
     let err = m.restore(&r.snapshot_id).unwrap_err();
-    ensure!(matches!(err, Error::Unsupported { .. }) && err.to_string().contains("--to"), "{err}");
-    ensure!(m.list(&snapshot::ListFilter::default())?.len() == 1, "no safety snapshot was taken");
+    ensure!(
+        matches!(err, Error::Unsupported { .. }) && err.to_string().contains("--to"),
+        "{err}"
+    );
+    ensure!(
+        m.list(&snapshot::ListFilter::default())?.len() == 1,
+        "no safety snapshot was taken"
+    );
     Ok(())
 }
 
@@ -331,7 +448,10 @@ fn a_damaged_archive_fails_its_full_check() -> Result<()> {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut e, &mut bytes)?;
         if name.ends_with("2016-01.csv") {
-            let pos = bytes.iter().rposition(|b| b.is_ascii_digit()).context("digit")?;
+            let pos = bytes
+                .iter()
+                .rposition(|b| b.is_ascii_digit())
+                .context("digit")?;
             bytes[pos] = if bytes[pos] == b'1' { b'2' } else { b'1' };
         }
         out.start_file(name, zip::write::SimpleFileOptions::default())?;
@@ -343,7 +463,10 @@ fn a_damaged_archive_fails_its_full_check() -> Result<()> {
     use snapshot::Source;
     source.check_image(&damaged, CheckLevel::Quick)?;
     let err = source.check_image(&damaged, CheckLevel::Full).unwrap_err();
-    ensure!(err.to_string().contains("2016-01.csv") && err.to_string().contains("checksum"), "{err}");
+    ensure!(
+        err.to_string().contains("2016-01.csv") && err.to_string().contains("checksum"),
+        "{err}"
+    );
     ensure!(source.check_image(&image, CheckLevel::Full).is_ok());
     Ok(())
 }
