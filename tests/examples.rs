@@ -166,3 +166,27 @@ fn ck_empire_archives_weekly_and_puts_a_deleted_file_back() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn earthranger_resumes_a_killed_backup_and_lists_its_archive() -> Result<()> {
+    let out = run("earthranger", &[("ER_ROWS_PER_DAY", "10")])?;
+    expect(
+        "earthranger",
+        &out,
+        &[
+            "first run killed after",
+            "resumed true, ",
+            "lookup subjects: 40 rows",
+            "empty months (first three): 2016-03, 2016-10, 2017-05",
+            "observations/2016/observations_2016-",
+            "subject_name",
+            "group_name",
+            "listed: 1 snapshot(s)",
+        ],
+    )?;
+    for line in out.lines().filter(|l| l.contains("rows in the archive")) {
+        let n: Vec<&str> = line.split_whitespace().collect();
+        ensure!(n[1] == n[8], "{line}");
+    }
+    Ok(())
+}

@@ -398,3 +398,64 @@ fn a_month_of_a_million_rows_streams_in_bounded_memory() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_nightly_job_fetches_only_what_is_new_since_the_last_archive() -> Result<()> {
+    let today = chrono::Utc::now().date_naive();
+    let start = today - chrono::Days::new(75);
+    let options = EmulatorOptions {
+        start,
+        rows_per_day: 20,
+        ..EmulatorOptions::default()
+    };
+    // No end: each run exports up to now.
+    let f = Fx::new(options, |o| {
+        o.as_object_mut().unwrap().remove("end");
+    })?;
+    let config = f.dir.path().join("snapshot.toml");
+    let mut text = fs::read_to_string(&config)?;
+    text.push_str("\n[[schedule.jobs]]\nname = \"nightly\"\ncron = \"daily\"\ntype = \"db\"\n");
+    fs::write(&config, text)?;
+    let run = |what: &str| -> Result<()> {
+        let out = f.run(&["schedule", "--run-now", "--once"])?;
+        ensure!(
+            out.status.success(),
+            "{what}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    };
+    run("first night")?;
+    let first = f.api.first_pages();
+    run("second night")?;
+    let second = f.api.first_pages();
+    let again: Vec<&String> = second
+        .iter()
+        .filter(|(k, n)| first.get(*k).is_some_and(|b| b < *n))
+        .map(|(k, _)| k)
+        .collect();
+    // Per resource, only the month that is not over yet is fetched again.
+    ensure!(again.len() == 2, "fetched again: {again:?}");
+    let this_month = today.format("%Y-%m-01").to_string();
+    ensure!(again.iter().all(|k| k.contains(&this_month)), "{again:?}");
+    let listed = f.json(&["list"])?;
+    let ids: Vec<&str> = listed
+        .as_array()
+        .context("list")?
+        .iter()
+        .filter_map(|r| r["snapshot_id"].as_str())
+        .collect();
+    ensure!(ids.len() == 2, "{listed}");
+    let to = f.dir.path().join("second");
+    f.json(&["restore", ids[0], "--to", to.to_str().unwrap()])?;
+    let meta = metadata(&to)?;
+    for (name, r) in meta["resources"].as_object().context("resources")? {
+        for c in r["chunks"].as_array().context("chunks")? {
+            let from = c["from"].as_str().context("from")?.parse()?;
+            let upto = c["to"].as_str().context("to")?.parse()?;
+            ensure!(c["rows"] == f.api.expected(name, from, upto), "{name} {}", c["label"]);
+        }
+    }
+    Ok(())
+}
