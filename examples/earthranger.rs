@@ -20,7 +20,11 @@ use snapshot::{ApiSource, LocalStore, SnapshotManager, SnapshotRequest};
 
 const TOKEN_VAR: &str = "ER_TOKEN";
 
-fn manager(base: &str, options: serde_json::Value, store: &str) -> snapshot::Result<SnapshotManager> {
+fn manager(
+    base: &str,
+    options: serde_json::Value,
+    store: &str,
+) -> snapshot::Result<SnapshotManager> {
     let config: ApiConfig = serde_json::from_value(options).expect("the settings parse");
     SnapshotManager::builder()
         .source(ApiSource::new(base, config)?)
@@ -69,7 +73,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The first run, in a child process killed after a third of the months.
     let mut run = Command::new(std::env::current_exe()?)
-        .args(["--child", &api.base_url(), &options.to_string(), store.to_str().expect("utf-8")])
+        .args([
+            "--child",
+            &api.base_url(),
+            &options.to_string(),
+            store.to_str().expect("utf-8"),
+        ])
         .env(TOKEN_VAR, &api.options().token)
         .stdout(Stdio::piped())
         .spawn()?;
@@ -77,7 +86,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for line in lines.lines() {
         let line = line?;
         let mut words = line.split_whitespace().skip(1);
-        let (Some(progress), Some(_), Some(rows)) = (words.next(), words.next(), words.next()) else {
+        let (Some(progress), Some(_), Some(rows)) = (words.next(), words.next(), words.next())
+        else {
             continue;
         };
         let (done, total) = progress.split_once('/').unwrap_or(("0", "1"));
@@ -99,7 +109,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()?;
     let taken = m.snapshot(SnapshotRequest::new("monthly_backup"))?;
     let snapshot::SnapshotOutcome::Taken(record) = taken else {
-        return Err("snapshots are switched off on this host (SNAPSHOT_EPHEMERAL=0 forces them)".into());
+        return Err(
+            "snapshots are switched off on this host (SNAPSHOT_EPHEMERAL=0 forces them)".into(),
+        );
     };
     println!(
         "resumed run: {} requests; snapshot {} ({} bytes)",
@@ -118,7 +130,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for (name, r) in &meta.resources {
         let expected = api.expected(name, meta.from, meta.to);
-        println!("{name}: {} rows in the archive, the API holds {expected} up to then", r.rows);
+        println!(
+            "{name}: {} rows in the archive, the API holds {expected} up to then",
+            r.rows
+        );
         if r.rows != expected {
             return Err(format!("{name}: rows missing").into());
         }
@@ -149,8 +164,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     let csv = out.join("observations/2020/observations_2020-08.csv");
-    let header = std::fs::read_to_string(&csv)?.lines().next().unwrap_or("").to_string();
+    let header = std::fs::read_to_string(&csv)?
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_string();
     println!("observations_2020-08.csv columns: {header}");
-    println!("listed: {} snapshot(s)", m.list(&snapshot::ListFilter::default())?.len());
+    println!(
+        "listed: {} snapshot(s)",
+        m.list(&snapshot::ListFilter::default())?.len()
+    );
     Ok(())
 }

@@ -186,7 +186,7 @@ fn earthranger_resumes_a_killed_backup_and_lists_its_archive() -> Result<()> {
     )?;
     for line in out.lines().filter(|l| l.contains("rows in the archive")) {
         let n: Vec<&str> = line.split_whitespace().collect();
-        ensure!(n[1] == n[8], "{line}");
+        ensure!(n[1] == n[9], "{line}");
     }
     Ok(())
 }

@@ -429,6 +429,30 @@ pub fn publish_replace(staged: &Path, dst: &Path) -> Result<()> {
     fsync_dir(parent(dst))
 }
 
+/// Renames the scratch file `from` to `to` without making it durable: for work files whose
+/// loss or damage after a power failure is detected (each is checksummed in the progress that
+/// lists it) and redone — an API export's chunks. A killed process loses nothing: the page
+/// cache outlives it.
+#[allow(dead_code)] // the engines of APIs
+pub fn rename_scratch(from: &Path, to: &Path) -> Result<()> {
+    fs::rename(from, to).map_err(|e| Error::io("rename", to, e))
+}
+
+/// Writes `data` to `path` atomically (a staging file renamed over it) without fsync: for
+/// progress records that are checked when read back (an unreadable one starts the work over).
+#[allow(dead_code)] // the engines of APIs
+pub fn write_scratch(path: &Path, data: &[u8]) -> Result<()> {
+    let staged = StagingGuard::new(staging_path(parent(path), file_name(path)));
+    {
+        let mut f = create_new_private(staged.path())?;
+        f.write_all(data)
+            .map_err(|e| Error::io("write", staged.path(), e))?;
+    }
+    fs::rename(staged.path(), path).map_err(|e| Error::io("rename", path, e))?;
+    staged.disarm();
+    Ok(())
+}
+
 /// Renames `from` to `to` (a file or a whole directory tree already made durable) and makes
 /// the rename durable: both parent directories are fsynced.
 #[allow(dead_code)] // the engines of directories

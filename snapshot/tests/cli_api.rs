@@ -454,7 +454,11 @@ fn a_nightly_job_fetches_only_what_is_new_since_the_last_archive() -> Result<()>
         for c in r["chunks"].as_array().context("chunks")? {
             let from = c["from"].as_str().context("from")?.parse()?;
             let upto = c["to"].as_str().context("to")?.parse()?;
-            ensure!(c["rows"] == f.api.expected(name, from, upto), "{name} {}", c["label"]);
+            ensure!(
+                c["rows"] == f.api.expected(name, from, upto),
+                "{name} {}",
+                c["label"]
+            );
         }
     }
     Ok(())

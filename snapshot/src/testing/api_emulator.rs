@@ -112,7 +112,12 @@ impl ApiEmulator {
     /// # Errors
     /// When no port can be bound.
     pub fn start(options: EmulatorOptions) -> io::Result<ApiEmulator> {
-        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").map_err(io::Error::other)?);
+        // Without TCP_NODELAY (accepted sockets inherit it from the listener on Linux), the
+        // server's small writes wait for the client's delayed acknowledgement: ~40 ms a page.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        rustix::net::sockopt::set_tcp_nodelay(&listener, true)?;
+        let server =
+            Arc::new(tiny_http::Server::from_listener(listener, None).map_err(io::Error::other)?);
         let port = server
             .server_addr()
             .to_ip()
@@ -358,7 +363,7 @@ impl Data {
                 "serial_number": day * 1000 + i,
                 "event_type": (["wildlife_sighting_rep", "carcass_rep", "fence_rep"][(h % 3) as usize]),
                 "priority": ([0, 100, 200][(h % 3) as usize]),
-                "subject_id": if h % 4 == 0 { Value::Null } else { json!(format!("subj-{subject:03}")) },
+                "subject_id": if h.is_multiple_of(4) { Value::Null } else { json!(format!("subj-{subject:03}")) },
                 "event_details": {"note": format!("report \"{i}\", day {day}\nsecond line")},
                 "related_subjects": [{"id": format!("subj-{subject:03}")}],
             }),
@@ -444,7 +449,7 @@ fn respond(req: tiny_http::Request, status: u16, body: &Value, headers: &[(&str,
 fn serve(req: tiny_http::Request, state: &State, data: &Data, base: &str) {
     let n = state.requests.fetch_add(1, Ordering::Relaxed) + 1;
     let o = &data.options;
-    if o.slow_every > 0 && n % u64::from(o.slow_every) == 0 {
+    if o.slow_every > 0 && n.is_multiple_of(u64::from(o.slow_every)) {
         std::thread::sleep(o.slow);
     }
     let authorized = req.headers().iter().any(|h| {
@@ -463,7 +468,7 @@ fn serve(req: tiny_http::Request, state: &State, data: &Data, base: &str) {
         );
     }
     let e429 = state.every_429.load(Ordering::Relaxed);
-    if e429 > 0 && n % u64::from(e429) == 0 {
+    if e429 > 0 && n.is_multiple_of(u64::from(e429)) {
         let body = json!({"detail": "Request was throttled."});
         return respond(
             req,
@@ -473,7 +478,7 @@ fn serve(req: tiny_http::Request, state: &State, data: &Data, base: &str) {
         );
     }
     let e500 = state.every_500.load(Ordering::Relaxed);
-    if e500 > 0 && n % u64::from(e500) == 0 {
+    if e500 > 0 && n.is_multiple_of(u64::from(e500)) {
         return respond(req, 500, &json!({"detail": "server error"}), &[]);
     }
     let url = req.url().to_string();
@@ -541,10 +546,10 @@ fn serve(req: tiny_http::Request, state: &State, data: &Data, base: &str) {
                     &[],
                 );
             };
-            if page == 1 {
-                if let Ok(mut m) = state.first_pages.lock() {
-                    *m.entry(format!("{resource} {}", q["since"])).or_default() += 1;
-                }
+            if page == 1
+                && let Ok(mut m) = state.first_pages.lock()
+            {
+                *m.entry(format!("{resource} {}", q["since"])).or_default() += 1;
             }
             let days = data.days(kind, since, until);
             let total: u64 = days.iter().map(|d| d.2 - d.1).sum();

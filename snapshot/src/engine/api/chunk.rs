@@ -1,8 +1,10 @@
 //! One chunk of a resource, fetched page by page and streamed to disk: the records as the
-//! API gave them (JSON lines), then the CSV read back from them with the lookups joined —
-//! so that the CSV's columns (every field seen in the chunk, in the order first seen, then
-//! the joined ones) are known before its header is written, and no chunk is ever in memory.
-//! Both files are written beside their final names and renamed into place when whole.
+//! API gave them (JSON lines) and the CSV rows with the lookups joined, in one pass; the CSV's
+//! header (every field seen in the chunk, in the order first seen, then the joined ones) is
+//! put before its rows at the end. When a field first appears after the chunk's first row
+//! (the rows before it lack its cell), the CSV is written again from the JSON lines instead.
+//! No chunk is ever in memory. Both files are written beside their final names and renamed
+//! into place when whole.
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -60,9 +62,18 @@ pub(crate) fn fetch(
     params.push((resource.since_param.clone(), stamp(w.from)));
     params.push((resource.until_param.clone(), stamp(w.to)));
 
+    let body_part = work.file(&format!("{csv_name}.body"));
     let mut out = BufWriter::with_capacity(1 << 20, create(&jsonl_part)?);
+    let mut body = csv::WriterBuilder::new()
+        .flexible(true)
+        .from_writer(BufWriter::with_capacity(1 << 20, create(&body_part)?));
+    let csv_err = |p: &Path, e: csv::Error| Error::io("write", p, std::io::Error::other(e));
     let mut columns = Columns::default();
     let mut rows = 0u64;
+    // The CSV is written in the same pass while the chunk's columns stay those of its first
+    // row; a column that appears later sends it to a second pass over the JSON lines.
+    let mut one_pass = true;
+    let mut cells: Vec<String> = Vec::new();
     let what = format!("{} {}", resource.name, w.label);
     let pages = each_page(
         client,
@@ -77,7 +88,22 @@ pub(crate) fn fetch(
                     .map_err(|e| write_err(&jsonl_part, e.into()))?;
                 out.write_all(b"\n")
                     .map_err(|e| write_err(&jsonl_part, e))?;
-                columns.add(&flatten(&record));
+                let flat = flatten(&record);
+                if columns.add(&flat) && rows > 0 {
+                    one_pass = false;
+                }
+                if one_pass {
+                    cells.clear();
+                    cells.resize(columns.names().len(), String::new());
+                    for (k, v) in &flat {
+                        if let Some(i) = columns.index(k) {
+                            cells[i].clone_from(v);
+                        }
+                    }
+                    cells.extend(joins.cells(&flat));
+                    body.write_record(&cells)
+                        .map_err(|e| csv_err(&body_part, e))?;
+                }
                 rows += 1;
             }
             on_page(rows);
@@ -86,10 +112,24 @@ pub(crate) fn fetch(
     )?;
     out.flush().map_err(|e| write_err(&jsonl_part, e))?;
     drop(out);
+    body.flush().map_err(|e| write_err(&body_part, e))?;
+    drop(body);
 
     let mut header: Vec<String> = columns.names().to_vec();
     header.extend(joins.columns());
-    write_csv(&jsonl_part, &csv_part, &header, joins)?;
+    if one_pass {
+        let mut csv = csv::Writer::from_writer(create(&csv_part)?);
+        csv.write_record(&header)
+            .map_err(|e| csv_err(&csv_part, e))?;
+        let mut file = csv
+            .into_inner()
+            .map_err(|e| write_err(&csv_part, e.into_error()))?;
+        let mut from = File::open(&body_part).map_err(|e| Error::io("open", &body_part, e))?;
+        std::io::copy(&mut from, &mut file).map_err(|e| write_err(&csv_part, e))?;
+    } else {
+        write_csv(&jsonl_part, &csv_part, &header, joins)?;
+    }
+    fs_util::remove_if_exists(&body_part)?;
 
     let jsonl = seal(&jsonl_part, &jsonl_name, work)?;
     let csv = seal(&csv_part, &csv_name, work)?;
@@ -144,10 +184,11 @@ fn write_err(path: &Path, e: std::io::Error) -> Error {
     Error::io("write", path, e)
 }
 
-/// Makes `part` durable and renames it to `name`; what the progress records of it.
+/// Renames the finished `part` to `name`; what the progress records of it (its checksum, by
+/// which a resumed run knows it whole).
 pub(crate) fn seal(part: &Path, name: &str, work: &WorkDir) -> Result<FileDone> {
-    let sealed = fs_util::seal(part)?;
-    fs_util::rename_durable(part, &work.file(name))?;
+    let sealed = fs_util::hash_file(part)?;
+    fs_util::rename_scratch(part, &work.file(name))?;
     Ok(FileDone {
         name: name.to_string(),
         bytes: sealed.size,

@@ -1,6 +1,9 @@
 //! The work directory of a run: the chunks finished so far and `progress.json`, committed
 //! atomically after each, so that a run killed at any point resumes where it stopped. One run
-//! at a time holds it (a lock file).
+//! at a time holds it (a lock file). Nothing here is fsynced: a kill loses nothing (the page
+//! cache outlives the process), and what a power failure could lose or tear is found by the
+//! checksums a resumed run checks and fetched again; the archive itself is sealed by the
+//! manager like every snapshot.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
@@ -151,13 +154,15 @@ impl WorkDir {
             .filter(|p| p.format == FORMAT)
     }
 
-    /// Commits `progress`, atomically and durably.
+    /// Commits `progress`, atomically (not durably: a record lost or torn by a power failure
+    /// starts the run over, and every file it lists is checked against its checksum when a run
+    /// resumes from it — a kill loses nothing).
     ///
     /// # Errors
     /// I/O errors naming the file.
     pub fn commit(&self, progress: &Progress) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(progress).expect("progress serializes");
-        fs_util::write_atomic(&self.dir.join("progress.json"), &bytes)
+        fs_util::write_scratch(&self.dir.join("progress.json"), &bytes)
     }
 
     /// Empties the directory (a fresh run), keeping the lock.

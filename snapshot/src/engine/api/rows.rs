@@ -1,7 +1,7 @@
 //! Rows as the archive's CSV files hold them: a JSON record flattened to dotted columns
 //! (`location.latitude`; arrays kept as JSON text), and the lookups left-joined into it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use serde_json::Value;
 
@@ -52,18 +52,26 @@ fn walk(v: &Value, prefix: &str, out: &mut Flat) {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Columns {
     order: Vec<String>,
-    seen: HashSet<String>,
+    seen: HashMap<String, usize>,
 }
 
 impl Columns {
-    /// Adds the columns of `row` not seen yet.
-    pub fn add(&mut self, row: &Flat) {
+    /// Adds the columns of `row` not seen yet; whether there were any.
+    pub fn add(&mut self, row: &Flat) -> bool {
+        let mut added = false;
         for (k, _) in row {
-            if !self.seen.contains(k) {
-                self.seen.insert(k.clone());
+            if !self.seen.contains_key(k) {
+                self.seen.insert(k.clone(), self.order.len());
                 self.order.push(k.clone());
+                added = true;
             }
         }
+        added
+    }
+
+    /// The position of the column `name`.
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.seen.get(name).copied()
     }
 
     /// The names, in order.
@@ -128,20 +136,44 @@ impl Loaded {
 #[derive(Debug, Default)]
 pub(crate) struct Joins {
     lookups: Vec<Loaded>,
+    names: Vec<String>,
 }
 
 impl Joins {
     /// The lookups, in their join order.
     pub fn new(lookups: Vec<Loaded>) -> Joins {
-        Joins { lookups }
+        let names = lookups.iter().flat_map(|l| l.columns.clone()).collect();
+        Joins { lookups, names }
     }
 
     /// The joined columns, after a row's own.
     pub fn columns(&self) -> Vec<String> {
-        self.lookups
-            .iter()
-            .flat_map(|l| l.columns.clone())
-            .collect()
+        self.names.clone()
+    }
+
+    /// The joined cells of `row`, in [`columns`](Self::columns) order (empty when a key is
+    /// unknown: a left join).
+    pub fn cells(&self, row: &Flat) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        let names = &self.names;
+        for l in &self.lookups {
+            let key = row
+                .iter()
+                .find(|(k, _)| *k == l.join)
+                .map(|(_, v)| v.as_str())
+                .or_else(|| {
+                    names
+                        .iter()
+                        .position(|n| *n == l.join)
+                        .and_then(|i| out.get(i).map(String::as_str))
+                });
+            let found = key.and_then(|k| l.rows.get(k)).cloned();
+            match found {
+                Some(cells) => out.extend(cells),
+                None => out.extend(std::iter::repeat_n(String::new(), l.columns.len())),
+            }
+        }
+        out
     }
 
     /// `row` with every lookup's columns added (empty cells when its key is unknown: a left
@@ -203,6 +235,12 @@ mod tests {
         );
         let row = joins.join(flatten(&json!({"subject": "s1"})));
         assert_eq!(row[3], ("groups.name".into(), "Herd".into()));
+        let flat = flatten(&json!({"subject": "s1"}));
+        let tail: Vec<String> = joins.join(flat.clone())[1..]
+            .iter()
+            .map(|c| c.1.clone())
+            .collect();
+        assert_eq!(joins.cells(&flat), tail);
         let unknown = joins.join(flatten(&json!({"subject": "nobody"})));
         assert!(
             unknown[1..].iter().all(|(_, v)| v.is_empty()),
