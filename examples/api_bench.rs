@@ -6,7 +6,8 @@
 //!
 //! Run with: `cargo run --release --example api_bench --features api,api-emulator`
 //! (`API_BENCH_ROWS_PER_DAY`, default 100: ~340 000 observations and 34 000 events since 2016;
-//! `API_BENCH_RUNS`, default 3: the median is reported.)
+//! `API_BENCH_RUNS`, default 3: the median is reported; `API_BENCH_LATENCY_MS`, default 0: a
+//! delay the emulator adds to every answer, as a remote API's round trip.)
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -77,8 +78,11 @@ fn raw_reader(api: &ApiEmulator, config: &ApiConfig) -> u64 {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs = env("API_BENCH_RUNS", 3).max(1);
+    let latency = env("API_BENCH_LATENCY_MS", 0);
     let api = Arc::new(ApiEmulator::start(EmulatorOptions {
         rows_per_day: env("API_BENCH_ROWS_PER_DAY", 100),
+        slow_every: u32::from(latency > 0),
+        slow: Duration::from_millis(u64::from(latency)),
         ..EmulatorOptions::default()
     })?);
     let work = tempfile::tempdir()?;
@@ -110,7 +114,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (raw, ours) = (median(raw), median(ours));
     let rate = |d: Duration| rows as f64 / d.as_secs_f64();
     println!(
-        "rows: {rows} (observations and events, 2016 → {}, by month)",
+        "rows: {rows} (observations and events, 2016 → {}, by month; {latency} ms per answer)",
         api.options().end
     );
     println!(

@@ -10,11 +10,13 @@
 //! | `window.rs` | the range cut into months, weeks or days |
 //! | `client.rs` | the HTTP client: pace, retries, budget, typed errors |
 //! | `pages.rs` | one resource's pages: `next` links, page numbers or offsets |
-//! | `rows.rs` | records flattened to columns; lookups joined |
+//! | `flat.rs` | a record's cells read from its JSON text, dotted columns |
+//! | `rows.rs` | columns; lookups loaded and joined |
 //! | `chunk.rs` | one chunk streamed to JSON lines, then to CSV |
 //! | `progress.rs` | the work directory and its atomically committed progress |
 //! | `run.rs` | one run: lookups, chunks (fetched, or reused from the previous archive), archive |
-//! | `archive.rs` | the zip and `metadata.json`; the image check |
+//! | `pack.rs` | chunks compressed beside the fetching; the archive assembled from them |
+//! | `archive.rs` | the archive's `metadata.json`; reading and checking an archive |
 //! | `extract.rs` | `restore --to`: the archive unpacked |
 //! | `source.rs` | [`ApiSource`] |
 //!
@@ -49,6 +51,8 @@ mod chunk;
 mod client;
 mod config;
 mod extract;
+mod flat;
+mod pack;
 mod pages;
 mod progress;
 mod rows;

@@ -7,16 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
 use std::path::{Component, Path};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use zip::write::SimpleFileOptions;
-use zip::{CompressionMethod, ZipArchive, ZipWriter};
+use zip::ZipArchive;
 
 use crate::engine::api::config::ChunkUnit;
-use crate::engine::api::progress::{ChunkDone, FileDone, LookupDone, WorkDir};
+use crate::engine::api::progress::{ChunkDone, FileDone, LookupDone};
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::CheckLevel;
@@ -162,7 +161,7 @@ impl From<&LookupDone> for LookupMeta {
     }
 }
 
-fn zip_err(path: &Path, op: &'static str, e: zip::result::ZipError) -> Error {
+pub(crate) fn zip_err(path: &Path, op: &'static str, e: zip::result::ZipError) -> Error {
     match e {
         zip::result::ZipError::Io(io) => Error::io(op, path, io),
         other => Error::NotADatabase {
@@ -170,77 +169,6 @@ fn zip_err(path: &Path, op: &'static str, e: zip::result::ZipError) -> Error {
             path: path.to_path_buf(),
             detail: format!("not a sound API archive: {other}"),
         },
-    }
-}
-
-fn options(size: u64) -> SimpleFileOptions {
-    SimpleFileOptions::default()
-        .compression_method(CompressionMethod::Deflated)
-        .compression_level(Some(6))
-        .unix_permissions(0o644)
-        .last_modified_time(zip::DateTime::default())
-        .large_file(size >= u64::from(u32::MAX))
-}
-
-/// Writes the archive at `dest` (a new file) from the work directory's files and `meta`.
-///
-/// # Errors
-/// I/O errors naming the file; [`Error::ChecksumMismatch`] when a file of the work directory
-/// no longer has the checksum it was committed with.
-pub(crate) fn write(dest: &Path, work: &WorkDir, meta: &Metadata) -> Result<()> {
-    let file = fs_util::create_new_private(dest)?;
-    let mut z = ZipWriter::new(file);
-    for (m, _) in meta.members() {
-        let path = work.file(&m.name);
-        let mut src = File::open(&path).map_err(|e| Error::io("open", &path, e))?;
-        z.start_file(m.name.as_str(), options(m.bytes))
-            .map_err(|e| zip_err(dest, "write", e))?;
-        let mut hashing = Hashing::new(&mut z);
-        io::copy(&mut src, &mut hashing).map_err(|e| Error::io("write", dest, e))?;
-        let got = hashing.finish();
-        if got != m.blake3 {
-            return Err(Error::ChecksumMismatch {
-                key: path.display().to_string(),
-                expected: m.blake3.clone(),
-                actual: got,
-            });
-        }
-    }
-    let json = serde_json::to_vec_pretty(meta).expect("metadata serializes");
-    z.start_file(METADATA, options(json.len() as u64))
-        .map_err(|e| zip_err(dest, "write", e))?;
-    z.write_all(&json)
-        .map_err(|e| Error::io("write", dest, e))?;
-    z.finish().map_err(|e| zip_err(dest, "write", e))?;
-    Ok(())
-}
-
-/// A writer that hashes what passes through.
-struct Hashing<W> {
-    inner: W,
-    hasher: blake3::Hasher,
-}
-
-impl<W: Write> Hashing<W> {
-    fn new(inner: W) -> Self {
-        Hashing {
-            inner,
-            hasher: blake3::Hasher::new(),
-        }
-    }
-    fn finish(self) -> String {
-        format!("blake3:{}", self.hasher.finalize().to_hex())
-    }
-}
-
-impl<W: Write> Write for Hashing<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
     }
 }
 

@@ -6,7 +6,6 @@
 //! No chunk is ever in memory. Both files are written beside their final names and renamed
 //! into place when whole.
 
-use std::collections::HashMap;
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
@@ -15,9 +14,10 @@ use serde_json::Value;
 
 use crate::engine::api::client::Client;
 use crate::engine::api::config::Resource;
+use crate::engine::api::flat::fill;
 use crate::engine::api::pages::each_page;
 use crate::engine::api::progress::{ChunkDone, FileDone, WorkDir};
-use crate::engine::api::rows::{Columns, Joins, flatten};
+use crate::engine::api::rows::{Columns, Joins};
 use crate::engine::api::window::Window;
 use crate::error::{Error, Result};
 use crate::fs_util;
@@ -62,11 +62,11 @@ pub(crate) fn fetch(
     params.push((resource.since_param.clone(), stamp(w.from)));
     params.push((resource.until_param.clone(), stamp(w.to)));
 
-    let body_part = work.file(&format!("{csv_name}.body"));
+    let (scratch, body_part) = work.scratch()?;
     let mut out = BufWriter::with_capacity(1 << 20, create(&jsonl_part)?);
     let mut body = csv::WriterBuilder::new()
         .flexible(true)
-        .from_writer(BufWriter::with_capacity(1 << 20, create(&body_part)?));
+        .from_writer(BufWriter::with_capacity(1 << 20, scratch));
     let csv_err = |p: &Path, e: csv::Error| Error::io("write", p, std::io::Error::other(e));
     let mut columns = Columns::default();
     let mut rows = 0u64;
@@ -74,6 +74,7 @@ pub(crate) fn fetch(
     // row; a column that appears later sends it to a second pass over the JSON lines.
     let mut one_pass = true;
     let mut cells: Vec<String> = Vec::new();
+    let mut key = String::new();
     let what = format!("{} {}", resource.name, w.label);
     let pages = each_page(
         client,
@@ -83,24 +84,15 @@ pub(crate) fn fetch(
         &resource.paging,
         &what,
         |page| {
-            for record in page {
-                serde_json::to_writer(&mut out, &record)
-                    .map_err(|e| write_err(&jsonl_part, e.into()))?;
-                out.write_all(b"\n")
-                    .map_err(|e| write_err(&jsonl_part, e))?;
-                let flat = flatten(&record);
-                if columns.add(&flat) && rows > 0 {
+            for raw in page {
+                write_line(&mut out, raw.get()).map_err(|e| write_err(&jsonl_part, e))?;
+                let added = fill(raw.get(), &mut columns, &mut cells, &mut key)
+                    .map_err(|e| write_err(&jsonl_part, std::io::Error::other(e)))?;
+                if added && rows > 0 {
                     one_pass = false;
                 }
                 if one_pass {
-                    cells.clear();
-                    cells.resize(columns.names().len(), String::new());
-                    for (k, v) in &flat {
-                        if let Some(i) = columns.index(k) {
-                            cells[i].clone_from(v);
-                        }
-                    }
-                    cells.extend(joins.cells(&flat));
+                    joins.append(&columns, &mut cells);
                     body.write_record(&cells)
                         .map_err(|e| csv_err(&body_part, e))?;
                 }
@@ -126,10 +118,10 @@ pub(crate) fn fetch(
             .map_err(|e| write_err(&csv_part, e.into_error()))?;
         let mut from = File::open(&body_part).map_err(|e| Error::io("open", &body_part, e))?;
         std::io::copy(&mut from, &mut file).map_err(|e| write_err(&csv_part, e))?;
+        drop(from);
     } else {
-        write_csv(&jsonl_part, &csv_part, &header, joins)?;
+        write_csv(&jsonl_part, &csv_part, &header, &columns, joins)?;
     }
-    fs_util::remove_if_exists(&body_part)?;
 
     let jsonl = seal(&jsonl_part, &jsonl_name, work)?;
     let csv = seal(&csv_part, &csv_name, work)?;
@@ -143,13 +135,15 @@ pub(crate) fn fetch(
     })
 }
 
-/// The CSV of the records in `jsonl`, under `header`.
-fn write_csv(jsonl: &Path, csv_path: &Path, header: &[String], joins: &Joins) -> Result<()> {
-    let index: HashMap<&str, usize> = header
-        .iter()
-        .enumerate()
-        .map(|(i, h)| (h.as_str(), i))
-        .collect();
+/// The CSV of the records in `jsonl`, under `header` (the chunk's `columns`, then the
+/// joined ones).
+fn write_csv(
+    jsonl: &Path,
+    csv_path: &Path,
+    header: &[String],
+    columns: &Columns,
+    joins: &Joins,
+) -> Result<()> {
     let file = create(csv_path)?;
     let mut w = csv::WriterBuilder::new().from_writer(BufWriter::with_capacity(1 << 20, file));
     let csv_err = |e: csv::Error| Error::io("write", csv_path, std::io::Error::other(e));
@@ -158,21 +152,29 @@ fn write_csv(jsonl: &Path, csv_path: &Path, header: &[String], joins: &Joins) ->
         1 << 20,
         File::open(jsonl).map_err(|e| Error::io("open", jsonl, e))?,
     );
-    let mut cells = vec![String::new(); header.len()];
+    let mut columns = columns.clone();
+    let (mut cells, mut key) = (Vec::new(), String::new());
     for line in reader.lines() {
         let line = line.map_err(|e| Error::io("read", jsonl, e))?;
-        let record: Value = serde_json::from_str(&line)
+        fill(&line, &mut columns, &mut cells, &mut key)
             .map_err(|e| Error::io("read", jsonl, std::io::Error::other(e)))?;
-        cells.iter_mut().for_each(String::clear);
-        for (k, v) in joins.join(flatten(&record)) {
-            if let Some(&i) = index.get(k.as_str()) {
-                cells[i] = v;
-            }
-        }
+        joins.append(&columns, &mut cells);
         w.write_record(&cells).map_err(csv_err)?;
     }
     w.flush().map_err(|e| Error::io("write", csv_path, e))?;
     Ok(())
+}
+
+/// One JSON line: the record's text as the API sent it, or, when that spans lines (a
+/// pretty-printed answer), the record written compactly.
+pub(crate) fn write_line(out: &mut impl Write, text: &str) -> std::io::Result<()> {
+    if text.contains(['\n', '\r']) {
+        let record: Value = serde_json::from_str(text).map_err(std::io::Error::other)?;
+        serde_json::to_writer(&mut *out, &record)?;
+    } else {
+        out.write_all(text.as_bytes())?;
+    }
+    out.write_all(b"\n")
 }
 
 fn create(path: &Path) -> Result<File> {

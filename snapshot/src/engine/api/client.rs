@@ -3,11 +3,9 @@
 //! `Retry-After`) within a per-request and a per-run budget, and typed errors that say which
 //! part of the export and which page failed. The token travels in a header only.
 
-use std::cell::Cell;
+use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
-
-use serde_json::Value;
 
 use crate::engine::api::config::ApiConfig;
 use crate::error::{Error, Result};
@@ -33,22 +31,44 @@ pub(crate) struct Counters {
     pub retries: u64,
 }
 
+/// A `Cell` that threads share (a chunk's pages are fetched on a thread of their own).
+#[derive(Debug)]
+struct Shared<T>(Mutex<T>);
+
+impl<T: Copy> Shared<T> {
+    fn new(v: T) -> Self {
+        Shared(Mutex::new(v))
+    }
+    fn get(&self) -> T {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn set(&self, v: T) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = v;
+    }
+}
+
 /// The client of one run.
 pub(crate) struct Client {
     agent: ureq::Agent,
     auth: Option<(String, String)>,
     min_delay: Duration,
     retries: u32,
-    budget: Cell<u32>,
+    budget: Shared<u32>,
     backoff: Duration,
     max_backoff: Duration,
-    last: Cell<Option<Instant>>,
-    counters: Cell<Counters>,
+    last: Shared<Option<Instant>>,
+    counters: Shared<Counters>,
 }
 
 /// What one attempt came to.
 enum Attempt {
-    Done(Value),
+    Done(Vec<u8>),
     /// Worth another try: the status (if any), the detail, the server's wish for a pause.
     Again(Option<u16>, String, Option<Duration>),
     /// Not worth another.
@@ -78,11 +98,11 @@ impl Client {
             auth,
             min_delay: Duration::from_millis(config.min_delay_ms),
             retries: config.retries,
-            budget: Cell::new(config.retry_budget),
+            budget: Shared::new(config.retry_budget),
             backoff: Duration::from_millis(config.backoff_ms),
             max_backoff: Duration::from_secs(config.max_backoff_secs),
-            last: Cell::new(None),
-            counters: Cell::new(Counters::default()),
+            last: Shared::new(None),
+            counters: Shared::new(Counters::default()),
         }
     }
 
@@ -91,13 +111,18 @@ impl Client {
         self.counters.get()
     }
 
-    /// The JSON at `url` (with `query` added), retried as the settings allow.
+    /// The body at `url` (with `query` added), retried as the settings allow.
     ///
     /// # Errors
     /// [`Error::AccessDenied`] at once on 401 or 403; [`Error::Fetch`] naming `asking` when
     /// the answer is no JSON, on another 4xx, or when the retries or the run's budget are
     /// spent.
-    pub fn get(&self, url: &str, query: &[(String, String)], asking: &Asking<'_>) -> Result<Value> {
+    pub fn get(
+        &self,
+        url: &str,
+        query: &[(String, String)],
+        asking: &Asking<'_>,
+    ) -> Result<Vec<u8>> {
         let mut attempt = 0u32;
         loop {
             self.pace();
@@ -179,7 +204,7 @@ impl Client {
         };
         let status = resp.status().as_u16();
         if status == 200 {
-            // Read whole, then parsed from memory: parsing from the body reader goes byte by
+            // Read whole, to be parsed from memory: parsing from the body reader goes byte by
             // byte through the transport's layers (several times slower).
             let bytes = match resp
                 .body_mut()
@@ -195,10 +220,7 @@ impl Client {
                     return Attempt::Again(Some(status), format!("reading the answer: {e}"), None);
                 }
             };
-            return match serde_json::from_slice::<Value>(&bytes) {
-                Ok(v) => Attempt::Done(v),
-                Err(e) => Attempt::Fail(Some(status), format!("the answer is not JSON: {e}")),
-            };
+            return Attempt::Done(bytes);
         }
         let wait = resp
             .headers()

@@ -1,6 +1,8 @@
 //! A resource's pages, one after the other: by `next` links, page numbers or offsets.
 
-use serde_json::Value;
+use std::collections::BTreeMap;
+
+use serde_json::value::RawValue;
 
 use crate::engine::api::client::{Asking, Client};
 use crate::engine::api::config::{PageStyle, Paging};
@@ -34,14 +36,67 @@ fn resolve(base: &str, link: &str) -> String {
     }
 }
 
-fn at<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.')
-        .filter(|p| !p.is_empty())
-        .try_fold(v, |v, k| v.get(k))
+/// A page's rows, each the exact JSON text the API sent.
+pub(crate) type Rows = Vec<Box<RawValue>>;
+
+/// The members of the object at the dotted `parents` of `raw` (`None`: absent or not an
+/// object).
+fn object_at<'a>(raw: &'a RawValue, parents: &[&str]) -> Option<BTreeMap<String, &'a RawValue>> {
+    let mut map: BTreeMap<String, &RawValue> = serde_json::from_str(raw.get()).ok()?;
+    for k in parents {
+        let child = *map.get(*k)?;
+        map = serde_json::from_str(child.get()).ok()?;
+    }
+    Some(map)
+}
+
+/// A dotted path as its parents and its last key.
+fn parts(path: &str) -> (Vec<&str>, &str) {
+    let mut keys: Vec<&str> = path.split('.').filter(|p| !p.is_empty()).collect();
+    let last = keys.pop().unwrap_or("");
+    (keys, last)
+}
+
+/// A page's rows (the answer itself when it is an array, else the array at
+/// `paging.results`) and its link to the next page, parsed without rebuilding the records
+/// (and the object holding both read once when, as usual, they are siblings).
+///
+/// # Errors
+/// What is wrong with the answer, for people.
+fn split(body: &[u8], paging: &Paging) -> std::result::Result<(Rows, Option<String>), String> {
+    let answer: &RawValue =
+        serde_json::from_slice(body).map_err(|e| format!("the answer is not JSON: {e}"))?;
+    if answer.get().trim_start().starts_with('[') {
+        let rows: Rows =
+            serde_json::from_str(answer.get()).map_err(|e| format!("the rows: {e}"))?;
+        return Ok((rows, None));
+    }
+    let no_rows = || format!("the answer has no array of rows at `{}`", paging.results);
+    let (rp, rk) = parts(&paging.results);
+    let (np, nk) = parts(&paging.next);
+    let rows_parent = object_at(answer, &rp).ok_or_else(no_rows)?;
+    let next_parent = if np == rp {
+        None
+    } else {
+        object_at(answer, &np)
+    };
+    let rows = rows_parent
+        .get(rk)
+        .and_then(|v| serde_json::from_str::<Rows>(v.get()).ok())
+        .ok_or_else(no_rows)?;
+    let next = next_parent
+        .as_ref()
+        .unwrap_or(&rows_parent)
+        .get(nk)
+        .and_then(|v| serde_json::from_str::<Option<String>>(v.get()).ok())
+        .flatten();
+    Ok((rows, next))
 }
 
 /// Calls `each` with the rows of every page of `path` (with `params`), in order; returns the
-/// number of pages.
+/// number of pages. The pages are fetched and parsed on a thread of their own, one page ahead
+/// of `each`: the server prepares the next page while this one is written (at most three
+/// pages are in memory).
 ///
 /// # Errors
 /// The client's errors; [`Error::Fetch`] when a page has no rows where `paging` says or a
@@ -53,7 +108,49 @@ pub(crate) fn each_page(
     params: &[(String, String)],
     paging: &Paging,
     what: &str,
-    mut each: impl FnMut(Vec<Value>) -> Result<()>,
+    mut each: impl FnMut(Rows) -> Result<()>,
+) -> Result<u64> {
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Rows>(1);
+        let fetcher = s.spawn(move || {
+            fetch_pages(client, base, path, params, paging, what, |rows| {
+                tx.send(rows).is_ok()
+            })
+        });
+        let mut failed = None;
+        for rows in rx.iter() {
+            if let Err(e) = each(rows) {
+                failed = Some(e);
+                break;
+            }
+        }
+        // Dropping the receiver stops the fetcher at its next page.
+        drop(rx);
+        let fetched = fetcher.join().unwrap_or_else(|_| {
+            Err(Error::Fetch {
+                url: super::redact_url(path),
+                what: what.to_string(),
+                page: 0,
+                status: None,
+                detail: "the fetching thread panicked".into(),
+            })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => fetched,
+        }
+    })
+}
+
+/// Fetches the pages, handing each page's rows to `send` until it returns `false`.
+fn fetch_pages(
+    client: &Client,
+    base: &str,
+    path: &str,
+    params: &[(String, String)],
+    paging: &Paging,
+    what: &str,
+    mut send: impl FnMut(Rows) -> bool,
 ) -> Result<u64> {
     let first = url_of(base, path);
     let size = paging.size.to_string();
@@ -73,34 +170,19 @@ pub(crate) fn each_page(
             PageStyle::Next => {}
         }
         let asking = Asking { what, page };
-        let mut answer = client.get(&url, &q, &asking)?;
-        let next = at(&answer, &paging.next)
-            .and_then(Value::as_str)
-            .map(str::to_string);
-        let rows = if answer.is_array() {
-            answer.take()
-        } else {
-            match paging
-                .results
-                .split('.')
-                .filter(|p| !p.is_empty())
-                .try_fold(&mut answer, |v, k| v.get_mut(k))
-            {
-                Some(v) => v.take(),
-                None => Value::Null,
-            }
+        let body = client.get(&url, &q, &asking)?;
+        let fail = |detail: String| Error::Fetch {
+            url: super::redact_url(&url),
+            what: what.to_string(),
+            page,
+            status: Some(200),
+            detail,
         };
-        let Value::Array(rows) = rows else {
-            return Err(Error::Fetch {
-                url: super::redact_url(&url),
-                what: what.to_string(),
-                page,
-                status: Some(200),
-                detail: format!("the answer has no array of rows at `{}`", paging.results),
-            });
-        };
+        let (rows, next) = split(&body, paging).map_err(fail)?;
         let n = rows.len() as u64;
-        each(rows)?;
+        if !send(rows) {
+            return Ok(page);
+        }
         let more = match paging.style {
             PageStyle::Next => match next {
                 Some(link) if !link.is_empty() => {

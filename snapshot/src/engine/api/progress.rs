@@ -72,7 +72,9 @@ pub(crate) struct Progress {
     pub resumed: u32,
     /// The lookups, once fetched (every one).
     pub lookups: Option<BTreeMap<String, LookupDone>>,
-    /// The finished chunks, by `resource/label`.
+    /// The finished chunks, by `resource/label` (kept in `chunks.jsonl`, a line appended per
+    /// chunk).
+    #[serde(skip, default)]
     pub chunks: BTreeMap<String, ChunkDone>,
 }
 
@@ -146,23 +148,96 @@ impl WorkDir {
         self.dir.join(name)
     }
 
-    /// The progress of an interrupted run, when there is a readable one.
+    /// The progress of an interrupted run, when there is a readable one: `progress.json` and
+    /// the chunks `chunks.jsonl` lists (a line torn by a crash is left out).
     pub fn load(&self) -> Option<Progress> {
         let bytes = fs::read(self.dir.join("progress.json")).ok()?;
-        serde_json::from_slice::<Progress>(&bytes)
+        let mut p = serde_json::from_slice::<Progress>(&bytes)
             .ok()
-            .filter(|p| p.format == FORMAT)
+            .filter(|p| p.format == FORMAT)?;
+        let log = fs::read(self.dir.join("chunks.jsonl")).unwrap_or_default();
+        for line in log.split(|b| *b == b'\n') {
+            if let Ok((key, chunk)) = serde_json::from_slice::<(String, ChunkDone)>(line) {
+                p.chunks.insert(key, chunk);
+            }
+        }
+        Some(p)
     }
 
-    /// Commits `progress`, atomically (not durably: a record lost or torn by a power failure
-    /// starts the run over, and every file it lists is checked against its checksum when a run
-    /// resumes from it — a kill loses nothing).
+    /// Commits `progress` whole: `progress.json` and every chunk in `chunks.jsonl`, each
+    /// replaced atomically. Not durably: a record lost or torn by a power failure starts the
+    /// run over or leaves a chunk out, and every file a resumed run takes is checked against
+    /// its checksum first — a kill loses nothing.
     ///
     /// # Errors
     /// I/O errors naming the file.
     pub fn commit(&self, progress: &Progress) -> Result<()> {
+        let mut log = Vec::new();
+        for (key, chunk) in &progress.chunks {
+            serde_json::to_writer(&mut log, &(key, chunk)).expect("a chunk serializes");
+            log.push(b'\n');
+        }
+        fs_util::write_scratch(&self.dir.join("chunks.jsonl"), &log)?;
         let bytes = serde_json::to_vec_pretty(progress).expect("progress serializes");
         fs_util::write_scratch(&self.dir.join("progress.json"), &bytes)
+    }
+
+    /// Records one more finished chunk: a line appended to `chunks.jsonl` (one write; no file
+    /// is created per chunk).
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn record(&self, key: &str, chunk: &ChunkDone) -> Result<()> {
+        let mut line = serde_json::to_vec(&(key, chunk)).expect("a chunk serializes");
+        line.push(b'\n');
+        let path = self.dir.join("chunks.jsonl");
+        let mut f = File::options()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        std::io::Write::write_all(&mut f, &line).map_err(|e| Error::io("write", &path, e))
+    }
+
+    /// Records a chunk's own zip (by its CSV's name): a line appended to `packed.jsonl`.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn record_pack(&self, csv: &str, zip: &FileDone) -> Result<()> {
+        let mut line = serde_json::to_vec(&(csv, zip)).expect("a record serializes");
+        line.push(b'\n');
+        let path = self.dir.join("packed.jsonl");
+        let mut f = File::options()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        std::io::Write::write_all(&mut f, &line).map_err(|e| Error::io("write", &path, e))
+    }
+
+    /// The chunks' own zips recorded so far, by their CSV's name (checked when used).
+    pub fn packed(&self) -> std::collections::HashMap<String, FileDone> {
+        let log = fs::read(self.dir.join("packed.jsonl")).unwrap_or_default();
+        log.split(|b| *b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<(String, FileDone)>(line).ok())
+            .collect()
+    }
+
+    /// A scratch file reused by every chunk of the run (truncated, never created anew: file
+    /// creation is what costs most per chunk on ext4).
+    ///
+    /// # Errors
+    /// I/O errors naming it.
+    pub fn scratch(&self) -> Result<(File, PathBuf)> {
+        let path = self.dir.join("scratch.csv");
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(|e| Error::io("open", &path, e))?;
+        Ok((f, path))
     }
 
     /// Empties the directory (a fresh run), keeping the lock.

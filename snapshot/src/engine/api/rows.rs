@@ -69,6 +69,12 @@ impl Columns {
         added
     }
 
+    /// Adds the column `name` (not seen yet).
+    pub fn push(&mut self, name: String) {
+        self.seen.insert(name.clone(), self.order.len());
+        self.order.push(name);
+    }
+
     /// The position of the column `name`.
     pub fn index(&self, name: &str) -> Option<usize> {
         self.seen.get(name).copied()
@@ -151,33 +157,30 @@ impl Joins {
         self.names.clone()
     }
 
-    /// The joined cells of `row`, in [`columns`](Self::columns) order (empty when a key is
-    /// unknown: a left join).
-    pub fn cells(&self, row: &Flat) -> Vec<String> {
-        let mut out: Vec<String> = Vec::new();
-        let names = &self.names;
+    /// Appends the joined cells to `cells`, a row's own cells by `columns` (empty cells when
+    /// a key is unknown: a left join). A lookup's join column may be one an earlier lookup
+    /// added.
+    pub fn append(&self, columns: &Columns, cells: &mut Vec<String>) {
+        let own = cells.len();
         for l in &self.lookups {
-            let key = row
-                .iter()
-                .find(|(k, _)| *k == l.join)
-                .map(|(_, v)| v.as_str())
-                .or_else(|| {
-                    names
-                        .iter()
-                        .position(|n| *n == l.join)
-                        .and_then(|i| out.get(i).map(String::as_str))
-                });
-            let found = key.and_then(|k| l.rows.get(k)).cloned();
+            let at = columns.index(&l.join).or_else(|| {
+                self.names
+                    .iter()
+                    .position(|n| *n == l.join)
+                    .map(|p| own + p)
+                    .filter(|i| *i < cells.len())
+            });
+            let found = at.and_then(|i| l.rows.get(cells[i].as_str()));
             match found {
-                Some(cells) => out.extend(cells),
-                None => out.extend(std::iter::repeat_n(String::new(), l.columns.len())),
+                Some(row) => cells.extend(row.iter().cloned()),
+                None => cells.extend(std::iter::repeat_n(String::new(), l.columns.len())),
             }
         }
-        out
     }
 
     /// `row` with every lookup's columns added (empty cells when its key is unknown: a left
     /// join). A lookup's join column may be one an earlier lookup added.
+    #[cfg(test)]
     pub fn join(&self, mut row: Flat) -> Flat {
         for l in &self.lookups {
             let key = row
@@ -203,14 +206,15 @@ mod tests {
     fn records_flatten_to_dotted_columns_and_lookups_chain() {
         let flat =
             flatten(&json!({"id": 1, "loc": {"lat": 1.5, "lon": null}, "tags": [1, 2], "e": {}}));
+        // A `Value`'s keys are in name order.
         assert_eq!(
             flat,
             vec![
+                ("e".into(), "{}".into()),
                 ("id".into(), "1".into()),
                 ("loc.lat".into(), "1.5".into()),
                 ("loc.lon".into(), String::new()),
                 ("tags".into(), "[1,2]".into()),
-                ("e".into(), "{}".into()),
             ]
         );
         let subjects = [json!({"id": "s1", "name": "Ana", "group": "g1"})];
@@ -231,16 +235,20 @@ mod tests {
         ]);
         assert_eq!(
             joins.columns(),
-            ["subjects.name", "subjects.group", "groups.name"]
+            ["subjects.group", "subjects.name", "groups.name"]
         );
         let row = joins.join(flatten(&json!({"subject": "s1"})));
         assert_eq!(row[3], ("groups.name".into(), "Herd".into()));
-        let flat = flatten(&json!({"subject": "s1"}));
-        let tail: Vec<String> = joins.join(flat.clone())[1..]
-            .iter()
-            .map(|c| c.1.clone())
-            .collect();
-        assert_eq!(joins.cells(&flat), tail);
+        let tail: Vec<String> = row[1..].iter().map(|c| c.1.clone()).collect();
+        let (mut columns, mut cells, mut key) = (Columns::default(), Vec::new(), String::new());
+        let fill = crate::engine::api::flat::fill;
+        assert!(fill(r#"{"subject": "s1"}"#, &mut columns, &mut cells, &mut key).unwrap());
+        joins.append(&columns, &mut cells);
+        assert_eq!(cells[1..], tail[..]);
+        let mut again = Vec::new();
+        let other = r#"{"subject": "s2", "extra": {"a": [1]}}"#;
+        assert!(fill(other, &mut columns, &mut again, &mut key).unwrap());
+        assert_eq!(again, ["s2", "[1]"]);
         let unknown = joins.join(flatten(&json!({"subject": "nobody"})));
         assert!(
             unknown[1..].iter().all(|(_, v)| v.is_empty()),

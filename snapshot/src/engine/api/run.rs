@@ -3,6 +3,7 @@
 //! archive written from them. A run killed at any point leaves the chunks it finished; the
 //! next run with the same settings resumes there and redoes only the chunk that was cut.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, BufWriter, Write};
 
@@ -14,6 +15,7 @@ use crate::engine::api::archive::{self, Archive, ChunkMeta, LookupMeta, Metadata
 use crate::engine::api::chunk::{self, names};
 use crate::engine::api::client::Client;
 use crate::engine::api::config::{ApiConfig, Lookup, Resource};
+use crate::engine::api::pack;
 use crate::engine::api::pages::each_page;
 use crate::engine::api::progress::{ChunkDone, FileDone, LookupDone, Progress, WorkDir};
 use crate::engine::api::rows::{Joins, Loaded};
@@ -122,11 +124,91 @@ pub(crate) fn run(source: &ApiSource, input: &RunInput<'_>) -> Result<()> {
         });
 
     let chunks = windows(progress.from, progress.to, config.chunk);
-    let total = (chunks.len() * config.resources.len()) as u64;
+    // Finished chunks are compressed on a thread of their own while the next are fetched.
+    let packed = std::thread::scope(|s| -> Result<HashMap<String, FileDone>> {
+        let (tx, rx) = std::sync::mpsc::channel::<(FileDone, FileDone)>();
+        let work = &work;
+        let packer = s.spawn(move || {
+            let mut packed = work.packed();
+            for (csv, jsonl) in rx {
+                if packed.get(&csv.name).is_some_and(|p| work.intact(p)) {
+                    continue;
+                }
+                // A chunk that cannot be packed here is compressed into the archive instead.
+                match pack::pack_chunk(work, &csv, &jsonl) {
+                    Ok(z) => {
+                        let _ = work.record_pack(&csv.name, &z);
+                        packed.insert(csv.name, z);
+                    }
+                    Err(e) => tracing::debug!(chunk = %csv.name, error = %e, "not packed ahead"),
+                }
+            }
+            packed
+        });
+        for c in progress.chunks.values() {
+            let _ = tx.send((c.csv.clone(), c.jsonl.clone()));
+        }
+        let fetched = fetch_chunks(
+            &Fetching {
+                client: &client,
+                base,
+                config,
+                joins: &joins,
+                work,
+                listener: input.listener,
+            },
+            &chunks,
+            &mut progress,
+            previous.as_mut().map(|(a, m)| (a, &*m)),
+            &mut |c: &ChunkDone| {
+                let _ = tx.send((c.csv.clone(), c.jsonl.clone()));
+            },
+        );
+        drop(tx);
+        let packed = packer.join().unwrap_or_default();
+        fetched.map(|()| packed)
+    })?;
+    if let Some(l) = input.listener {
+        l(&CaptureProgress {
+            done: progress.chunks.len() as u64,
+            total: progress.chunks.len() as u64,
+            items: progress.chunks.values().map(|c| c.rows).sum(),
+            detail: "writing the archive".into(),
+        });
+    }
+    let meta = metadata(source, &progress, &client, &chunks);
+    pack::write(input.dest, &work, &meta, &packed)?;
+    work.finish();
+    Ok(())
+}
+
+/// What fetching the chunks needs.
+struct Fetching<'a> {
+    client: &'a Client,
+    base: &'a str,
+    config: &'a ApiConfig,
+    joins: &'a Joins,
+    work: &'a WorkDir,
+    listener: Option<&'a ProgressFn<'a>>,
+}
+
+/// Fetches (or takes from the previous archive) every chunk `progress` does not have yet,
+/// committing each and handing it to `finished`.
+///
+/// # Errors
+/// As [`run`].
+fn fetch_chunks(
+    f: &Fetching<'_>,
+    chunks: &[Window],
+    progress: &mut Progress,
+    mut previous: Option<(&mut Archive, &Metadata)>,
+    finished: &mut dyn FnMut(&ChunkDone),
+) -> Result<()> {
+    let total = (chunks.len() * f.config.resources.len()) as u64;
     let mut rows_before: u64 = progress.chunks.values().map(|c| c.rows).sum();
     let mut done = progress.chunks.len() as u64;
     let tell = |done: u64, items: u64, detail: &str| {
-        if let Some(l) = input.listener {
+        if let Some(l) = f.listener {
             l(&CaptureProgress {
                 done,
                 total,
@@ -135,8 +217,8 @@ pub(crate) fn run(source: &ApiSource, input: &RunInput<'_>) -> Result<()> {
             });
         }
     };
-    for r in &config.resources {
-        for w in &chunks {
+    for r in &f.config.resources {
+        for w in chunks {
             let key = format!("{}/{}", r.name, w.label);
             if progress.chunks.contains_key(&key) {
                 continue;
@@ -145,23 +227,20 @@ pub(crate) fn run(source: &ApiSource, input: &RunInput<'_>) -> Result<()> {
             tell(done, rows_before, &detail);
             let reused = previous
                 .as_mut()
-                .and_then(|(a, m)| reuse(a, m, r, w, &work));
+                .and_then(|(a, m)| reuse(a, m, r, w, f.work));
             let c = match reused {
                 Some(c) => c,
-                None => chunk::fetch(&client, base, r, w, &joins, &work, &mut |rows| {
+                None => chunk::fetch(f.client, f.base, r, w, f.joins, f.work, &mut |rows| {
                     tell(done, rows_before + rows, &detail);
                 })?,
             };
             rows_before += c.rows;
             done += 1;
+            f.work.record(&key, &c)?;
+            finished(&c);
             progress.chunks.insert(key, c);
-            work.commit(&progress)?;
         }
     }
-    tell(done, rows_before, "writing the archive");
-    let meta = metadata(source, &progress, &client, &chunks);
-    archive::write(input.dest, &work, &meta)?;
-    work.finish();
     Ok(())
 }
 
@@ -226,11 +305,8 @@ fn fetch_lookup(client: &Client, base: &str, l: &Lookup, work: &WorkDir) -> Resu
         .collect();
     let what = format!("lookup {}", l.name);
     each_page(client, base, &l.path, &params, &l.paging, &what, |page| {
-        for record in page {
-            serde_json::to_writer(&mut out, &record)
-                .map_err(|e| Error::io("write", &part, e.into()))?;
-            out.write_all(b"\n")
-                .map_err(|e| Error::io("write", &part, e))?;
+        for raw in page {
+            chunk::write_line(&mut out, raw.get()).map_err(|e| Error::io("write", &part, e))?;
             rows += 1;
         }
         Ok(())
