@@ -293,7 +293,8 @@ fn a_spent_budget_is_a_typed_error_and_the_next_run_resumes() -> Result<()> {
         .iter()
         .filter(|(k, n)| before.get(*k).is_some_and(|b| b < n))
         .count();
-    ensure!(refetched <= 1, "{refetched} chunks fetched again");
+    // The chunk that failed, and at most the next one's first page (read ahead).
+    ensure!(refetched <= 2, "{refetched} chunks fetched again");
     ensure!(
         !f.dir.path().join("work").exists(),
         "the work directory goes with a finished run"

@@ -269,6 +269,7 @@ fn runs_killed_at_random_points_resume_to_the_archive_of_an_uninterrupted_run() 
     let ref_meta = metadata(&reference)?;
     let mut seed = 0x2545_f491_4f6c_dd1d_u64 ^ u64::from(std::process::id());
     let mut resumed_runs = 0;
+    let mut most_refetched = 0;
     for round in 0..20 {
         seed ^= seed << 13;
         seed ^= seed >> 7;
@@ -298,10 +299,12 @@ fn runs_killed_at_random_points_resume_to_the_archive_of_an_uninterrupted_run() 
         if interrupted {
             resumed_runs += 1;
             ensure!(meta["resumed"] == true, "round {round}: not marked resumed");
-            // Chunks the killed run had begun and the resume fetched again: at most one.
+            // Chunks the killed run had begun and the resume fetched again: the one being
+            // written, and at most the first page of the next (pages are read one ahead).
             let after = f.api.first_pages();
             let again = count_refetched(&before, &killed_pages, &after);
-            ensure!(again <= 1, "round {round}: {again} chunks fetched twice");
+            ensure!(again <= 2, "round {round}: {again} chunks fetched twice");
+            most_refetched = most_refetched.max(again);
         }
     }
     ensure!(

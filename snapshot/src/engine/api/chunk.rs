@@ -8,14 +8,13 @@
 
 use std::fs::{self, File};
 use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::engine::api::client::Client;
 use crate::engine::api::config::Resource;
 use crate::engine::api::flat::fill;
-use crate::engine::api::pages::each_page;
+use crate::engine::api::pages::Rows;
 use crate::engine::api::progress::{ChunkDone, FileDone, WorkDir};
 use crate::engine::api::rows::{Columns, Joins};
 use crate::engine::api::window::Window;
@@ -33,27 +32,8 @@ pub(crate) fn names(resource: &str, w: &Window) -> (String, String) {
     (format!("{stem}.csv"), format!("{stem}.jsonl"))
 }
 
-/// Fetches the chunk `w` of `resource` into the work directory; `on_page` hears the rows so
-/// far after each page.
-///
-/// # Errors
-/// The client's errors naming the chunk and page; I/O errors naming the file.
-pub(crate) fn fetch(
-    client: &Client,
-    base: &str,
-    resource: &Resource,
-    w: &Window,
-    joins: &Joins,
-    work: &WorkDir,
-    on_page: &mut dyn FnMut(u64),
-) -> Result<ChunkDone> {
-    let (csv_name, jsonl_name) = names(&resource.name, w);
-    let jsonl_path = work.file(&jsonl_name);
-    let dir = jsonl_path.parent().expect("a chunk file has a folder");
-    fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    let jsonl_part = work.file(&format!("{jsonl_name}.part"));
-    let csv_part = work.file(&format!("{csv_name}.part"));
-
+/// The query of the chunk `w` of `resource`: its parameters and its window.
+pub(crate) fn params(resource: &Resource, w: &Window) -> Vec<(String, String)> {
     let mut params: Vec<(String, String)> = resource
         .params
         .iter()
@@ -61,78 +41,144 @@ pub(crate) fn fetch(
         .collect();
     params.push((resource.since_param.clone(), stamp(w.from)));
     params.push((resource.until_param.clone(), stamp(w.to)));
+    params
+}
 
-    let (scratch, body_part) = work.scratch()?;
-    let mut out = BufWriter::with_capacity(1 << 20, create(&jsonl_part)?);
-    let mut body = csv::WriterBuilder::new()
-        .flexible(true)
-        .from_writer(BufWriter::with_capacity(1 << 20, scratch));
-    let csv_err = |p: &Path, e: csv::Error| Error::io("write", p, std::io::Error::other(e));
-    let mut columns = Columns::default();
-    let mut rows = 0u64;
-    // The CSV is written in the same pass while the chunk's columns stay those of its first
-    // row; a column that appears later sends it to a second pass over the JSON lines.
-    let mut one_pass = true;
-    let mut cells: Vec<String> = Vec::new();
-    let mut key = String::new();
-    let what = format!("{} {}", resource.name, w.label);
-    let pages = each_page(
-        client,
-        base,
-        &resource.path,
-        &params,
-        &resource.paging,
-        &what,
-        |page| {
-            for raw in page {
-                write_line(&mut out, raw.get()).map_err(|e| write_err(&jsonl_part, e))?;
-                let added = fill(raw.get(), &mut columns, &mut cells, &mut key)
-                    .map_err(|e| write_err(&jsonl_part, std::io::Error::other(e)))?;
-                if added && rows > 0 {
-                    one_pass = false;
-                }
-                if one_pass {
-                    joins.append(&columns, &mut cells);
-                    body.write_record(&cells)
-                        .map_err(|e| csv_err(&body_part, e))?;
-                }
-                rows += 1;
-            }
-            on_page(rows);
-            Ok(())
-        },
-    )?;
-    out.flush().map_err(|e| write_err(&jsonl_part, e))?;
-    drop(out);
-    body.flush().map_err(|e| write_err(&body_part, e))?;
-    drop(body);
+/// A chunk being written: its JSON lines and its CSV rows, page after page.
+pub(crate) struct ChunkWriter<'a> {
+    work: &'a WorkDir,
+    joins: &'a Joins,
+    csv_name: String,
+    jsonl_name: String,
+    jsonl_part: PathBuf,
+    csv_part: PathBuf,
+    body_part: PathBuf,
+    out: BufWriter<File>,
+    body: csv::Writer<BufWriter<File>>,
+    columns: Columns,
+    cells: Vec<String>,
+    key: String,
+    /// The CSV is written in the same pass while the chunk's columns stay those of its first
+    /// row; a column that appears later sends it to a second pass over the JSON lines.
+    one_pass: bool,
+    rows: u64,
+}
 
-    let mut header: Vec<String> = columns.names().to_vec();
-    header.extend(joins.columns());
-    if one_pass {
-        let mut csv = csv::Writer::from_writer(create(&csv_part)?);
-        csv.write_record(&header)
-            .map_err(|e| csv_err(&csv_part, e))?;
-        let mut file = csv
-            .into_inner()
-            .map_err(|e| write_err(&csv_part, e.into_error()))?;
-        let mut from = File::open(&body_part).map_err(|e| Error::io("open", &body_part, e))?;
-        std::io::copy(&mut from, &mut file).map_err(|e| write_err(&csv_part, e))?;
-        drop(from);
-    } else {
-        write_csv(&jsonl_part, &csv_part, &header, &columns, joins)?;
+impl<'a> ChunkWriter<'a> {
+    /// Starts the chunk `w` of `resource` in the work directory.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn new(
+        resource: &Resource,
+        w: &Window,
+        joins: &'a Joins,
+        work: &'a WorkDir,
+    ) -> Result<Self> {
+        let (csv_name, jsonl_name) = names(&resource.name, w);
+        let jsonl_path = work.file(&jsonl_name);
+        let dir = jsonl_path.parent().expect("a chunk file has a folder");
+        fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        let jsonl_part = work.file(&format!("{jsonl_name}.part"));
+        let csv_part = work.file(&format!("{csv_name}.part"));
+        let (scratch, body_part) = work.scratch()?;
+        Ok(ChunkWriter {
+            work,
+            joins,
+            out: BufWriter::with_capacity(1 << 20, create(&jsonl_part)?),
+            body: csv::WriterBuilder::new()
+                .flexible(true)
+                .from_writer(BufWriter::with_capacity(1 << 20, scratch)),
+            csv_name,
+            jsonl_name,
+            jsonl_part,
+            csv_part,
+            body_part,
+            columns: Columns::default(),
+            cells: Vec::new(),
+            key: String::new(),
+            one_pass: true,
+            rows: 0,
+        })
     }
 
-    let jsonl = seal(&jsonl_part, &jsonl_name, work)?;
-    let csv = seal(&csv_part, &csv_name, work)?;
-    Ok(ChunkDone {
-        rows,
-        csv,
-        jsonl,
-        columns: header,
-        pages,
-        reused: false,
-    })
+    /// Rows so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Writes a page's rows.
+    ///
+    /// # Errors
+    /// I/O errors naming the file; a record that is not JSON.
+    pub fn add(&mut self, page: Rows) -> Result<()> {
+        for raw in page {
+            write_line(&mut self.out, raw.get()).map_err(|e| write_err(&self.jsonl_part, e))?;
+            let added = fill(raw.get(), &mut self.columns, &mut self.cells, &mut self.key)
+                .map_err(|e| write_err(&self.jsonl_part, std::io::Error::other(e)))?;
+            if added && self.rows > 0 {
+                self.one_pass = false;
+            }
+            if self.one_pass {
+                self.joins.append(&self.columns, &mut self.cells);
+                self.body
+                    .write_record(&self.cells)
+                    .map_err(|e| csv_err(&self.body_part, e))?;
+            }
+            self.rows += 1;
+        }
+        Ok(())
+    }
+
+    /// Finishes the chunk (fetched in `pages` pages): the CSV's header and rows, both files
+    /// renamed into place.
+    ///
+    /// # Errors
+    /// I/O errors naming the file.
+    pub fn finish(mut self, pages: u64) -> Result<ChunkDone> {
+        self.out
+            .flush()
+            .map_err(|e| write_err(&self.jsonl_part, e))?;
+        self.body
+            .flush()
+            .map_err(|e| write_err(&self.body_part, e))?;
+        let mut header: Vec<String> = self.columns.names().to_vec();
+        header.extend(self.joins.columns());
+        let csv_part = &self.csv_part;
+        if self.one_pass {
+            let mut csv = csv::Writer::from_writer(create(csv_part)?);
+            csv.write_record(&header)
+                .map_err(|e| csv_err(csv_part, e))?;
+            let mut file = csv
+                .into_inner()
+                .map_err(|e| write_err(csv_part, e.into_error()))?;
+            let mut from =
+                File::open(&self.body_part).map_err(|e| Error::io("open", &self.body_part, e))?;
+            std::io::copy(&mut from, &mut file).map_err(|e| write_err(csv_part, e))?;
+        } else {
+            write_csv(
+                &self.jsonl_part,
+                csv_part,
+                &header,
+                &self.columns,
+                self.joins,
+            )?;
+        }
+        let jsonl = seal(&self.jsonl_part, &self.jsonl_name, self.work)?;
+        let csv = seal(csv_part, &self.csv_name, self.work)?;
+        Ok(ChunkDone {
+            rows: self.rows,
+            csv,
+            jsonl,
+            columns: header,
+            pages,
+            reused: false,
+        })
+    }
+}
+
+fn csv_err(p: &Path, e: csv::Error) -> Error {
+    Error::io("write", p, std::io::Error::other(e))
 }
 
 /// The CSV of the records in `jsonl`, under `header` (the chunk's `columns`, then the

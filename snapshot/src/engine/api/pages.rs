@@ -142,8 +142,12 @@ pub(crate) fn each_page(
     })
 }
 
-/// Fetches the pages, handing each page's rows to `send` until it returns `false`.
-fn fetch_pages(
+/// Fetches the pages, handing each page's rows to `send` until it returns `false`; the
+/// number of pages.
+///
+/// # Errors
+/// As [`each_page`].
+pub(crate) fn fetch_pages(
     client: &Client,
     base: &str,
     path: &str,

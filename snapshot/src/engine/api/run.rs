@@ -16,7 +16,7 @@ use crate::engine::api::chunk::{self, names};
 use crate::engine::api::client::Client;
 use crate::engine::api::config::{ApiConfig, Lookup, Resource};
 use crate::engine::api::pack;
-use crate::engine::api::pages::each_page;
+use crate::engine::api::pages::{self, Rows, each_page};
 use crate::engine::api::progress::{ChunkDone, FileDone, LookupDone, Progress, WorkDir};
 use crate::engine::api::rows::{Joins, Loaded};
 use crate::engine::api::window::{Window, windows};
@@ -192,8 +192,18 @@ struct Fetching<'a> {
     listener: Option<&'a ProgressFn<'a>>,
 }
 
+/// What the fetching thread hands over.
+enum Msg {
+    /// A page of the `n`-th chunk to fetch.
+    Page(usize, Rows),
+    /// The `n`-th chunk is complete, in so many pages.
+    Done(usize, u64),
+}
+
 /// Fetches (or takes from the previous archive) every chunk `progress` does not have yet,
-/// committing each and handing it to `finished`.
+/// committing each and handing it to `finished`. The pages are fetched on a thread of their
+/// own that runs on from one chunk into the next, so the server prepares the next pages while
+/// this thread writes and closes a chunk (at most three pages are in memory).
 ///
 /// # Errors
 /// As [`run`].
@@ -206,42 +216,87 @@ fn fetch_chunks(
 ) -> Result<()> {
     let total = (chunks.len() * f.config.resources.len()) as u64;
     let mut rows_before: u64 = progress.chunks.values().map(|c| c.rows).sum();
-    let mut done = progress.chunks.len() as u64;
-    let tell = |done: u64, items: u64, detail: &str| {
+    let tell = |done: usize, items: u64, detail: &str| {
         if let Some(l) = f.listener {
             l(&CaptureProgress {
-                done,
+                done: done as u64,
                 total,
                 items,
                 detail: detail.to_string(),
             });
         }
     };
+    let mut todo: Vec<(&Resource, &Window)> = Vec::new();
     for r in &f.config.resources {
         for w in chunks {
             let key = format!("{}/{}", r.name, w.label);
             if progress.chunks.contains_key(&key) {
                 continue;
             }
-            let detail = format!("{} {}", r.name, w.label);
-            tell(done, rows_before, &detail);
-            let reused = previous
+            match previous
                 .as_mut()
-                .and_then(|(a, m)| reuse(a, m, r, w, f.work));
-            let c = match reused {
-                Some(c) => c,
-                None => chunk::fetch(f.client, f.base, r, w, f.joins, f.work, &mut |rows| {
-                    tell(done, rows_before + rows, &detail);
-                })?,
-            };
-            rows_before += c.rows;
-            done += 1;
-            f.work.record(&key, &c)?;
-            finished(&c);
-            progress.chunks.insert(key, c);
+                .and_then(|(a, m)| reuse(a, m, r, w, f.work))
+            {
+                Some(c) => {
+                    rows_before += c.rows;
+                    f.work.record(&key, &c)?;
+                    finished(&c);
+                    progress.chunks.insert(key, c);
+                }
+                None => todo.push((r, w)),
+            }
         }
     }
-    Ok(())
+    let todo = &todo;
+    std::thread::scope(|s| -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Msg>>(1);
+        s.spawn(move || {
+            for (i, (r, w)) in todo.iter().enumerate() {
+                let what = format!("{} {}", r.name, w.label);
+                let params = chunk::params(r, w);
+                let send = |rows| tx.send(Ok(Msg::Page(i, rows))).is_ok();
+                let fetched =
+                    pages::fetch_pages(f.client, f.base, &r.path, &params, &r.paging, &what, send);
+                let msg = fetched.map(|pages| Msg::Done(i, pages));
+                let stop = msg.is_err();
+                if tx.send(msg).is_err() || stop {
+                    return;
+                }
+            }
+        });
+        let mut writer: Option<chunk::ChunkWriter<'_>> = None;
+        for msg in rx {
+            match msg? {
+                Msg::Page(i, rows) => {
+                    let (r, w) = todo[i];
+                    if writer.is_none() {
+                        writer = Some(chunk::ChunkWriter::new(r, w, f.joins, f.work)?);
+                    }
+                    let wr = writer.as_mut().expect("a chunk being written");
+                    wr.add(rows)?;
+                    tell(
+                        progress.chunks.len(),
+                        rows_before + wr.rows(),
+                        &format!("{} {}", r.name, w.label),
+                    );
+                }
+                Msg::Done(i, pages) => {
+                    let (r, w) = todo[i];
+                    let wr = match writer.take() {
+                        Some(wr) => wr,
+                        None => chunk::ChunkWriter::new(r, w, f.joins, f.work)?,
+                    };
+                    let c = wr.finish(pages)?;
+                    rows_before += c.rows;
+                    let key = format!("{}/{}", r.name, w.label);
+                    f.work.record(&key, &c)?;
+                    finished(&c);
+                    progress.chunks.insert(key, c);
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// The chunk `w` of `r` out of the previous archive, when it was whole there with the same
