@@ -96,7 +96,7 @@ pub struct LookupMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Metadata {
-    /// [`FORMAT`].
+    /// `snapshot-api/1`.
     pub format: String,
     /// The API's base URL, without credentials.
     pub base_url: String,
