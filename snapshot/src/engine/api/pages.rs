@@ -94,9 +94,8 @@ fn split(body: &[u8], paging: &Paging) -> std::result::Result<(Rows, Option<Stri
 }
 
 /// Calls `each` with the rows of every page of `path` (with `params`), in order; returns the
-/// number of pages. The pages are fetched and parsed on a thread of their own, one page ahead
-/// of `each`: the server prepares the next page while this one is written (at most three
-/// pages are in memory).
+/// number of pages. (The chunks of a run are read ahead on a thread by `run.rs`; this is for
+/// the lookups, fetched once.)
 ///
 /// # Errors
 /// The client's errors; [`Error::Fetch`] when a page has no rows where `paging` says or a
@@ -110,36 +109,12 @@ pub(crate) fn each_page(
     what: &str,
     mut each: impl FnMut(Rows) -> Result<()>,
 ) -> Result<u64> {
-    std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Rows>(1);
-        let fetcher = s.spawn(move || {
-            fetch_pages(client, base, path, params, paging, what, |rows| {
-                tx.send(rows).is_ok()
-            })
-        });
-        let mut failed = None;
-        for rows in rx.iter() {
-            if let Err(e) = each(rows) {
-                failed = Some(e);
-                break;
-            }
-        }
-        // Dropping the receiver stops the fetcher at its next page.
-        drop(rx);
-        let fetched = fetcher.join().unwrap_or_else(|_| {
-            Err(Error::Fetch {
-                url: super::redact_url(path),
-                what: what.to_string(),
-                page: 0,
-                status: None,
-                detail: "the fetching thread panicked".into(),
-            })
-        });
-        match failed {
-            Some(e) => Err(e),
-            None => fetched,
-        }
-    })
+    let mut failed = None;
+    let pages = fetch_pages(client, base, path, params, paging, what, |rows| {
+        failed = each(rows).err();
+        failed.is_none()
+    })?;
+    failed.map_or(Ok(pages), Err)
 }
 
 /// Fetches the pages, handing each page's rows to `send` until it returns `false`; the

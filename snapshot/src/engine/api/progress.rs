@@ -188,15 +188,7 @@ impl WorkDir {
     /// # Errors
     /// I/O errors naming the file.
     pub fn record(&self, key: &str, chunk: &ChunkDone) -> Result<()> {
-        let mut line = serde_json::to_vec(&(key, chunk)).expect("a chunk serializes");
-        line.push(b'\n');
-        let path = self.dir.join("chunks.jsonl");
-        let mut f = File::options()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(|e| Error::io("open", &path, e))?;
-        std::io::Write::write_all(&mut f, &line).map_err(|e| Error::io("write", &path, e))
+        self.append("chunks.jsonl", &(key, chunk))
     }
 
     /// Records a chunk's own zip (by its CSV's name): a line appended to `packed.jsonl`.
@@ -204,9 +196,14 @@ impl WorkDir {
     /// # Errors
     /// I/O errors naming the file.
     pub fn record_pack(&self, csv: &str, zip: &FileDone) -> Result<()> {
-        let mut line = serde_json::to_vec(&(csv, zip)).expect("a record serializes");
+        self.append("packed.jsonl", &(csv, zip))
+    }
+
+    /// Appends `record` as one JSON line to the log `name`, in one write.
+    fn append(&self, name: &str, record: &impl serde::Serialize) -> Result<()> {
+        let mut line = serde_json::to_vec(record).expect("a record serializes");
         line.push(b'\n');
-        let path = self.dir.join("packed.jsonl");
+        let path = self.dir.join(name);
         let mut f = File::options()
             .append(true)
             .create(true)
