@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use zip::ZipArchive;
 
 use crate::engine::api::config::ChunkUnit;
-use crate::engine::api::progress::{ChunkDone, FileDone, LookupDone};
+use crate::engine::api::progress::{FileDone, LookupDone};
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::CheckLevel;
@@ -143,12 +143,6 @@ impl Metadata {
             }
         }
         out
-    }
-}
-
-impl From<&ChunkDone> for (FileMeta, FileMeta) {
-    fn from(c: &ChunkDone) -> Self {
-        ((&c.csv).into(), (&c.jsonl).into())
     }
 }
 
