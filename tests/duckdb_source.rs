@@ -362,7 +362,7 @@ fn a_missing_file_is_source_missing_and_is_not_created() -> Result<()> {
 }
 
 #[test]
-fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
+fn restore_while_the_database_is_open_goes_through_its_holder_or_says_who_holds_it() -> Result<()> {
     if let Some(db) = std::env::var_os(CHILD_HOLDER) {
         // Hold the database open until the parent closes our stdin.
         let conn = Connection::open(&db).expect("open");
@@ -380,40 +380,49 @@ fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
     let db = dir.path().join("app.duckdb");
     closed_db(&db, 100)?;
 
-    // The application has the database open in this process.
+    // The application has the database open in this process; a keyless table beside the keyed
+    // one (a whole restore replaces it whole).
     let app = Connection::open(&db)?;
+    app.execute_batch(
+        "CREATE TABLE notes(body VARCHAR); INSERT INTO notes VALUES ('a'), ('a'), ('b');",
+    )?;
     let live = manager(DuckDbSource::with_connection(&db, &app)?, &store)?;
     let r = take(&live, 1)?;
-    app.execute_batch("DELETE FROM measures WHERE id >= 50")?;
+    app.execute_batch("DELETE FROM measures WHERE id >= 50; DELETE FROM notes WHERE body = 'b';")?;
 
+    // A second instance in this process cannot: it says so, and how.
     let admin = manager(DuckDbSource::new(&db), &store)?;
-    for (who, m) in [
-        ("through the app's connection", &live),
-        ("beside it", &admin),
-    ] {
-        match m.restore(&r.snapshot_id) {
-            Err(Error::TargetLocked { path, .. }) => {
-                ensure!(path == db, "{who}: {}", path.display())
-            }
-            other => bail!("{who}: expected TargetLocked, got {other:?}"),
-        }
-        ensure!(
-            count(&app, "measures")? == 50,
-            "{who}: the live data changed"
-        );
+    match admin.restore(&r.snapshot_id) {
+        Err(Error::TargetLocked { path, detail }) => ensure!(
+            path == db
+                && detail.contains("held by this process")
+                && detail.contains("with_connection"),
+            "{}: {detail}",
+            path.display()
+        ),
+        other => bail!("beside the app: expected TargetLocked, got {other:?}"),
     }
-    ensure!(
-        live.list(&ListFilter::new())?.len() == 1,
-        "a safety snapshot was taken"
-    );
+    ensure!(count(&app, "measures")? == 50, "the live data changed");
     ensure!(staging_files(dir.path())?.is_empty());
+
+    // Through the application's connection: every table replaced in one transaction, seen
+    // by the application at once, after a safety snapshot.
+    let report = live.restore(&r.snapshot_id)?;
+    ensure!(count(&app, "measures")? == 100);
+    ensure!(count(&app, "notes")? == 3);
+    let safety = report.safety_snapshot.context("a safety snapshot")?;
+    ensure!(live.list(&ListFilter::new())?.len() == 2);
     app.execute_batch("INSERT INTO measures VALUES (1000, 'still writable', 0)")?;
+    let out = dir.path().join("present.duckdb");
+    live.restore_to(&safety, &out)?;
+    ensure!(count(&open_read_only(&out)?, "measures")? == 50);
+    ensure!(staging_files(dir.path())?.is_empty());
     drop(live);
     drop(app);
 
     // Another process has it open.
     let mut holder = child(
-        "restore_while_the_database_is_open_is_target_locked",
+        "restore_while_the_database_is_open_goes_through_its_holder_or_says_who_holds_it",
         (CHILD_HOLDER, &db),
     )
     .stdin(Stdio::piped())
@@ -436,7 +445,7 @@ fn restore_while_the_database_is_open_is_target_locked() -> Result<()> {
     match locked {
         Err(Error::TargetLocked { detail, .. }) => {
             ensure!(
-                detail.contains(&holder.id().to_string()),
+                detail.contains(&format!("held by process(es) {}", holder.id())),
                 "detail: {detail}"
             )
         }

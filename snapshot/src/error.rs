@@ -83,8 +83,10 @@ pub enum Error {
         detail: String,
     },
 
-    /// The restore target is held open (locked) by another process; nothing was changed.
-    #[error("{} is locked by another process; close it before restoring: {detail}", path.display())]
+    /// The live data is held open (locked) — by another process, or by this one where the
+    /// operation cannot work through the holder; nothing was changed. `detail` says who holds
+    /// it ("held by this process (pid N)" or "held by process(es) N") and what to do.
+    #[error("{} is in use: {detail}", path.display())]
     TargetLocked {
         /// The live database file.
         path: PathBuf,

@@ -15,7 +15,7 @@ mod holders;
 pub(crate) mod live_file;
 mod replace;
 
-pub use holders::{processes_holding, processes_holding_under};
+pub use holders::{describe_holders, processes_holding, processes_holding_under};
 pub use replace::{FileReplacement, Replacement, RestoreContext};
 
 use std::fmt::Debug;

@@ -108,7 +108,7 @@ pub(crate) mod diff;
 pub(crate) mod drift;
 pub(crate) mod order;
 mod plan;
-#[allow(dead_code)] // used by the engines whose live data is tables on a server
+#[allow(dead_code)] // used by the engines whose whole restore goes table by table
 mod replace;
 mod restore;
 pub(crate) mod schema;
@@ -127,7 +127,7 @@ pub use session::TableSession;
 pub use undo::{UndoOptions, UndoReport};
 pub use value::Value;
 
-#[allow(unused_imports)] // used by the engines whose live data is tables on a server
+#[allow(unused_imports)] // used by the engines whose whole restore goes table by table
 pub(crate) use replace::TableReplacement;
 pub(crate) use schema::TablePlan;
 pub(crate) use session::{Session, Side};
@@ -232,6 +232,7 @@ impl SnapshotManager {
             options.key.as_deref(),
             true,
             None,
+            false,
         )?;
         let d = o.session.diff(&plan, options.sample)?;
         o.session.rollback();
@@ -318,6 +319,7 @@ impl SnapshotManager {
                 options.key_for(t),
                 options.common_columns,
                 None,
+                options.mode == RestoreMode::Replace,
             )?);
         }
         let changes = |plan: &TablePlan, inserted, updated, deleted| TableChanges {
@@ -430,6 +432,7 @@ impl SnapshotManager {
                 key.as_deref(),
                 options.common_columns,
                 Some(filter),
+                false,
             )?;
             let d = o.session.diff(&plan, CONFLICT_SAMPLE)?;
             if i == 0 && d.snapshot_rows == 0 {

@@ -6,7 +6,11 @@
 //! commits it asks for a passive checkpoint, so checkpoints race with snapshots too. With `hold`
 //! it only keeps the database open (prints `ready` once it is) without writing. With `try-write`
 //! it makes one attempt to start a write transaction without waiting and prints `busy` or
-//! `free` (then rolls back): a probe of the locks other processes hold. With `fast` it commits
+//! `free` (then rolls back): a probe of the locks other processes hold. With `query` it keeps
+//! its connection open (prints `ready`) and runs each line of its stdin as a query on it,
+//! printing the first column of every row joined by commas, one line per query. With `lock` it
+//! starts a write transaction (`BEGIN IMMEDIATE`), prints `ready` and holds it until its time is
+//! up or its stdin closes. With `fast` it commits
 //! as fast as it can (`synchronous=OFF`), never pausing and never asking for a checkpoint.
 
 use std::time::{Duration, Instant};
@@ -34,6 +38,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             Err(e) => return Err(e.into()),
         }
+        return Ok(());
+    }
+    if mode.as_deref() == Some("query") {
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        println!("ready");
+        for line in std::io::stdin().lines() {
+            let mut stmt = conn.prepare(&line?)?;
+            let values: Vec<String> = stmt
+                .query_map([], |r| r.get::<_, rusqlite::types::Value>(0))?
+                .map(|v| {
+                    v.map(|v| match v {
+                        rusqlite::types::Value::Text(t) => t,
+                        other => format!("{other:?}"),
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            println!("{}", values.join(","));
+        }
+        return Ok(());
+    }
+    if mode.as_deref() == Some("lock") {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        println!("ready");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        conn.execute_batch("ROLLBACK")?;
         return Ok(());
     }
     if mode.as_deref() == Some("hold") {

@@ -4,13 +4,19 @@
 //! | file | what |
 //! |------|------|
 //! | `source.rs` | [`SqliteSource`]: the consistent copy under a read transaction, image checks, restore hooks |
+//! | `image.rs` | opening an image read-only and immutable |
+//! | `busy.rs` | retries while other connections hold the database busy or locked |
+//! | `live.rs` | the whole restore of a database a process holds open (backup API) |
 //! | `wal.rs` | the write-ahead log's committed frames, folded into the copy |
 //! | `session.rs` | the record-level session (preview, compare, table restore, undo) |
 //! | `export.rs` | the export reader (CSV/JSON bundles) |
 //! | `stats.rs` | statistics for `snapshot status` |
 
+mod busy;
 #[cfg(feature = "export")]
 mod export;
+mod image;
+mod live;
 mod session;
 mod source;
 mod stats;

@@ -103,3 +103,42 @@ mod tests {
         Ok(())
     }
 }
+
+/// Says who holds a file, from [`processes_holding`]: "held by this process (pid N)", "held by
+/// process(es) 12, 34", or both — so that a refusal never calls the caller "another process".
+pub fn describe_holders(pids: &[u32]) -> String {
+    let me = std::process::id();
+    let others: Vec<String> = pids
+        .iter()
+        .filter(|&&p| p != me)
+        .map(u32::to_string)
+        .collect();
+    let mine = pids.contains(&me);
+    match (mine, others.is_empty()) {
+        (true, true) => format!("held by this process (pid {me})"),
+        (false, _) => format!("held by process(es) {}", others.join(", ")),
+        (true, false) => format!(
+            "held by this process (pid {me}) and by process(es) {}",
+            others.join(", ")
+        ),
+    }
+}
+
+#[cfg(test)]
+mod describe_tests {
+    use super::describe_holders;
+
+    #[test]
+    fn names_this_process_apart_from_others() {
+        let me = std::process::id();
+        assert_eq!(
+            describe_holders(&[me]),
+            format!("held by this process (pid {me})")
+        );
+        assert_eq!(describe_holders(&[1, 2]), "held by process(es) 1, 2");
+        assert_eq!(
+            describe_holders(&[1, me]),
+            format!("held by this process (pid {me}) and by process(es) 1")
+        );
+    }
+}

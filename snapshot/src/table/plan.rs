@@ -29,7 +29,8 @@ impl Labels {
 }
 
 /// Resolves one table on both sides: presence, key, drift policy, the row filter's column and
-/// key uniqueness.
+/// key uniqueness. With `keyless`, a table without a primary key (and no declared key) is
+/// planned with an empty key: replaced whole.
 ///
 /// # Errors
 /// [`Error::TableMissing`] (either side), [`Error::NoKey`], [`Error::SchemaDrift`] unless
@@ -41,6 +42,7 @@ pub(crate) fn plan_table(
     key: Option<&[String]>,
     allow_drift: bool,
     filter: Option<RowFilter>,
+    keyless: bool,
 ) -> Result<TablePlan> {
     let shape = |session: &mut dyn Session, side| -> Result<TableShape> {
         session
@@ -53,7 +55,7 @@ pub(crate) fn plan_table(
     let snap = shape(session, Side::Snapshot)?;
     let live = shape(session, Side::Live)?;
     let fold = session.fold_case();
-    let mut plan = schema::plan(table, &snap, &live, key, fold)?;
+    let mut plan = schema::plan(table, &snap, &live, key, fold, keyless && filter.is_none())?;
     if !plan.drift.is_empty() && !allow_drift {
         return Err(Error::SchemaDrift {
             id: labels.snapshot_id.clone(),
@@ -78,6 +80,9 @@ pub(crate) fn plan_table(
         });
     }
     for (side, shape) in [(Side::Snapshot, &snap), (Side::Live, &live)] {
+        if plan.key.is_empty() {
+            break;
+        }
         if let Some(dup) = session.duplicate_key(side, shape, &plan.key)? {
             return Err(Error::KeyCollision {
                 table: plan.live_table.clone(),

@@ -50,7 +50,15 @@ impl<'a> TableReplacement<'a> {
         if !tables.is_empty() {
             session.begin(true)?;
             for t in tables {
-                plans.push(plan_table(&mut *session, &labels, t, None, false, None)?);
+                plans.push(plan_table(
+                    &mut *session,
+                    &labels,
+                    t,
+                    None,
+                    false,
+                    None,
+                    true,
+                )?);
             }
         }
         let order = write_order(&mut *session, &plans)?;

@@ -78,7 +78,7 @@ pub struct TableChanges {
     pub table: String,
     /// How it was restored.
     pub mode: RestoreMode,
-    /// The columns matching rows.
+    /// The columns matching rows (empty: a table without a key, replaced whole).
     pub key: Vec<String>,
     /// The columns written.
     pub columns: Vec<String>,

@@ -78,7 +78,9 @@ fn same_type(a: &str, b: &str) -> bool {
 }
 
 /// Compares the two sides and picks the key: `declared` when given, else the live table's
-/// primary key. `table` is the name the caller used (for messages).
+/// primary key; with `keyless`, a table without one gets an empty key (a whole-table replace:
+/// every live row deleted, every snapshot row inserted). `table` is the name the caller used
+/// (for messages).
 ///
 /// # Errors
 /// [`Error::NoKey`] when there is no key or a key column is missing on one side;
@@ -89,6 +91,7 @@ pub(crate) fn plan(
     live: &TableShape,
     declared: Option<&[String]>,
     fold_case: bool,
+    keyless: bool,
 ) -> Result<TablePlan> {
     let mut drift = SchemaDrift::default();
     let mut columns = Vec::new();
@@ -152,7 +155,7 @@ pub(crate) fn plan(
         }
         None => {
             let pk = live.primary_key();
-            if pk.is_empty() {
+            if pk.is_empty() && !keyless {
                 return Err(no_key(
                     "it has no primary key; declare the key columns that identify a row".into(),
                 ));
@@ -208,7 +211,7 @@ mod tests {
     #[test]
     fn no_drift_keys_on_the_live_primary_key_in_key_order() -> Result<()> {
         let cols = vec![col("b", "TEXT", 2), col("a", "INTEGER", 1), col("c", "", 0)];
-        let p = plan("t", &shape(cols.clone()), &shape(cols), None, true)?;
+        let p = plan("t", &shape(cols.clone()), &shape(cols), None, true, false)?;
         assert!(p.drift.is_empty());
         assert_eq!(p.columns, ["b", "a", "c"]);
         assert_eq!(p.key, ["a", "b"]);
@@ -229,7 +232,7 @@ mod tests {
             col("n", "INTEGER", 0),
             col("new", "REAL", 0),
         ]);
-        let p = plan("t", &snap, &live, None, true)?;
+        let p = plan("t", &snap, &live, None, true, false)?;
         assert_eq!(p.columns, ["ID", "n"]);
         assert_eq!(p.same_type, [true, false]);
         assert_eq!(p.drift.added, [col("new", "REAL", 0)]);
@@ -240,7 +243,7 @@ mod tests {
             "column(s) added: \"new\" REAL; column(s) removed: \"gone\" TEXT; column(s) retyped: \"n\" TEXT → INTEGER"
         );
         // A case-sensitive engine sees two different columns.
-        let p = plan("t", &snap, &live, Some(&["n".into()]), false)?;
+        let p = plan("t", &snap, &live, Some(&["n".into()]), false, false)?;
         assert_eq!(p.columns, ["n"]);
         Ok(())
     }
@@ -249,18 +252,25 @@ mod tests {
     fn keys_must_exist_on_both_sides() {
         let snap = shape(vec![col("a", "", 0), col("b", "", 0)]);
         let live = shape(vec![col("a", "", 0), col("c", "", 0)]);
-        let e = plan("t", &snap, &live, None, true);
+        let e = plan("t", &snap, &live, None, true, false);
         assert!(matches!(e, Err(Error::NoKey { reason, .. }) if reason.contains("no primary key")));
-        let e = plan("t", &snap, &live, Some(&["b".into()]), true);
+        let e = plan("t", &snap, &live, Some(&["b".into()]), true, false);
         assert!(matches!(e, Err(Error::NoKey { reason, .. }) if reason.contains("live table")));
-        let e = plan("t", &snap, &live, Some(&["c".into()]), true);
+        let e = plan("t", &snap, &live, Some(&["c".into()]), true, false);
         assert!(matches!(e, Err(Error::NoKey { reason, .. }) if reason.contains("snapshot")));
-        let e = plan("t", &snap, &live, Some(&[]), true);
+        let e = plan("t", &snap, &live, Some(&[]), true, false);
         assert!(matches!(e, Err(Error::InvalidInput { .. })));
-        let e = plan("t", &snap, &live, Some(&["a".into(), "A".into()]), true);
+        let e = plan(
+            "t",
+            &snap,
+            &live,
+            Some(&["a".into(), "A".into()]),
+            true,
+            false,
+        );
         assert!(matches!(e, Err(Error::InvalidInput { .. })));
         let live_pk = shape(vec![col("c", "", 1), col("a", "", 0)]);
-        let e = plan("t", &snap, &live_pk, None, true);
+        let e = plan("t", &snap, &live_pk, None, true, false);
         assert!(matches!(e, Err(Error::NoKey { reason, .. }) if reason.contains("\"c\"")));
     }
 }

@@ -127,7 +127,12 @@ impl Statements {
 
     /// `probe.k op outer.k AND …`: the probed side first, so its collation applies and its
     /// index serves the lookup.
+    /// Without a key (a whole-table replace of a keyless table) no row matches: every live
+    /// row is deleted and every snapshot row inserted.
     fn on(&self, probe: &str, outer: &str) -> String {
+        if self.key.is_empty() {
+            return "FALSE".into();
+        }
         self.key
             .iter()
             .map(|k| format!("{probe}.{q} {} {outer}.{q}", k.op, q = k.quoted))
@@ -167,10 +172,13 @@ impl Statements {
                     .enumerate()
                     .map(|(i, k)| format!("{oa}.k{i} {} {a}.{}", k.op, k.quoted))
                     .collect();
+                let (keys, on) = if keys.is_empty() {
+                    (String::new(), "FALSE".to_string())
+                } else {
+                    (format!(", {}", keys.join(", ")), on.join(" AND "))
+                };
                 format!(
-                    "SELECT {what} FROM {t} AS {a} LEFT JOIN (SELECT 1 AS p, {} FROM {o} AS {oa}) AS {oa} ON {} WHERE {f} AND {oa}.p IS NULL",
-                    keys.join(", "),
-                    on.join(" AND ")
+                    "SELECT {what} FROM {t} AS {a} LEFT JOIN (SELECT 1 AS p{keys} FROM {o} AS {oa}) AS {oa} ON {on} WHERE {f} AND {oa}.p IS NULL"
                 )
             }
         }
@@ -220,6 +228,10 @@ impl Statements {
     /// `identity` (SQLite: the rowid, or a WITHOUT ROWID table's key), the rows are named by it
     /// (`DELETE … WHERE (id) IN (…)`), so the anti-join keeps its form.
     pub(crate) fn delete_added(&self, identity: Option<&[String]>) -> String {
+        if self.key.is_empty() {
+            // A keyless table is replaced whole (no filter: undo and merge need a key).
+            return format!("DELETE FROM {}", self.lt);
+        }
         match identity {
             Some(id) => {
                 let bare = id.join(", ");
@@ -245,6 +257,9 @@ impl Statements {
     /// Updates the live rows (matching the filter) that differ from their snapshot rows;
     /// `None` when no column is written.
     pub(crate) fn update_changed(&self) -> Option<String> {
+        if self.key.is_empty() {
+            return None;
+        }
         let set: Vec<String> = self
             .cols
             .iter()

@@ -446,6 +446,47 @@ pub const SUITE: &[(&str, TableCheck)] = &[
     ),
 ];
 
+/// A table without a key is replaced whole by a table restore in
+/// [`Replace`](RestoreMode::Replace) mode (every live row deleted, every snapshot row inserted,
+/// duplicates kept) and by a whole restore; [`Merge`](RestoreMode::Merge) still needs a key.
+///
+/// # Errors
+/// A [`Failure`] naming what differed.
+pub fn a_keyless_table_is_replaced_whole_and_merged_only_by_a_key(f: Factory<'_>) -> Check {
+    let f = f();
+    let m = f.manager();
+    f.exec("INSERT INTO log VALUES ('t1', 'a');")?;
+    let before = f.rows("log")?;
+    let snap = take(m, SnapshotRequest::new("manual"))?;
+    let id = snap.snapshot_id.as_str();
+    f.exec(
+        "DELETE FROM log WHERE msg = 'b';
+         INSERT INTO log VALUES ('t9', 'z'), ('t9', 'z');",
+    )?;
+    let changed = f.rows("log")?;
+    match m.restore_tables(id, &["log"], &merge()) {
+        Err(Error::NoKey { table, .. }) => check!(table == "log", "{table}"),
+        other => fail!("merge of a keyless table: expected NoKey, got {other:?}"),
+    }
+    check!(
+        f.rows("log")? == changed,
+        "a refused merge changed the table"
+    );
+    let report = m.restore_tables(
+        id,
+        &["log"],
+        &TableRestoreOptions::new(RestoreMode::Replace),
+    )?;
+    check!(f.rows("log")? == before, "{:?}", f.rows("log")?);
+    let t = &report.tables[0];
+    check!(
+        (t.inserted, t.updated, t.deleted) == (4, 0, 5),
+        "counts {:?}",
+        (t.inserted, t.updated, t.deleted)
+    );
+    Ok(())
+}
+
 /// The table-engine conformance suite as `#[test]` functions, one per check, on fixtures from
 /// `$factory` (a `fn() -> Box<dyn TableFixture>`). Invoke it inside a module of its own per
 /// engine (or per way of reaching it).
@@ -458,6 +499,7 @@ macro_rules! table_conformance {
             compare_counts_every_row_and_samples_a_few,
             an_added_column_is_merged_by_the_common_columns_only_when_asked,
             missing_tables_keys_and_views_are_typed_errors,
+            a_keyless_table_is_replaced_whole_and_merged_only_by_a_key,
             undo_puts_back_exactly_the_entity_and_its_declared_cascade);
     };
     (@tests $factory:expr; $($check:ident),+) => {

@@ -62,7 +62,11 @@ impl<'a> PartialReplacement<'a> {
         if let Some((path, pids)) = held {
             return Err(Error::TargetLocked {
                 path: path.clone(),
-                detail: format!("{} is open in process(es) {pids:?}", path.display()),
+                detail: format!(
+                    "{} is {}",
+                    path.display(),
+                    crate::source::describe_holders(&pids)
+                ),
             });
         }
         Ok(PartialReplacement {

@@ -45,7 +45,11 @@ impl<'a> DirReplacement<'a> {
         {
             return Err(Error::TargetLocked {
                 path: root.clone(),
-                detail: format!("{} is open in process(es) {pids:?}", path.display()),
+                detail: format!(
+                    "{} is {}",
+                    path.display(),
+                    crate::source::describe_holders(&pids)
+                ),
             });
         }
         Ok(DirReplacement {

@@ -30,10 +30,12 @@ use crate::engine::duckdb::session::DuckSession;
 use crate::engine::duckdb::{KIND, error as duck_error, stats};
 use crate::error::{Error, Result};
 use crate::fs_util;
+use crate::source::Replacement;
 use crate::source::live_file::LiveFile;
-use crate::source::{BusyBudget, CheckLevel, Source, processes_holding};
+use crate::source::{BusyBudget, CheckLevel, Source, describe_holders, processes_holding};
 use crate::stats::DbStats;
-use crate::table::session::TableSession;
+use crate::table::TableReplacement;
+use crate::table::session::{Side, TableSession};
 
 /// Bytes at the start of a DuckDB file that change whenever a checkpoint rewrites it (the main
 /// header and the two alternating database headers).
@@ -311,22 +313,20 @@ impl Source for DuckDbSource {
     }
 
     fn prepare_replace(&self) -> Result<()> {
-        if self.conn.is_some() {
-            return Err(Error::TargetLocked {
-                path: self.path.clone(),
-                detail: "the application's connection holds the database: close it and restore \
-                         through a DuckDbSource::new manager, then reopen"
-                    .into(),
-            });
-        }
+        // With the application's connection the restore goes through it (`begin_restore`).
         if !self.path.exists() {
             return Ok(());
         }
         let holders = processes_holding(&self.path);
         if !holders.is_empty() {
+            let what = if holders.contains(&std::process::id()) {
+                "restore through the application's connection (DuckDbSource::with_connection)"
+            } else {
+                "close it there before restoring"
+            };
             return Err(Error::TargetLocked {
                 path: self.path.clone(),
-                detail: format!("open in process(es) {holders:?}"),
+                detail: format!("{}; {what}", describe_holders(&holders)),
             });
         }
         if Self::check_magic(&self.path).is_ok() {
@@ -348,6 +348,27 @@ impl Source for DuckDbSource {
                 PathBuf::from(s)
             })
             .collect()
+    }
+
+    fn begin_restore(
+        &self,
+        image: &Path,
+        snapshot_id: &str,
+    ) -> Result<Option<Box<dyn Replacement + '_>>> {
+        // The application holds the database (one instance per file): the restore goes through
+        // its connection, every table of the snapshot replaced in one transaction, so the
+        // application sees the restored data at its next statement and never a swapped file.
+        if self.conn.is_none() {
+            return Ok(None);
+        }
+        let TableSession(mut session) = self.open_tables(image, true)?;
+        let tables = session.tables(Side::Snapshot)?;
+        Ok(Some(Box::new(TableReplacement::new(
+            self,
+            session,
+            snapshot_id,
+            &tables,
+        )?)))
     }
 
     fn open_tables(&self, image: &Path, _write: bool) -> Result<TableSession> {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use rusqlite::types::{Value as SqlValue, ValueRef};
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 
-use crate::engine::sqlite::source::uri_path;
+use crate::engine::sqlite::image::uri_path;
 use crate::engine::sqlite::{BUSY_TIMEOUT, KIND, error as err};
 use crate::error::{Error, Result};
 use crate::sql::ident;
@@ -623,7 +623,7 @@ mod tests {
             .ok_or_else(|| Error::invalid("t", "missing"))?;
         assert!(live_shape.unique_pk);
         assert_eq!(s.tables(Side::Live)?, [r#"t "q" ü"#]);
-        let plan = schema::plan("t", &snap, &live_shape, None, true)?;
+        let plan = schema::plan("t", &snap, &live_shape, None, true, false)?;
         assert_eq!(s.duplicate_key(Side::Snapshot, &snap, &plan.key)?, None);
         let d = s.diff(&plan, 10)?;
         // 'a': 1 vs 1.0 differ in a column without affinity; 'c': 'Z' vs 'z' under NOCASE.
@@ -671,7 +671,7 @@ mod tests {
         let live_shape = s
             .shape(Side::Live, "c")?
             .ok_or_else(|| Error::invalid("t", "missing"))?;
-        let mut plan = schema::plan("c", &snap, &live_shape, None, true)?;
+        let mut plan = schema::plan("c", &snap, &live_shape, None, true, false)?;
         for (column, n) in [("parent", 2), ("tag", 2)] {
             plan.filter = Some(schema::RowFilter {
                 column: column.into(),
@@ -707,7 +707,7 @@ mod tests {
             let b = s
                 .shape(Side::Live, table)?
                 .ok_or_else(|| Error::invalid("t", "missing"))?;
-            let plan = schema::plan(table, &a, &b, key.as_deref(), true)?;
+            let plan = schema::plan(table, &a, &b, key.as_deref(), true, false)?;
             let q = statements(&plan);
             let id = s.row_identity(table)?;
             let expected: &[&str] = match table {

@@ -17,15 +17,18 @@
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, OpenFlags};
 
-use crate::engine::sqlite::{KIND, MAGIC, error, session::SqliteSession, stats, wal};
+use crate::engine::sqlite::image::open_image;
+use crate::engine::sqlite::live::LiveReplacement;
+use crate::engine::sqlite::{KIND, MAGIC, busy, error, session::SqliteSession, stats, wal};
 use crate::error::{Error, Result};
 use crate::fs_util;
 use crate::source::live_file::LiveFile;
-use crate::source::{BusyBudget, CheckLevel, Source, processes_holding};
+use crate::source::{
+    BusyBudget, CheckLevel, Replacement, Source, describe_holders, processes_holding,
+};
 use crate::stats::DbStats;
 use crate::table::session::TableSession;
 
@@ -73,29 +76,17 @@ impl SqliteSource {
     }
 
     /// Runs `f` until it stops reporting busy/locked, within the budget.
-    fn retry<T>(&self, op: &'static str, mut f: impl FnMut() -> rusqlite::Result<T>) -> Result<T> {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(1);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match f() {
-                Ok(v) => return Ok(v),
-                Err(e) if is_busy(&e) && attempts < self.busy.attempts => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(self.busy.max_pause);
-                }
-                Err(e) if is_busy(&e) => {
-                    return Err(Error::Busy {
-                        path: self.path.clone(),
-                        attempts,
-                        waited_ms: start.elapsed().as_millis() as u64,
-                        detail: format!("{op}: {e}"),
-                    });
-                }
-                Err(e) => return Err(error(&self.path, op, e)),
-            }
-        }
+    fn retry<T>(&self, op: &'static str, f: impl FnMut() -> rusqlite::Result<T>) -> Result<T> {
+        busy::retry(&self.path, self.busy, op, f)
+    }
+
+    /// The processes holding the database or its log open.
+    fn holders(&self) -> Vec<u32> {
+        let mut pids = processes_holding(&self.path);
+        pids.extend(processes_holding(&self.companion("-wal")));
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 
     fn check_header(&self, path: &Path) -> Result<()> {
@@ -123,39 +114,6 @@ impl SqliteSource {
         }
         Ok(())
     }
-}
-
-pub(crate) fn is_busy(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked)
-    )
-}
-
-/// Percent-encodes a path for a `file:` URI (everything but unreserved characters and `/`).
-pub(crate) fn uri_path(path: &Path) -> String {
-    let mut out = String::from("file:");
-    for b in path.as_os_str().as_encoded_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(*b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
-}
-
-/// Opens an image read-only and immutable: no `-wal`/`-shm` is looked for or created.
-pub(crate) fn open_image(image: &Path) -> Result<Connection> {
-    let uri = format!("{}?immutable=1", uri_path(image));
-    Connection::open_with_flags(
-        uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| error(image, "open image", e))
 }
 
 impl Source for SqliteSource {
@@ -287,18 +245,39 @@ impl Source for SqliteSource {
         }
     }
 
+    fn begin_restore(
+        &self,
+        image: &Path,
+        _snapshot_id: &str,
+    ) -> Result<Option<Box<dyn Replacement + '_>>> {
+        // A database that a process holds open (this one included: an application restoring
+        // from its own dashboard) is written into through the backup API; a closed one is
+        // swapped as a file (`FileReplacement`).
+        if !self.path.exists() || self.check_header(&self.path).is_err() {
+            return Ok(None);
+        }
+        let holders = self.holders();
+        if holders.is_empty() {
+            return Ok(None);
+        }
+        let holders = describe_holders(&holders);
+        let conn = self.open_live()?;
+        Ok(Some(Box::new(LiveReplacement::new(
+            self, self.busy, conn, image, holders,
+        )?)))
+    }
+
     fn prepare_replace(&self) -> Result<()> {
         if !self.path.exists() {
             return Ok(());
         }
-        for p in [self.path.clone(), self.companion("-wal")] {
-            let holders = processes_holding(&p);
-            if !holders.is_empty() {
-                return Err(Error::TargetLocked {
-                    path: self.path.clone(),
-                    detail: format!("{} is open in process(es) {holders:?}", p.display()),
-                });
-            }
+        // A holder that appeared since `begin_restore` looked.
+        let holders = self.holders();
+        if !holders.is_empty() {
+            return Err(Error::TargetLocked {
+                path: self.path.clone(),
+                detail: format!("{}; restore again", describe_holders(&holders)),
+            });
         }
         if self.check_header(&self.path).is_err() {
             return Ok(()); // nothing to fold into a file that is not a database
@@ -336,18 +315,5 @@ impl Source for SqliteSource {
 
     fn statistics(&self, table: Option<&str>, order_by: Option<&str>) -> Result<DbStats> {
         stats::stats(&self.path, table, order_by)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn uri_escapes_everything_unusual() {
-        assert_eq!(
-            uri_path(Path::new("/a b/c?d#e%")),
-            "file:/a%20b/c%3Fd%23e%25"
-        );
     }
 }
