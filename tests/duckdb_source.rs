@@ -436,6 +436,7 @@ fn restore_while_the_database_is_open_goes_through_its_holder_or_says_who_holds_
         ensure!(out.read_line(&mut line)? > 0, "the holder exited early");
     }
     let before = fs::read(&db)?;
+    let created = admin.snapshot(SnapshotRequest::new("manual"));
     let locked = admin.restore(&r.snapshot_id);
     let unchanged = fs::read(&db)? == before;
     let mut stdin = holder.stdin.take().context("child stdin")?;
@@ -453,6 +454,14 @@ fn restore_while_the_database_is_open_goes_through_its_holder_or_says_who_holds_
     }
     ensure!(status.success(), "holder: {status}");
     ensure!(unchanged, "the live file changed while locked");
+    // A snapshot of the held file is refused too, and its message speaks of no restore.
+    match created {
+        Err(e @ Error::TargetLocked { .. }) => {
+            let msg = e.to_string();
+            ensure!(msg.contains("in use") && !msg.contains("restor"), "{msg}");
+        }
+        other => bail!("create of a held file: expected TargetLocked, got {other:?}"),
+    }
 
     // Once nobody holds it, the same restore goes through.
     admin.restore(&r.snapshot_id)?;
