@@ -237,6 +237,7 @@ fn statements(
             columns,
             key,
             filter,
+            row_differs: None,
         },
     )
 }

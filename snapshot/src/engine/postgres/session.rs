@@ -52,6 +52,9 @@ use crate::table::value::Value;
 /// How long a write waits for other sessions' locks on a table before giving up.
 const LOCK_TIMEOUT: &str = "30s";
 
+/// Memory for the session's temporary tables and hash joins (taken only as used).
+const SESSION_MEMORY: &str = "SET temp_buffers = '256MB'; SET work_mem = '256MB'";
+
 /// A snapshot bundle, and (except for previews) a connection to the live server.
 pub(crate) struct PgSession {
     bundle: Bundle,
@@ -147,6 +150,12 @@ impl PgSession {
             Some(target) => {
                 let target = target.clone();
                 let mut client = target.connect()?;
+                // The snapshot's tables are loaded into temporary tables and joined with the
+                // live ones by hash: with the defaults (8 MB of temporary buffers, 4 MB per
+                // hash) a table of a million rows spills to disk at every step.
+                client
+                    .batch_execute(SESSION_MEMORY)
+                    .map_err(|e| target.error("configure session", e))?;
                 if write {
                     client
                         .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
@@ -280,6 +289,25 @@ impl PgSession {
     }
 }
 
+/// Whether two rows differ: the binary images of the columns in `image_s`/`image_l` (values of
+/// the same types) compared at once with `*=` (record image equality: exact, NULLs equal),
+/// the rest (`by_text`: the columns' own text comparisons) joined by `OR` (the casts to
+/// `record` keep PostgreSQL from splitting a comparison of two row constructors into one per
+/// column, for which `*=` does not exist); `None` when only
+/// text comparisons remain (the builder joins them itself).
+fn row_differs(image_s: &[String], image_l: &[String], by_text: &[String]) -> Option<String> {
+    if image_s.is_empty() {
+        return None;
+    }
+    let mut any = vec![format!(
+        "NOT (ROW({})::record *= ROW({})::record)",
+        image_s.join(", "),
+        image_l.join(", ")
+    )];
+    any.extend(by_text.iter().cloned());
+    Some(format!("({})", any.join(" OR ")))
+}
+
 /// PostgreSQL's SQL: `NOT EXISTS` anti-joins (hash anti-joins), the snapshot's temporary
 /// table joined directly by the update, identity columns taking the restored values.
 const DIALECT: Dialect = Dialect {
@@ -348,7 +376,12 @@ impl PgSession {
         let type_in = |cols: &[ColumnEntry], name: &str| {
             find(cols, name).map(|c| c.data_type).unwrap_or_default()
         };
+        let known_types = self.live()?.known_types.clone();
         let mut columns = Vec::with_capacity(plan.columns.len());
+        // Columns whose snapshot value has the live column's very type are compared together
+        // by their binary images (`*=`, exact as the text forms are, ~4× cheaper); the others
+        // by text.
+        let (mut image_s, mut image_l, mut by_text) = (Vec::new(), Vec::new(), Vec::new());
         for (i, name) in plan.columns.iter().enumerate() {
             let c = ident(name);
             let l = find(&live_cols, name);
@@ -359,8 +392,16 @@ impl PgSession {
                 format!("CAST(s.{c} AS {ltype})")
             };
             let always = l.as_ref().and_then(|l| l.identity.as_deref()) == Some("ALWAYS");
+            let differs = format!("({value}::text IS DISTINCT FROM l.{c}::text)");
+            let stype = type_in(&snap, name);
+            if plan.same_type[i] && known_types.get(&stype).copied().unwrap_or(false) {
+                image_s.push(value.clone());
+                image_l.push(format!("l.{c}"));
+            } else {
+                by_text.push(differs.clone());
+            }
             let sql = ColumnSql {
-                differs: format!("({value}::text IS DISTINCT FROM l.{c}::text)"),
+                differs,
                 shown_s: format!("s.{c}::text"),
                 shown_l: format!("l.{c}::text"),
                 written: !(plan.key.contains(name) && always),
@@ -414,6 +455,7 @@ impl PgSession {
                 columns,
                 key,
                 filter,
+                row_differs: row_differs(&image_s, &image_l, &by_text),
             },
         );
         Ok((q, stypes, ltypes))

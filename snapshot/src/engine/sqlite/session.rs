@@ -125,6 +125,7 @@ fn statements(plan: &TablePlan) -> Statements {
             columns,
             key,
             filter,
+            row_differs: None,
         },
     )
 }
