@@ -232,10 +232,12 @@ fn copy_compressed<W: Write>(
 }
 
 /// A zstd encoder of rows: level [`LEVEL`], with the frame's content checksum, so that a
-/// full check finds a damaged frame on its own.
+/// full check finds a damaged frame on its own; compressing on a worker thread of its own,
+/// while this one goes on receiving rows from the server.
 fn encoder<W: Write>(out: W) -> std::io::Result<zstd::Encoder<'static, W>> {
     let mut enc = zstd::Encoder::new(out, LEVEL)?;
     enc.include_checksum(true)?;
+    enc.multithread(1)?;
     Ok(enc)
 }
 
