@@ -1478,3 +1478,98 @@ fn a_snapshot_reads_every_table_at_one_moment_while_writers_go_on() -> Result<()
     ensure!(moved > 0);
     Ok(())
 }
+
+/// The sum of `v` over the rows of a preview of `table` (every row: one page).
+fn sum_of(m: &SnapshotManager, id: &str, table: &str) -> Result<(i64, u64)> {
+    let p = m.preview(id, table, 0, u64::MAX)?;
+    let mut sum = 0;
+    for row in &p.rows {
+        match row.get(1) {
+            Some(Value::Integer(v)) => sum += v,
+            Some(Value::Text(t)) => sum += t.parse::<i64>()?,
+            other => bail!("{table}: value {other:?}"),
+        }
+    }
+    Ok((sum, p.total_rows))
+}
+
+#[test]
+fn tables_read_in_parallel_share_one_snapshot() -> Result<()> {
+    let db = TestDb::new("parallel")?;
+    let mut c = Client::connect(&db.url, NoTls)?;
+    // Two accounts tables a transfer keeps in balance, and a large table read beside them so
+    // that the readers overlap the writer's commits.
+    c.batch_execute(
+        "CREATE TABLE acct_a (id bigint PRIMARY KEY, v bigint NOT NULL);
+         CREATE TABLE acct_b (id bigint PRIMARY KEY, v bigint NOT NULL);
+         CREATE TABLE filler (id bigint PRIMARY KEY, pad text);
+         INSERT INTO acct_a VALUES (1, 1000000);
+         INSERT INTO acct_b VALUES (1, 0);
+         INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 200000) i;",
+    )?;
+    let dir = tempfile::tempdir()?;
+    let m = SnapshotManager::builder()
+        .source(PostgresSource::new(&db.url)?.jobs(3))
+        .store(LocalStore::open(dir.path().join("store"))?)
+        .environment(Environment::persistent())
+        .build()?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let commits = std::thread::scope(|s| -> Result<u64> {
+        let writer = s.spawn(|| -> Result<u64> {
+            let mut w = Client::connect(&db.url, NoTls)?;
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                w.batch_execute(&format!(
+                    "BEGIN;
+                     UPDATE acct_a SET v = v - 1 WHERE id = 1;
+                     INSERT INTO acct_a VALUES ({k}, -1);
+                     UPDATE acct_b SET v = v + 2 WHERE id = 1;
+                     INSERT INTO acct_b VALUES ({k}, 0);
+                     COMMIT;",
+                    k = n + 1
+                ))?;
+            }
+            Ok(n)
+        });
+        let mut result = Ok(());
+        for _ in 0..4 {
+            let r = m
+                .snapshot(SnapshotRequest::new("manual"))
+                .map_err(anyhow::Error::from)
+                .and_then(|o| o.into_record().context("the manager is enabled"));
+            let r = match r {
+                Ok(r) => r,
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            let id = r.snapshot_id.as_str();
+            let check = (|| -> Result<()> {
+                let (a, rows_a) = sum_of(&m, id, "acct_a")?;
+                let (b, rows_b) = sum_of(&m, id, "acct_b")?;
+                ensure!(
+                    a + b == 1_000_000 && rows_a == rows_b,
+                    "snapshot {id}: a {a} ({rows_a} rows) + b {b} ({rows_b} rows)"
+                );
+                Ok(())
+            })();
+            if let Err(e) = check {
+                result = Err(e);
+                break;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let n = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("writer panicked"))??;
+        result.map(|()| n)
+    })?;
+    ensure!(commits > 0, "the writer never committed");
+    // The bundle holds every table and verifies in full.
+    for r in m.list(&ListFilter::new())? {
+        m.verify_with(&r.snapshot_id, CheckLevel::Full)?;
+    }
+    Ok(())
+}

@@ -6,6 +6,7 @@
 //! | `source.rs` | [`PostgresSource`]: settings, the consistent export, the restore side |
 //! | `target.rs` | where to connect, which schema, session settings, error mapping |
 //! | `bundle.rs` | the bundle file: every table's rows in `COPY` text form, then its manifest |
+//! | `export.rs` | writing a bundle: one transaction's snapshot, read on several connections |
 //! | `manifest.rs` | what a bundle holds: tables, columns, constraints, where rows lie |
 //! | `catalog.rs` | what the server's catalog says of schemas, tables, columns and constraints |
 //! | `session.rs` | the record-level session (temporary tables loaded from the bundle) |
@@ -14,6 +15,7 @@
 
 mod bundle;
 mod catalog;
+mod export;
 mod manifest;
 mod session;
 mod settings;

@@ -23,24 +23,18 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use ::postgres::Client;
-
-use crate::engine::postgres::catalog;
 use crate::engine::postgres::manifest::{Manifest, TableEntry};
-use crate::engine::postgres::target::{SESSION_SETTINGS, Target};
 use crate::error::{Error, Result};
-use crate::fs_util;
 use crate::source::CheckLevel;
-use crate::sql::ident;
 
 /// The first line of every bundle.
-const MAGIC: &[u8] = b"SNAPSHOT-POSTGRES-BUNDLE 1\n";
+pub(super) const MAGIC: &[u8] = b"SNAPSHOT-POSTGRES-BUNDLE 1\n";
 /// The start of the last line.
-const TRAILER_TAG: &[u8] = b"SNAPSHOT-POSTGRES-MANIFEST ";
+pub(super) const TRAILER_TAG: &[u8] = b"SNAPSHOT-POSTGRES-MANIFEST ";
 /// The length of the last line: tag, two 20-digit numbers, a space and a newline.
 const TRAILER_LEN: u64 = TRAILER_TAG.len() as u64 + 42;
 /// The format version written in the manifest: 2, each table's rows one zstd frame.
-const FORMAT: u32 = 2;
+pub(super) const FORMAT: u32 = 2;
 /// The format whose rows are plain COPY text (still read).
 const FORMAT_PLAIN: u32 = 1;
 /// The zstd level of the rows: zstd's default, ~300 MB/s of text on one core.
@@ -50,9 +44,9 @@ const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 /// The largest manifest read (a sanity bound against a damaged trailer).
 const MAX_MANIFEST: u64 = 256 << 20;
 /// Copy buffer size.
-const CHUNK: usize = 256 << 10;
+pub(super) const CHUNK: usize = 256 << 10;
 
-fn damaged(path: &Path, detail: impl Into<String>) -> Error {
+pub(super) fn damaged(path: &Path, detail: impl Into<String>) -> Error {
     Error::NotADatabase {
         engine: "postgres",
         path: path.to_path_buf(),
@@ -60,208 +54,14 @@ fn damaged(path: &Path, detail: impl Into<String>) -> Error {
     }
 }
 
-/// Writes a bundle of the tables of `target`'s schema (all of them, or `tables`) to the new
-/// file `dest`, reading them in one `REPEATABLE READ READ ONLY` transaction.
-///
-/// # Errors
-/// [`Error::SourceMissing`] when the schema does not exist; [`Error::TableMissing`] for a
-/// named table that does not; [`Error::InvalidInput`] for a name that is a view; engine and
-/// I/O errors. `dest` is left for the caller to remove.
-pub(crate) fn export(
-    client: &mut Client,
-    target: &Target,
-    tables: Option<&[String]>,
-    dest: &Path,
-) -> Result<()> {
-    client
-        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-        .map_err(|e| target.error("begin transaction", e))?;
-    let result = export_in(client, target, tables, dest);
-    // Read-only: nothing to commit.
-    let _ = client.batch_execute("ROLLBACK");
-    result
-}
-
-fn export_in(
-    client: &mut Client,
-    target: &Target,
-    tables: Option<&[String]>,
-    dest: &Path,
-) -> Result<()> {
-    let schema = target.schema().to_string();
-    let head = client
-        .query_one(
-            "SELECT current_setting('server_version'), current_database()::text,
-                    transaction_timestamp()",
-            &[],
-        )
-        .map_err(|e| target.error("read server", e))?;
-    if !catalog::schema_exists(client, target, &schema)? {
-        return Err(Error::SourceMissing {
-            kind: super::KIND,
-            path: target.location().to_path_buf(),
-        });
-    }
-    let names = match tables {
-        Some(t) => t.to_vec(),
-        None => catalog::tables(client, target, &schema)?,
-    };
-    let mut manifest = Manifest {
-        format: FORMAT,
-        server_version: head.get(0),
-        database: head.get(1),
-        schema: schema.clone(),
-        taken_at: head.get(2),
-        settings: SESSION_SETTINGS
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        tables: Vec::with_capacity(names.len()),
-    };
-    let file = fs_util::create_new_private(dest)?;
-    let mut out = Counter {
-        inner: std::io::BufWriter::with_capacity(CHUNK, file),
-        bytes: 0,
-    };
-    out.write_all(MAGIC)
-        .map_err(|e| Error::io("write", dest, e))?;
-    for name in &names {
-        let rel =
-            catalog::find(client, target, &schema, name)?.ok_or_else(|| Error::TableMissing {
-                table: name.clone(),
-                location: format!("the live database {}", target.location().display()),
-            })?;
-        if !rel.is_table() {
-            return Err(Error::invalid(
-                "tables",
-                format!("{:?} is {}, not a table", rel.name, rel.kind_name()),
-            ));
-        }
-        if manifest.tables.iter().any(|t| t.name == rel.name) {
-            return Err(Error::invalid(
-                "tables",
-                format!("{:?} is named twice", rel.name),
-            ));
-        }
-        let columns = catalog::columns(client, target, rel.oid)?;
-        let (constraints, references) = catalog::constraints(client, target, &schema, rel.oid)?;
-        let mut entry = TableEntry {
-            name: rel.name.clone(),
-            columns,
-            constraints,
-            references,
-            rows: 0,
-            offset: out.bytes,
-            length: 0,
-        };
-        let cols: Vec<String> = entry.columns.iter().map(|c| ident(&c.name)).collect();
-        let pk: Vec<String> = entry.primary_key().iter().map(|c| ident(&c.name)).collect();
-        let order = if pk.is_empty() {
-            String::new()
-        } else {
-            format!(" ORDER BY {}", pk.join(", "))
-        };
-        let sql = format!(
-            "COPY (SELECT {} FROM {}.{}{order}) TO STDOUT",
-            cols.join(", "),
-            ident(&schema),
-            ident(&rel.name)
-        );
-        let reader = client
-            .copy_out(&sql)
-            .map_err(|e| target.error("copy rows", e))?;
-        entry.rows = copy_compressed(reader, &mut out, &rel.name, target, dest)?;
-        entry.length = out.bytes - entry.offset;
-        manifest.tables.push(entry);
-    }
-    let json = serde_json::to_vec(&manifest)
-        .map_err(|e| Error::invalid("manifest", format!("cannot serialise: {e}")))?;
-    let manifest_at = out.bytes;
-    out.write_all(&json)
-        .and_then(|()| out.write_all(b"\n"))
-        .map_err(|e| Error::io("write", dest, e))?;
-    let trailer = format!(
-        "{}{manifest_at:020} {:020}\n",
-        String::from_utf8_lossy(TRAILER_TAG),
-        json.len() + 1
-    );
-    out.write_all(trailer.as_bytes())
-        .and_then(|()| out.inner.flush())
-        .map_err(|e| Error::io("write", dest, e))?;
-    Ok(())
-}
-
-/// Streams one table's COPY text from `reader` into `out` as one zstd frame (nothing for no
-/// rows); returns the number of rows (lines).
-fn copy_compressed<W: Write>(
-    mut reader: impl Read,
-    out: &mut Counter<W>,
-    table: &str,
-    target: &Target,
-    dest: &Path,
-) -> Result<u64> {
-    let mut buf = vec![0u8; CHUNK];
-    let mut read = |buf: &mut [u8]| loop {
-        match reader.read(buf) {
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => {
-                return Err(Error::Engine {
-                    engine: super::KIND,
-                    op: "copy rows",
-                    path: target.location().to_path_buf(),
-                    detail: format!("table {table:?}: {e}"),
-                });
-            }
-            Ok(n) => return Ok(n),
-        }
-    };
-    let mut n = read(&mut buf)?;
-    if n == 0 {
-        return Ok(0); // no rows: no frame
-    }
-    let mut lines = 0u64;
-    let mut enc = encoder(out).map_err(|e| Error::io("compress", dest, e))?;
-    while n > 0 {
-        lines += newlines(&buf[..n]);
-        enc.write_all(&buf[..n])
-            .map_err(|e| Error::io("write", dest, e))?;
-        n = read(&mut buf)?;
-    }
-    enc.finish().map_err(|e| Error::io("write", dest, e))?;
-    Ok(lines)
-}
-
 /// A zstd encoder of rows: level [`LEVEL`], with the frame's content checksum, so that a
 /// full check finds a damaged frame on its own; compressing on a worker thread of its own,
-/// while this one goes on receiving rows from the server.
-fn encoder<W: Write>(out: W) -> std::io::Result<zstd::Encoder<'static, W>> {
+/// while the caller goes on receiving rows from the server.
+pub(super) fn encoder<W: Write>(out: W) -> std::io::Result<zstd::Encoder<'static, W>> {
     let mut enc = zstd::Encoder::new(out, LEVEL)?;
     enc.include_checksum(true)?;
     enc.multithread(1)?;
     Ok(enc)
-}
-
-/// The newlines in `buf`.
-fn newlines(buf: &[u8]) -> u64 {
-    buf.iter().filter(|&&b| b == b'\n').count() as u64
-}
-
-/// Counts the bytes written through it.
-struct Counter<W> {
-    inner: W,
-    bytes: u64,
-}
-
-impl<W: Write> Write for Counter<W> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
-    }
 }
 
 /// A bundle whose structure has been checked: magic, trailer, manifest, and that the tables'

@@ -28,7 +28,7 @@ use ::postgres::Config;
 
 use crate::engine::postgres::session::PgSession;
 use crate::engine::postgres::target::{Target, location};
-use crate::engine::postgres::{KIND, bundle, stats};
+use crate::engine::postgres::{KIND, bundle, export, stats};
 use crate::error::{Error, Result};
 use crate::source::{CheckLevel, Replacement, Source};
 use crate::stats::DbStats;
@@ -57,6 +57,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct PostgresSource {
     target: Target,
     tables: Option<Vec<String>>,
+    jobs: usize,
 }
 
 impl fmt::Debug for PostgresSource {
@@ -141,6 +142,14 @@ impl PostgresSource {
         self
     }
 
+    /// Reads the tables on up to `jobs` connections sharing one snapshot of the database
+    /// (`pg_export_snapshot()`, as `pg_dump -j` does); default: the machine's cores, at most 4.
+    /// `1` reads them all through one connection.
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs.max(1);
+        self
+    }
+
     /// The schema whose tables are snapshotted.
     pub fn schema_name(&self) -> &str {
         &self.target.schema
@@ -208,8 +217,14 @@ impl PostgresSource {
         PostgresSource {
             target,
             tables: None,
+            jobs: default_jobs(),
         }
     }
+}
+
+/// The machine's cores, at most 4.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 impl Source for PostgresSource {
@@ -227,7 +242,13 @@ impl Source for PostgresSource {
 
     fn capture(&self, dest: &Path) -> Result<()> {
         let mut client = self.target.connect()?;
-        bundle::export(&mut client, &self.target, self.tables.as_deref(), dest)
+        export::export(
+            &mut client,
+            &self.target,
+            self.tables.as_deref(),
+            dest,
+            self.jobs,
+        )
     }
 
     fn check_image(&self, image: &Path, level: CheckLevel) -> Result<()> {

@@ -1,0 +1,353 @@
+//! Writing a bundle ([`bundle`](super::bundle) has the format): every table of the schema read
+//! in one `REPEATABLE READ READ ONLY` transaction — or, with several tables and `jobs > 1`, by
+//! several connections that share that transaction's snapshot (`pg_export_snapshot()` /
+//! `SET TRANSACTION SNAPSHOT`, as `pg_dump -j` does), the largest tables first. A table read in
+//! parallel is compressed into a part file beside the bundle; the bundle is then assembled in
+//! table order (the compressed frames are small: a copy of them is cheap).
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::Mutex;
+
+use ::postgres::Client;
+
+use crate::engine::postgres::bundle::{CHUNK, FORMAT, MAGIC, TRAILER_TAG, encoder};
+use crate::engine::postgres::catalog;
+use crate::engine::postgres::manifest::{Manifest, TableEntry};
+use crate::engine::postgres::target::{SESSION_SETTINGS, Target};
+use crate::error::{Error, Result};
+use crate::fs_util;
+use crate::sql::ident;
+
+/// Writes a bundle of the tables of `target`'s schema (all of them, or `tables`) to the new
+/// file `dest`, reading them in one `REPEATABLE READ READ ONLY` transaction, on up to `jobs`
+/// connections.
+///
+/// # Errors
+/// [`Error::SourceMissing`] when the schema does not exist; [`Error::TableMissing`] for a
+/// named table that does not; [`Error::InvalidInput`] for a name that is a view; engine and
+/// I/O errors. `dest` is left for the caller to remove.
+pub(crate) fn export(
+    client: &mut Client,
+    target: &Target,
+    tables: Option<&[String]>,
+    dest: &Path,
+    jobs: usize,
+) -> Result<()> {
+    client
+        .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        .map_err(|e| target.error("begin transaction", e))?;
+    let result = export_in(client, target, tables, dest, jobs);
+    // Read-only: nothing to commit.
+    let _ = client.batch_execute("ROLLBACK");
+    result
+}
+
+/// One table to read: its manifest entry (rows and place filled in as it is written), the
+/// statement that reads it and its size on the server (the largest are read first).
+struct Job {
+    entry: TableEntry,
+    sql: String,
+    size: i64,
+}
+
+fn export_in(
+    client: &mut Client,
+    target: &Target,
+    tables: Option<&[String]>,
+    dest: &Path,
+    jobs: usize,
+) -> Result<()> {
+    let schema = target.schema().to_string();
+    let head = client
+        .query_one(
+            "SELECT current_setting('server_version'), current_database()::text,
+                    transaction_timestamp()",
+            &[],
+        )
+        .map_err(|e| target.error("read server", e))?;
+    if !catalog::schema_exists(client, target, &schema)? {
+        return Err(Error::SourceMissing {
+            kind: super::KIND,
+            path: target.location().to_path_buf(),
+        });
+    }
+    let names = match tables {
+        Some(t) => t.to_vec(),
+        None => catalog::tables(client, target, &schema)?,
+    };
+    let mut work = Vec::with_capacity(names.len());
+    for name in &names {
+        work.push(plan(client, target, &schema, name, &work)?);
+    }
+    let mut manifest = Manifest {
+        format: FORMAT,
+        server_version: head.get(0),
+        database: head.get(1),
+        schema,
+        taken_at: head.get(2),
+        settings: SESSION_SETTINGS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        tables: Vec::with_capacity(work.len()),
+    };
+    let file = fs_util::create_new_private(dest)?;
+    let mut out = Counter {
+        inner: BufWriter::with_capacity(CHUNK, file),
+        bytes: 0,
+    };
+    out.write_all(MAGIC)
+        .map_err(|e| Error::io("write", dest, e))?;
+    let jobs = jobs.clamp(1, work.len().max(1));
+    if jobs == 1 {
+        for mut job in work {
+            job.entry.offset = out.bytes;
+            job.entry.rows = copy_table(client, target, &job, &mut out, dest)?;
+            job.entry.length = out.bytes - job.entry.offset;
+            manifest.tables.push(job.entry);
+        }
+    } else {
+        let parts = read_in_parallel(client, target, &work, dest, jobs)?;
+        for (mut job, part) in work.into_iter().zip(parts) {
+            job.entry.offset = out.bytes;
+            job.entry.rows = part.rows;
+            let mut f = File::open(part.guard.path()).map_err(|e| Error::io("open", dest, e))?;
+            std::io::copy(&mut f, &mut out).map_err(|e| Error::io("write", dest, e))?;
+            job.entry.length = out.bytes - job.entry.offset;
+            manifest.tables.push(job.entry);
+        }
+    }
+    finish(out, &manifest, dest)
+}
+
+/// Looks a table up and plans its read: a table (not a view), named once.
+fn plan(
+    client: &mut Client,
+    target: &Target,
+    schema: &str,
+    name: &str,
+    planned: &[Job],
+) -> Result<Job> {
+    let rel = catalog::find(client, target, schema, name)?.ok_or_else(|| Error::TableMissing {
+        table: name.to_string(),
+        location: format!("the live database {}", target.location().display()),
+    })?;
+    if !rel.is_table() {
+        return Err(Error::invalid(
+            "tables",
+            format!("{:?} is {}, not a table", rel.name, rel.kind_name()),
+        ));
+    }
+    if planned.iter().any(|j| j.entry.name == rel.name) {
+        return Err(Error::invalid(
+            "tables",
+            format!("{:?} is named twice", rel.name),
+        ));
+    }
+    let columns = catalog::columns(client, target, rel.oid)?;
+    let (constraints, references) = catalog::constraints(client, target, schema, rel.oid)?;
+    let entry = TableEntry {
+        name: rel.name.clone(),
+        columns,
+        constraints,
+        references,
+        rows: 0,
+        offset: 0,
+        length: 0,
+    };
+    let cols: Vec<String> = entry.columns.iter().map(|c| ident(&c.name)).collect();
+    let pk: Vec<String> = entry.primary_key().iter().map(|c| ident(&c.name)).collect();
+    let order = if pk.is_empty() {
+        String::new()
+    } else {
+        format!(" ORDER BY {}", pk.join(", "))
+    };
+    let sql = format!(
+        "COPY (SELECT {} FROM {}.{}{order}) TO STDOUT",
+        cols.join(", "),
+        ident(schema),
+        ident(&rel.name)
+    );
+    let size: i64 = client
+        .query_one("SELECT pg_relation_size($1::oid)", &[&rel.oid])
+        .map_err(|e| target.error("read table size", e))?
+        .get(0);
+    Ok(Job { entry, sql, size })
+}
+
+/// A table read into a part file.
+struct Part {
+    guard: fs_util::StagingGuard,
+    rows: u64,
+}
+
+/// Reads every job on `jobs` connections sharing the snapshot of `client`'s transaction; the
+/// parts in the order of `work`.
+fn read_in_parallel(
+    client: &mut Client,
+    target: &Target,
+    work: &[Job],
+    dest: &Path,
+    jobs: usize,
+) -> Result<Vec<Part>> {
+    let snapshot: String = client
+        .query_one("SELECT pg_export_snapshot()", &[])
+        .map_err(|e| target.error("export snapshot", e))?
+        .get(0);
+    let mut order: Vec<usize> = (0..work.len()).collect();
+    order.sort_by_key(|&i| work[i].size); // popped from the end: the largest first
+    let queue = Mutex::new(order);
+    let done: Mutex<Vec<Option<Part>>> = Mutex::new((0..work.len()).map(|_| None).collect());
+    let dir = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let run = |client: &mut Client| -> Result<()> {
+        loop {
+            let next = queue.lock().map_err(|_| poisoned(dest))?.pop();
+            let Some(i) = next else { return Ok(()) };
+            let guard = fs_util::StagingGuard::new(fs_util::staging_path(&dir, "part"));
+            let file = fs_util::create_new_private(guard.path())?;
+            let mut out = Counter {
+                inner: BufWriter::with_capacity(CHUNK, file),
+                bytes: 0,
+            };
+            let rows = copy_table(client, target, &work[i], &mut out, guard.path())?;
+            out.flush()
+                .map_err(|e| Error::io("write", guard.path(), e))?;
+            done.lock().map_err(|_| poisoned(dest))?[i] = Some(Part { guard, rows });
+        }
+    };
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (1..jobs)
+            .map(|_| {
+                let snapshot = &snapshot;
+                let run = &run;
+                scope.spawn(move || -> Result<()> {
+                    let mut c = target.connect()?;
+                    c.batch_execute(&format!(
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                         SET TRANSACTION SNAPSHOT '{}'",
+                        snapshot.replace('\'', "''")
+                    ))
+                    .map_err(|e| target.error("import snapshot", e))?;
+                    let r = run(&mut c);
+                    let _ = c.batch_execute("ROLLBACK");
+                    r
+                })
+            })
+            .collect();
+        let mut results = vec![run(client)];
+        results.extend(workers.into_iter().map(|w| {
+            w.join()
+                .unwrap_or_else(|_| Err(Error::invalid("export", "a reader thread panicked")))
+        }));
+        results
+    });
+    for r in results {
+        r?;
+    }
+    let parts = done.into_inner().map_err(|_| poisoned(dest))?;
+    parts
+        .into_iter()
+        .map(|p| p.ok_or_else(|| Error::invalid("export", "a table was not read")))
+        .collect()
+}
+
+fn poisoned(dest: &Path) -> Error {
+    Error::invalid("export", format!("a reader of {} panicked", dest.display()))
+}
+
+/// Reads one table through `client` into `out` as one zstd frame; its rows.
+fn copy_table<W: Write>(
+    client: &mut Client,
+    target: &Target,
+    job: &Job,
+    out: &mut Counter<W>,
+    dest: &Path,
+) -> Result<u64> {
+    let reader = client
+        .copy_out(&job.sql)
+        .map_err(|e| target.error("copy rows", e))?;
+    copy_compressed(reader, out, &job.entry.name, target, dest)
+}
+
+/// Writes the manifest and the trailer after the rows, and flushes.
+fn finish<W: Write>(mut out: Counter<W>, manifest: &Manifest, dest: &Path) -> Result<()> {
+    let json = serde_json::to_vec(manifest)
+        .map_err(|e| Error::invalid("manifest", format!("cannot serialise: {e}")))?;
+    let manifest_at = out.bytes;
+    out.write_all(&json)
+        .and_then(|()| out.write_all(b"\n"))
+        .map_err(|e| Error::io("write", dest, e))?;
+    let trailer = format!(
+        "{}{manifest_at:020} {:020}\n",
+        String::from_utf8_lossy(TRAILER_TAG),
+        json.len() + 1
+    );
+    out.write_all(trailer.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io("write", dest, e))
+}
+
+/// Streams one table's COPY text from `reader` into `out` as one zstd frame (nothing for no
+/// rows); returns the number of rows (lines).
+fn copy_compressed<W: Write>(
+    mut reader: impl Read,
+    out: &mut Counter<W>,
+    table: &str,
+    target: &Target,
+    dest: &Path,
+) -> Result<u64> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut read = |buf: &mut [u8]| loop {
+        match reader.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                return Err(Error::Engine {
+                    engine: super::KIND,
+                    op: "copy rows",
+                    path: target.location().to_path_buf(),
+                    detail: format!("table {table:?}: {e}"),
+                });
+            }
+            Ok(n) => return Ok(n),
+        }
+    };
+    let mut n = read(&mut buf)?;
+    if n == 0 {
+        return Ok(0); // no rows: no frame
+    }
+    let mut lines = 0u64;
+    let mut enc = encoder(out).map_err(|e| Error::io("compress", dest, e))?;
+    while n > 0 {
+        lines += newlines(&buf[..n]);
+        enc.write_all(&buf[..n])
+            .map_err(|e| Error::io("write", dest, e))?;
+        n = read(&mut buf)?;
+    }
+    enc.finish().map_err(|e| Error::io("write", dest, e))?;
+    Ok(lines)
+}
+
+/// The newlines in `buf`.
+fn newlines(buf: &[u8]) -> u64 {
+    buf.iter().filter(|&&b| b == b'\n').count() as u64
+}
+
+/// Counts the bytes written through it.
+struct Counter<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
