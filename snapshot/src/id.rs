@@ -7,7 +7,7 @@
 //! store: publishing refuses an existing name and the next attempt appends `-0002`, `-0003`, …
 //! Generation is a pure function of its inputs.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 
 /// Longest kept part of the operation, entity type or entity id.
 const MAX_PART: usize = 40;
@@ -21,7 +21,7 @@ pub fn snapshot_id(
     entity_id: Option<&str>,
     attempt: u32,
 ) -> String {
-    let mut id = at.format("%Y%m%d_%H%M%S_%3f").to_string();
+    let mut id = format!("{}{}", year(at), at.format("%m%d_%H%M%S_%3f"));
     for part in [Some(operation), entity_type, entity_id]
         .into_iter()
         .flatten()
@@ -40,7 +40,19 @@ pub fn snapshot_id(
 
 /// The `YYYYMMDD_HHMMSS` time stamp of the original format.
 pub fn timestamp(at: DateTime<Utc>) -> String {
-    at.format("%Y%m%d_%H%M%S").to_string()
+    format!("{}{}", year(at), at.format("%m%d_%H%M%S"))
+}
+
+/// The year as `%Y` writes it (four digits at least, `-` before a year BCE), without the `+`
+/// it puts before a year past 9999: an id stays file-name-safe and [`is_valid`] whatever the
+/// clock says.
+fn year(at: DateTime<Utc>) -> String {
+    let y = at.year();
+    if y < 0 {
+        format!("-{:04}", y.unsigned_abs())
+    } else {
+        format!("{y:04}")
+    }
 }
 
 /// Reduces a free-form part to a bounded, file-name-safe token.
@@ -137,6 +149,23 @@ mod tests {
         uniq.sort();
         uniq.dedup();
         assert_eq!(uniq.len(), ids.len());
+    }
+
+    #[test]
+    fn ids_are_valid_whatever_the_clock_says() {
+        // Found by the fuzzer (`fuzz/regressions/snapshot_id/`): `%Y` writes `+64462`.
+        for (millis, stamp) in [
+            (1_972_087_115_764_370, "644621214_083604"),
+            (253_402_300_799_999, "99991231_235959"),
+            (-62_167_219_200_001, "-00011231_235959"),
+        ] {
+            let at = DateTime::<Utc>::from_timestamp_millis(millis).unwrap_or_default();
+            let id = snapshot_id(at, "manual", None, None, 0);
+            assert!(is_valid(&id), "{id}");
+            assert_eq!(timestamp(at), stamp);
+            assert!(id.starts_with(stamp), "{id}");
+        }
+        assert_eq!(timestamp(at()), at().format("%Y%m%d_%H%M%S").to_string());
     }
 
     proptest! {
