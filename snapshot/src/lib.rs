@@ -109,6 +109,11 @@ mod verify;
 #[doc(hidden)]
 pub mod __private;
 
+// `cfg(fuzzing)`: set by cargo-fuzz when it builds the targets of `fuzz/`.
+#[cfg(any(test, fuzzing))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 #[cfg(feature = "macros")]
 pub use snapshot_macros::with_snapshot;
 

@@ -82,12 +82,24 @@
 //! `database.path`) and whose message names the file, the line and the `[database]` table (or
 //! the flag or variable that gave the value).
 
+// The submodules' paths are spelt out: the fuzz target of the configuration (`fuzz/`) compiles
+// this file through a `#[path]` attribute, which looks for them beside this file otherwise.
+#[path = "config/database.rs"]
 mod database;
+#[path = "config/entities.rs"]
 mod entities;
+#[path = "config/origin.rs"]
 mod origin;
+#[path = "config/raw.rs"]
 mod raw;
+#[path = "config/server.rs"]
 mod server;
+#[path = "config/units.rs"]
 mod units;
+// `cfg(fuzzing)`: set by cargo-fuzz when it builds the fuzz targets.
+#[cfg(any(test, fuzzing))]
+#[path = "config/fuzzing.rs"]
+pub(crate) mod fuzzing;
 
 pub use origin::Origin;
 pub use raw::{JobConfig, RetentionConfig};
