@@ -376,12 +376,24 @@ fn exit_codes_not_found_verification_failed_usage_and_locked() -> Result<()> {
     let v: Value = serde_json::from_slice(&err_json.stdout)?;
     assert_eq!(v["error"]["exit_code"], 3);
 
-    // A database another process holds open is not restored over: locked (5), nothing changed.
+    // A database another process holds open is restored into (SQLite's backup API): the
+    // holder's own connection sees the rows back.
     let id2 = id_of(&fx.json(&["create"])?, 0)?;
     let holder = Connection::open(&fx.db)?;
     holder.execute("DELETE FROM readings WHERE id = 1", [])?;
-    let locked = fx.run(&["restore", &id2, "--yes"])?;
+    let into = fx.run(&["restore", &id2, "--yes"])?;
+    assert_eq!(code(&into), 0, "{}", text(&into));
+    assert!(text(&into).contains("backup API"), "{}", text(&into));
+    let n: i64 = holder.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))?;
+    assert_eq!(n, 3);
+    // One that keeps a write transaction open: busy, locked (5) once the retries are spent,
+    // nothing changed.
+    holder.execute_batch("BEGIN IMMEDIATE; DELETE FROM readings WHERE id = 1;")?;
+    let locked = fx.run(&["--json", "restore", &id2, "--yes"])?;
+    holder.execute_batch("COMMIT")?;
     assert_eq!(code(&locked), 5, "{}", text(&locked));
+    let v: Value = serde_json::from_slice(&locked.stdout)?;
+    assert_eq!(v["error"]["kind"], "busy", "{v}");
     assert_eq!(fx.rows()?, 2);
     drop(holder);
 
