@@ -18,7 +18,7 @@ use crate::id;
 use crate::record::SnapshotRecord;
 use crate::store::{MemoryStore, Payload, PutMode, Store};
 use crate::verify::DoctorOptions;
-use crate::{Environment, FileSource, ListFilter, SnapshotManager};
+use crate::{Environment, FileSource, ListFilter, RetentionPolicy, SnapshotManager};
 
 /// Separates the parts of a fuzz input (never in UTF-8 text, so never in JSON).
 pub const SEPARATOR: u8 = 0xFF;
@@ -50,8 +50,8 @@ fn scratch(name: &str) -> PathBuf {
 /// The catalog as a store holds it: `data` is the index (`snapshot_metadata.json`) and one
 /// sidecar, or, split at [`SEPARATOR`], the index before it and the sidecar after it. Each is
 /// read with the index present and with the index lost (the records then come from the
-/// sidecar), through the manager's listing, lookup, status, retention plan, verification,
-/// doctor (repairing) and a pin (which writes the index back).
+/// sidecar), through the manager's listing, lookup, status, retention plan, verification, a
+/// pin (which writes the index back), doctor (repairing) and a prune.
 ///
 /// # Panics
 /// When the catalog panics, or answers a damaged index with another error than
@@ -141,6 +141,13 @@ fn read_catalog(manager: &SnapshotManager, index_present: bool) {
         && let Err(e) = manager.list(&ListFilter::new())
     {
         panic!("the catalog does not read after a repair: {e:?}");
+    }
+    if manager
+        .prune_with(&RetentionPolicy::new().keep_last(1))
+        .is_ok()
+        && let Err(e) = manager.list(&ListFilter::new())
+    {
+        panic!("the catalog does not read after a prune: {e:?}");
     }
 }
 

@@ -913,7 +913,7 @@ impl SnapshotManager {
         }
         Ok(PruneReport {
             plan,
-            freed_bytes: dropped.iter().map(|r| r.size_bytes).sum(),
+            freed_bytes: total_size(&dropped),
             deleted: dropped.into_iter().map(|r| r.snapshot_id).collect(),
         })
     }
@@ -928,7 +928,7 @@ impl SnapshotManager {
         for r in &records {
             let s = by_operation.entry(r.operation_type.clone()).or_default();
             s.count += 1;
-            s.bytes += r.size_bytes;
+            s.bytes = s.bytes.saturating_add(r.size_bytes); // a damaged catalog may claim any size
         }
         Ok(Status {
             enabled: self.is_enabled(),
@@ -938,7 +938,7 @@ impl SnapshotManager {
             source_kind: self.inner.source.kind().to_string(),
             source_path: self.inner.source.path().to_path_buf(),
             count: records.len(),
-            total_bytes: records.iter().map(|r| r.size_bytes).sum(),
+            total_bytes: total_size(&records),
             by_operation,
             pinned: records.iter().filter(|r| r.pinned).count(),
             oldest: records.iter().map(|r| r.datetime).min(),
@@ -947,6 +947,13 @@ impl SnapshotManager {
             retention: self.inner.retention.clone(),
         })
     }
+}
+
+/// The sizes of `records` added up, at most `u64::MAX`: a damaged catalog may claim any size.
+pub(crate) fn total_size(records: &[SnapshotRecord]) -> u64 {
+    records
+        .iter()
+        .fold(0u64, |total, r| total.saturating_add(r.size_bytes))
 }
 
 /// Removes the records the plan drops and returns them.

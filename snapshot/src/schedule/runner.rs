@@ -41,7 +41,7 @@ impl SnapshotManager {
         self.delete_objects(&dropped);
         Ok(PruneReport {
             plan,
-            freed_bytes: dropped.iter().map(|r| r.size_bytes).sum(),
+            freed_bytes: crate::manager::total_size(&dropped),
             deleted: dropped.into_iter().map(|r| r.snapshot_id).collect(),
         })
     }

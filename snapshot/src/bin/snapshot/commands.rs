@@ -645,8 +645,7 @@ pub(crate) fn prune(ctx: &Ctx, a: PruneArgs) -> CliResult {
     let freed: u64 = records
         .iter()
         .filter(|r| drops.iter().any(|d| d.snapshot_id == r.snapshot_id))
-        .map(|r| r.size_bytes)
-        .sum();
+        .fold(0u64, |total, r| total.saturating_add(r.size_bytes));
     if !ctx.json {
         println!("policy: {policy}");
         let mut t = Table::new(&["ID", "ACTION", "WHY"]);

@@ -271,7 +271,7 @@ pub(crate) fn status(ctx: &Ctx) -> CliResult {
     for r in &records {
         let e = by_type.entry(r.source_kind.clone()).or_default();
         e.0 += 1;
-        e.1 += r.size_bytes;
+        e.1 = e.1.saturating_add(r.size_bytes); // a damaged catalog may claim any size
     }
     let free = disk_free(&store_dir);
     let scheduler = if exists {
