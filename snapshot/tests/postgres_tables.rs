@@ -1573,3 +1573,45 @@ fn tables_read_in_parallel_share_one_snapshot() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn readers_that_cannot_connect_leave_their_tables_to_the_main_connection() -> Result<()> {
+    let db = TestDb::new("onlyone")?;
+    let role = format!("snap_one_{}", std::process::id());
+    let mut c = Client::connect(&db.url, NoTls)?;
+    c.batch_execute(&format!(
+        "DROP ROLE IF EXISTS {role};
+         CREATE ROLE {role} LOGIN CONNECTION LIMIT 1;
+         GRANT ALL ON SCHEMA public TO {role};
+         CREATE TABLE t1 (id int PRIMARY KEY); INSERT INTO t1 SELECT generate_series(1, 100);
+         CREATE TABLE t2 (id int PRIMARY KEY); INSERT INTO t2 SELECT generate_series(1, 200);
+         CREATE TABLE t3 (id int PRIMARY KEY); INSERT INTO t3 SELECT generate_series(1, 300);
+         GRANT SELECT ON t1, t2, t3 TO {role};"
+    ))?;
+    let url = conninfo(&server_url()?, &db.name, Some(&role))?;
+    let dir = tempfile::tempdir()?;
+    let m = SnapshotManager::builder()
+        .source(PostgresSource::new(&url)?.jobs(3))
+        .store(LocalStore::open(dir.path().join("store"))?)
+        .environment(Environment::persistent())
+        .build()?;
+    let r = m
+        .snapshot(SnapshotRequest::new("manual"))?
+        .into_record()
+        .context("the manager is enabled")?;
+    m.verify_with(&r.snapshot_id, CheckLevel::Full)?;
+    for (t, n) in [("t1", 100), ("t2", 200), ("t3", 300)] {
+        assert_eq!(m.preview(&r.snapshot_id, t, 0, 1)?.total_rows, n, "{t}");
+    }
+    drop(m);
+    let _ = c.batch_execute(&format!(
+        "REVOKE ALL ON t1, t2, t3 FROM {role}; REVOKE ALL ON SCHEMA public FROM {role}"
+    ));
+    drop(c);
+    let mut admin = Client::connect(&db.admin, NoTls)?;
+    let _ = admin.batch_execute(&format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE); DROP ROLE IF EXISTS {role}",
+        db.name
+    ));
+    Ok(())
+}

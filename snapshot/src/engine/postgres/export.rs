@@ -223,13 +223,16 @@ fn read_in_parallel(
                 let snapshot = &snapshot;
                 let run = &run;
                 scope.spawn(move || -> Result<()> {
-                    let mut c = target.connect()?;
-                    c.batch_execute(&format!(
-                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
-                         SET TRANSACTION SNAPSHOT '{}'",
-                        snapshot.replace('\'', "''")
-                    ))
-                    .map_err(|e| target.error("import snapshot", e))?;
+                    // A reader that cannot join (the server's connection limit, say) leaves
+                    // its share to the others: the main connection reads until the queue is
+                    // empty.
+                    let mut c = match join_snapshot(target, snapshot) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "a parallel reader could not join; the others read its tables");
+                            return Ok(());
+                        }
+                    };
                     let r = run(&mut c);
                     let _ = c.batch_execute("ROLLBACK");
                     r
@@ -251,6 +254,17 @@ fn read_in_parallel(
         .into_iter()
         .map(|p| p.ok_or_else(|| Error::invalid("export", "a table was not read")))
         .collect()
+}
+
+/// A connection in a read-only transaction on the exported `snapshot`.
+fn join_snapshot(target: &Target, snapshot: &str) -> Result<Client> {
+    let mut c = target.connect()?;
+    c.batch_execute(&format!(
+        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+        snapshot.replace('\'', "''")
+    ))
+    .map_err(|e| target.error("import snapshot", e))?;
+    Ok(c)
 }
 
 fn poisoned(dest: &Path) -> Error {
