@@ -252,7 +252,9 @@ impl PgSession {
                 .map_err(|e| live.target.error("load snapshot table", e))?;
             let mut rows = rows;
             loop {
-                let chunk = rows.fill_buf().map_err(|e| Error::io("read", &path, e))?;
+                let chunk = rows
+                    .fill_buf()
+                    .map_err(|e| self.bundle.read_error(name, e))?;
                 if chunk.is_empty() {
                     break;
                 }
@@ -691,7 +693,7 @@ impl Session for PgSession {
             line.clear();
             let got = rows
                 .read_until(b'\n', &mut line)
-                .map_err(|e| Error::io("read", &path, e))?;
+                .map_err(|e| self.bundle.read_error(&entry.name, e))?;
             if got == 0 {
                 break;
             }
