@@ -1507,6 +1507,14 @@ fn tables_read_in_parallel_share_one_snapshot() -> Result<()> {
          INSERT INTO acct_b VALUES (1, 0);
          INSERT INTO filler SELECT i, repeat(md5(i::text), 4) FROM generate_series(1, 200000) i;",
     )?;
+    // Large enough to be read in ranges of its key (from 32 MB on).
+    let big: bool = c
+        .query_one("SELECT pg_relation_size('filler') >= 32 * 1024 * 1024", &[])?
+        .get(0);
+    ensure!(
+        big,
+        "filler is under 32 MB: the test no longer reads a table in ranges"
+    );
     let dir = tempfile::tempdir()?;
     let m = SnapshotManager::builder()
         .source(PostgresSource::new(&db.url)?.jobs(3))
@@ -1567,9 +1575,20 @@ fn tables_read_in_parallel_share_one_snapshot() -> Result<()> {
         result.map(|()| n)
     })?;
     ensure!(commits > 0, "the writer never committed");
-    // The bundle holds every table and verifies in full.
+    // The bundle holds every table and verifies in full; `filler` (over 32 MB, keyed by one
+    // integer) was read in ranges of its key by three connections and is whole and in key
+    // order across the ranges' seams.
     for r in m.list(&ListFilter::new())? {
         m.verify_with(&r.snapshot_id, CheckLevel::Full)?;
+        let p = m.preview(&r.snapshot_id, "filler", 0, u64::MAX)?;
+        ensure!(p.total_rows == 200_000 && p.rows.len() == 200_000);
+        for (i, row) in p.rows.iter().enumerate() {
+            ensure!(
+                row.first() == Some(&Value::Integer(i as i64 + 1)),
+                "row {i}: {:?}",
+                row.first()
+            );
+        }
     }
     Ok(())
 }

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! SNAPSHOT-POSTGRES-BUNDLE 1\n                       magic line
-//! <rows of table 1>                                  one zstd frame of COPY text: one line
+//! <rows of table 1>                                  zstd frames of COPY text: one line
 //! <rows of table 2> …                                per row, tab-separated, \N for NULL
 //! {"format":1,"tables":[…],…}\n                      manifest: one line of JSON
 //! SNAPSHOT-POSTGRES-MANIFEST <offset> <length>\n     trailer: 20-digit decimals
@@ -33,7 +33,8 @@ pub(super) const MAGIC: &[u8] = b"SNAPSHOT-POSTGRES-BUNDLE 1\n";
 pub(super) const TRAILER_TAG: &[u8] = b"SNAPSHOT-POSTGRES-MANIFEST ";
 /// The length of the last line: tag, two 20-digit numbers, a space and a newline.
 const TRAILER_LEN: u64 = TRAILER_TAG.len() as u64 + 42;
-/// The format version written in the manifest: 2, each table's rows one zstd frame.
+/// The format version written in the manifest: 2, each table's rows zstd frames (one, or one
+/// per range of its key read in parallel).
 pub(super) const FORMAT: u32 = 2;
 /// The format whose rows are plain COPY text (still read).
 const FORMAT_PLAIN: u32 = 1;

@@ -1,9 +1,12 @@
 //! Writing a bundle ([`bundle`](super::bundle) has the format): every table of the schema read
 //! in one `REPEATABLE READ READ ONLY` transaction — or, with several tables and `jobs > 1`, by
 //! several connections that share that transaction's snapshot (`pg_export_snapshot()` /
-//! `SET TRANSACTION SNAPSHOT`, as `pg_dump -j` does), the largest tables first. A table read in
-//! parallel is compressed into a part file beside the bundle; the bundle is then assembled in
-//! table order (the compressed frames are small: a copy of them is cheap).
+//! `SET TRANSACTION SNAPSHOT`, as `pg_dump -j` does), the largest tables first; a table of 32 MB
+//! or more keyed by one integer column is read in as many ranges of its key at once (which
+//! `pg_dump -j` cannot: it reads a table on one connection). A piece read in parallel is
+//! compressed into a part file beside the bundle; the bundle is then assembled in table and key
+//! order (a table's rows may be several zstd frames one after the other; the compressed frames
+//! are small: a copy of them is cheap).
 
 use std::fs::File;
 use std::io::{BufWriter, Read, Write};
@@ -45,12 +48,18 @@ pub(crate) fn export(
 }
 
 /// One table to read: its manifest entry (rows and place filled in as it is written), the
-/// statement that reads it and its size on the server (the largest are read first).
+/// statements that read it — one, or one per range of its key (each range's rows follow the
+/// previous range's: the table stays in key order) — and its size on the server (the largest
+/// are read first).
 struct Job {
     entry: TableEntry,
-    sql: String,
+    pieces: Vec<String>,
     size: i64,
 }
+
+/// Tables from this size on, keyed by one integer column, are read in `jobs` ranges of the key
+/// at once (as `pg_dump -j` cannot: it reads a table on one connection).
+const SPLIT_BYTES: i64 = 32 << 20;
 
 fn export_in(
     client: &mut Client,
@@ -79,7 +88,8 @@ fn export_in(
     };
     let mut work = Vec::with_capacity(names.len());
     for name in &names {
-        work.push(plan(client, target, &schema, name, &work)?);
+        let job = plan(client, target, &schema, name, &work, jobs)?;
+        work.push(job);
     }
     let mut manifest = Manifest {
         format: FORMAT,
@@ -100,21 +110,27 @@ fn export_in(
     };
     out.write_all(MAGIC)
         .map_err(|e| Error::io("write", dest, e))?;
-    let jobs = jobs.clamp(1, work.len().max(1));
+    let pieces: usize = work.iter().map(|j| j.pieces.len()).sum();
+    let jobs = jobs.clamp(1, pieces.max(1));
     if jobs == 1 {
         for mut job in work {
             job.entry.offset = out.bytes;
-            job.entry.rows = copy_table(client, target, &job, &mut out, dest)?;
+            for sql in &job.pieces {
+                job.entry.rows += copy_table(client, target, sql, &job.entry.name, &mut out, dest)?;
+            }
             job.entry.length = out.bytes - job.entry.offset;
             manifest.tables.push(job.entry);
         }
     } else {
-        let parts = read_in_parallel(client, target, &work, dest, jobs)?;
-        for (mut job, part) in work.into_iter().zip(parts) {
+        let mut parts = read_in_parallel(client, target, &work, dest, jobs)?.into_iter();
+        for mut job in work {
             job.entry.offset = out.bytes;
-            job.entry.rows = part.rows;
-            let mut f = File::open(part.guard.path()).map_err(|e| Error::io("open", dest, e))?;
-            std::io::copy(&mut f, &mut out).map_err(|e| Error::io("write", dest, e))?;
+            for part in parts.by_ref().take(job.pieces.len()) {
+                job.entry.rows += part.rows;
+                let mut f =
+                    File::open(part.guard.path()).map_err(|e| Error::io("open", dest, e))?;
+                std::io::copy(&mut f, &mut out).map_err(|e| Error::io("write", dest, e))?;
+            }
             job.entry.length = out.bytes - job.entry.offset;
             manifest.tables.push(job.entry);
         }
@@ -129,6 +145,7 @@ fn plan(
     schema: &str,
     name: &str,
     planned: &[Job],
+    jobs: usize,
 ) -> Result<Job> {
     let rel = catalog::find(client, target, schema, name)?.ok_or_else(|| Error::TableMissing {
         table: name.to_string(),
@@ -164,17 +181,68 @@ fn plan(
     } else {
         format!(" ORDER BY {}", pk.join(", "))
     };
-    let sql = format!(
-        "COPY (SELECT {} FROM {}.{}{order}) TO STDOUT",
-        cols.join(", "),
-        ident(schema),
-        ident(&rel.name)
-    );
+    let from = format!("{}.{}", ident(schema), ident(&rel.name));
     let size: i64 = client
         .query_one("SELECT pg_relation_size($1::oid)", &[&rel.oid])
         .map_err(|e| target.error("read table size", e))?
         .get(0);
-    Ok(Job { entry, sql, size })
+    let ranges = match entry.primary_key().as_slice() {
+        [k] if jobs > 1
+            && size >= SPLIT_BYTES
+            && matches!(k.data_type.as_str(), "smallint" | "integer" | "bigint") =>
+        {
+            key_ranges(client, target, &from, &ident(&k.name), jobs)?
+        }
+        _ => vec![String::new()],
+    };
+    let pieces = ranges
+        .iter()
+        .map(|range| {
+            format!(
+                "COPY (SELECT {} FROM {from}{range}{order}) TO STDOUT",
+                cols.join(", ")
+            )
+        })
+        .collect();
+    Ok(Job {
+        entry,
+        pieces,
+        size,
+    })
+}
+
+/// `WHERE` clauses splitting the integer key `key` of `from` into `n` ranges of equal width
+/// between its smallest and largest value (as the transaction sees them; the first and the last
+/// range are open, so no row can fall outside).
+fn key_ranges(
+    client: &mut Client,
+    target: &Target,
+    from: &str,
+    key: &str,
+    n: usize,
+) -> Result<Vec<String>> {
+    let row = client
+        .query_one(
+            &format!("SELECT min({key})::bigint, max({key})::bigint FROM {from}"),
+            &[],
+        )
+        .map_err(|e| target.error("read key range", e))?;
+    let (Some(lo), Some(hi)) = (row.get::<_, Option<i64>>(0), row.get::<_, Option<i64>>(1)) else {
+        return Ok(vec![String::new()]);
+    };
+    let width = (i128::from(hi) - i128::from(lo) + 1) / n as i128;
+    if width < 1 {
+        return Ok(vec![String::new()]);
+    }
+    let bounds: Vec<i128> = (1..n).map(|i| i128::from(lo) + width * i as i128).collect();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let low = i.checked_sub(1).map(|j| format!("{key} >= {}", bounds[j]));
+        let high = bounds.get(i).map(|b| format!("{key} < {b}"));
+        let conds: Vec<String> = low.into_iter().chain(high).collect();
+        out.push(format!(" WHERE {}", conds.join(" AND ")));
+    }
+    Ok(out)
 }
 
 /// A table read into a part file.
@@ -183,8 +251,8 @@ struct Part {
     rows: u64,
 }
 
-/// Reads every job on `jobs` connections sharing the snapshot of `client`'s transaction; the
-/// parts in the order of `work`.
+/// Reads every piece of every job on `jobs` connections sharing the snapshot of `client`'s
+/// transaction; the parts in the order of `work` and of each job's pieces.
 fn read_in_parallel(
     client: &mut Client,
     target: &Target,
@@ -196,10 +264,20 @@ fn read_in_parallel(
         .query_one("SELECT pg_export_snapshot()", &[])
         .map_err(|e| target.error("export snapshot", e))?
         .get(0);
-    let mut order: Vec<usize> = (0..work.len()).collect();
-    order.sort_by_key(|&i| work[i].size); // popped from the end: the largest first
+    // (table, statement, share of the table's size), in the order of the parts.
+    let pieces: Vec<(&str, &str, i64)> = work
+        .iter()
+        .flat_map(|j| {
+            let share = j.size / j.pieces.len() as i64;
+            j.pieces
+                .iter()
+                .map(move |sql| (j.entry.name.as_str(), sql.as_str(), share))
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..pieces.len()).collect();
+    order.sort_by_key(|&i| pieces[i].2); // popped from the end: the largest first
     let queue = Mutex::new(order);
-    let done: Mutex<Vec<Option<Part>>> = Mutex::new((0..work.len()).map(|_| None).collect());
+    let done: Mutex<Vec<Option<Part>>> = Mutex::new((0..pieces.len()).map(|_| None).collect());
     let dir = dest.parent().unwrap_or(Path::new(".")).to_path_buf();
     let run = |client: &mut Client| -> Result<()> {
         loop {
@@ -211,7 +289,8 @@ fn read_in_parallel(
                 inner: BufWriter::with_capacity(CHUNK, file),
                 bytes: 0,
             };
-            let rows = copy_table(client, target, &work[i], &mut out, guard.path())?;
+            let (name, sql, _) = pieces[i];
+            let rows = copy_table(client, target, sql, name, &mut out, guard.path())?;
             out.flush()
                 .map_err(|e| Error::io("write", guard.path(), e))?;
             done.lock().map_err(|_| poisoned(dest))?[i] = Some(Part { guard, rows });
@@ -271,18 +350,20 @@ fn poisoned(dest: &Path) -> Error {
     Error::invalid("export", format!("a reader of {} panicked", dest.display()))
 }
 
-/// Reads one table through `client` into `out` as one zstd frame; its rows.
+/// Reads one statement's rows of `table` through `client` into `out` as one zstd frame; the
+/// rows.
 fn copy_table<W: Write>(
     client: &mut Client,
     target: &Target,
-    job: &Job,
+    sql: &str,
+    table: &str,
     out: &mut Counter<W>,
     dest: &Path,
 ) -> Result<u64> {
     let reader = client
-        .copy_out(&job.sql)
+        .copy_out(sql)
         .map_err(|e| target.error("copy rows", e))?;
-    copy_compressed(reader, out, &job.entry.name, target, dest)
+    copy_compressed(reader, out, table, target, dest)
 }
 
 /// Writes the manifest and the trailer after the rows, and flushes.
