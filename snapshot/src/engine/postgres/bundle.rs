@@ -461,16 +461,9 @@ mod tests {
         }
     }
 
-    #[test]
-    fn restore_order_of_thousands_of_chained_tables_is_fast() {
-        let n = 5000;
-        let tables = (0..n)
-            .map(|i| {
-                let next = format!("t{:05}", i + 1);
-                entry(&format!("t{i:05}"), &[next.as_str()])
-            })
-            .collect();
-        let bundle = Bundle {
+    /// A bundle (never opened) of these tables.
+    fn bundle_of(tables: Vec<TableEntry>) -> Bundle {
+        Bundle {
             path: PathBuf::from("x"),
             manifest: Manifest {
                 format: FORMAT,
@@ -482,7 +475,19 @@ mod tests {
                 tables,
             },
             compressed: true,
-        };
+        }
+    }
+
+    #[test]
+    fn restore_order_of_thousands_of_chained_tables_is_fast() {
+        let n = 5000;
+        let tables = (0..n)
+            .map(|i| {
+                let next = format!("t{:05}", i + 1);
+                entry(&format!("t{i:05}"), &[next.as_str()])
+            })
+            .collect();
+        let bundle = bundle_of(tables);
         let start = std::time::Instant::now();
         let order = bundle.restore_order();
         // Each table refers to the next: the last comes first.
@@ -498,25 +503,13 @@ mod tests {
 
     #[test]
     fn restore_order_puts_referenced_tables_first() {
-        let bundle = Bundle {
-            path: PathBuf::from("x"),
-            manifest: Manifest {
-                format: FORMAT,
-                server_version: String::new(),
-                database: String::new(),
-                schema: "public".into(),
-                taken_at: chrono::Utc::now(),
-                settings: Vec::new(),
-                tables: vec![
-                    entry("a_child", &["b_parent", "gone"]),
-                    entry("b_parent", &["c_root"]),
-                    entry("c_root", &["c_root"]),
-                    entry("d_x", &["e_y"]),
-                    entry("e_y", &["d_x"]),
-                ],
-            },
-            compressed: true,
-        };
+        let bundle = bundle_of(vec![
+            entry("a_child", &["b_parent", "gone"]),
+            entry("b_parent", &["c_root"]),
+            entry("c_root", &["c_root"]),
+            entry("d_x", &["e_y"]),
+            entry("e_y", &["d_x"]),
+        ]);
         assert_eq!(
             bundle.restore_order(),
             ["c_root", "b_parent", "a_child", "d_x", "e_y"]

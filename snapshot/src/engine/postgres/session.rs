@@ -153,14 +153,14 @@ impl PgSession {
                 // The snapshot's tables are loaded into temporary tables and joined with the
                 // live ones by hash: with the defaults (8 MB of temporary buffers, 4 MB per
                 // hash) a table of a million rows spills to disk at every step.
+                let settings = if write {
+                    format!("{SESSION_MEMORY}; SET lock_timeout = '{LOCK_TIMEOUT}'")
+                } else {
+                    SESSION_MEMORY.to_string()
+                };
                 client
-                    .batch_execute(SESSION_MEMORY)
+                    .batch_execute(&settings)
                     .map_err(|e| target.error("configure session", e))?;
-                if write {
-                    client
-                        .batch_execute(&format!("SET lock_timeout = '{LOCK_TIMEOUT}'"))
-                        .map_err(|e| target.error("configure session", e))?;
-                }
                 // Resolved before any transaction: a type name the server cannot even parse
                 // is an error, which would abort a transaction.
                 let mut known_types = HashMap::new();
@@ -378,7 +378,19 @@ impl PgSession {
         let type_in = |cols: &[ColumnEntry], name: &str| {
             find(cols, name).map(|c| c.data_type).unwrap_or_default()
         };
-        let known_types = self.live()?.known_types.clone();
+        // Per column: whether the temporary table holds it in its own type (a type the server
+        // knows), so that its binary image compares with the live column's.
+        let known_types = &self.live()?.known_types;
+        let native: Vec<bool> = plan
+            .columns
+            .iter()
+            .map(|c| {
+                known_types
+                    .get(&type_in(&snap, c))
+                    .copied()
+                    .unwrap_or(false)
+            })
+            .collect();
         let mut columns = Vec::with_capacity(plan.columns.len());
         // Columns whose snapshot value has the live column's very type are compared together
         // by their binary images (`*=`, exact as the text forms are, ~4× cheaper); the others
@@ -395,8 +407,7 @@ impl PgSession {
             };
             let always = l.as_ref().and_then(|l| l.identity.as_deref()) == Some("ALWAYS");
             let differs = format!("({value}::text IS DISTINCT FROM l.{c}::text)");
-            let stype = type_in(&snap, name);
-            if plan.same_type[i] && known_types.get(&stype).copied().unwrap_or(false) {
+            if plan.same_type[i] && native[i] {
                 image_s.push(value.clone());
                 image_l.push(format!("l.{c}"));
             } else {
