@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Result, bail, ensure};
 use snapshot::catalog::INDEX_KEY;
-use snapshot::store::{LocalStorage, Object, Payload, STAGING_PREFIX, TRASH_PREFIX};
+use snapshot::store::{DedupStore, LocalStorage, Object, Payload, STAGING_PREFIX, TRASH_PREFIX};
 use snapshot::testing::store::StoreFixture;
 use snapshot::{
     Environment, Error, ListFilter, LocalStore, MemoryStore, ObjectMeta, PutMode, SnapshotManager,
@@ -39,6 +39,17 @@ fn quota_fixture() -> StoreFixture {
     StoreFixture::new(QuotaStore::new(store, 1 << 30)).keeping(dir)
 }
 
+fn dedup_local_fixture() -> StoreFixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = LocalStore::open(dir.path().join("store")).expect("open local store");
+    store.ensure_dir().expect("create the store");
+    StoreFixture::new(DedupStore::new(store)).keeping(dir)
+}
+
+fn dedup_memory_fixture() -> StoreFixture {
+    StoreFixture::new(DedupStore::new(MemoryStore::new()))
+}
+
 mod local_store {
     snapshot::store_conformance!(super::local_fixture);
 
@@ -50,6 +61,15 @@ mod local_store {
 
 mod memory_store {
     snapshot::store_conformance!(super::memory_fixture);
+}
+
+/// The dedup layer, over a directory and over a store without one, is a store like any other.
+mod dedup_local_store {
+    snapshot::store_conformance!(super::dedup_local_fixture);
+}
+
+mod dedup_memory_store {
+    snapshot::store_conformance!(super::dedup_memory_fixture);
 }
 
 /// The decorator itself behaves as a store (so its faults are the only difference).

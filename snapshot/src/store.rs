@@ -19,9 +19,13 @@
 //! memory. Both pass the same conformance suite (`snapshot::testing`, feature `test-util`).
 //! Stores are shared as `Arc<dyn Store>`; a decorator wraps one and forwards what it keeps.
 
+#[cfg(feature = "dedup")]
+pub mod dedup;
 mod local;
 mod memory;
 
+#[cfg(feature = "dedup")]
+pub use dedup::{DedupStore, GcReport};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
 
@@ -166,6 +170,50 @@ pub trait Store: Send + Sync + Debug {
     /// directory of this host (see [`LocalStorage`]). Default: none.
     fn local(&self) -> Option<&dyn LocalStorage> {
         None
+    }
+
+    /// What the snapshots take and what they cost, for a store that shares data between
+    /// them (a dedup store). Default: `None` (every object is what it takes).
+    ///
+    /// # Errors
+    /// The store's errors.
+    fn usage(&self) -> Result<Option<StoreUsage>> {
+        Ok(None)
+    }
+
+    /// The bytes the object `key` added to the store when it was put, for a store that shares
+    /// data between objects. Default: `None`.
+    ///
+    /// # Errors
+    /// The store's errors.
+    fn added_bytes(&self, key: &str) -> Result<Option<u64>> {
+        let _ = key;
+        Ok(None)
+    }
+}
+
+/// What a store that shares data between snapshots holds (see [`Store::usage`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StoreUsage {
+    /// Snapshots (manifests) in the store.
+    pub snapshots: u64,
+    /// The sum of their images' sizes.
+    pub logical_bytes: u64,
+    /// Bytes the store holds for everything (chunks, indexes, manifests, catalog).
+    pub stored_bytes: u64,
+    /// Pack objects.
+    pub packs: u64,
+}
+
+impl StoreUsage {
+    /// Logical bytes per stored byte (`0.0` for an empty store).
+    pub fn ratio(&self) -> f64 {
+        if self.stored_bytes == 0 {
+            0.0
+        } else {
+            self.logical_bytes as f64 / self.stored_bytes as f64
+        }
     }
 }
 

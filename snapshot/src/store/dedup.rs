@@ -1,0 +1,340 @@
+//! [`DedupStore`]: a store layer that keeps each distinct chunk of every snapshot once —
+//! chunks aligned to the engine's pages, addressed by blake3, zstd-compressed into packs.
+//!
+//! It wraps any [`Store`] (a local directory, memory, a remote service) and is itself a
+//! store, so the manager, the macro path and the CLI use it unchanged:
+//! - a snapshot image put as a file is cut into chunks ([`chunking`]: SQLite pages, DuckDB
+//!   blocks, content-defined for anything else), each hashed; the chunks the store does not
+//!   hold yet are compressed into a new pack ([`pack`]) and the image becomes a *manifest*
+//!   under its blob key ([`manifest`]): its chunk list, size, checksum, the packs it uses, and
+//!   the bytes it added. An unchanged database costs a manifest.
+//! - a get reassembles the image ([`reader`]), checking every chunk's hash and the whole
+//!   image's checksum; a damaged or missing chunk is named.
+//! - deleting a snapshot deletes its manifest; packs nobody references are collected in two
+//!   phases ([`gc`]), after every deletion and by [`DedupStore::collect_garbage`].
+//! - small objects put as bytes (the catalog index, sidecars) are kept as they are.
+//!
+//! Objects of the layer are named `chunks-…` in the wrapped store; listing this store shows
+//! only the others.
+
+mod chunking;
+mod gc;
+mod index;
+mod manifest;
+mod pack;
+mod reader;
+mod writer;
+
+pub use gc::GcReport;
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::error::{Error, Result};
+use crate::fs_util::{self, StagingGuard};
+use crate::store::{IntoStore, Object, ObjectMeta, Payload, PutMode, Store, StoreUsage};
+use index::{ChunkIndex, IdxCache};
+use manifest::{Manifest, is_manifest};
+
+/// Default zstd level of new chunks.
+const LEVEL: i32 = 3;
+/// Default size at which a pack is closed and a new one begun.
+const PACK_TARGET: u64 = 32 << 20;
+/// Default time a pack stays condemned before it is deleted.
+const GRACE: Duration = Duration::from_secs(3600);
+
+/// A deduplicating layer over another store (see the [module docs](self)).
+///
+/// ```no_run
+/// use snapshot::store::{DedupStore, LocalStore};
+/// use snapshot::{SnapshotManager, SqliteSource};
+///
+/// # fn main() -> snapshot::Result<()> {
+/// let store = DedupStore::new(LocalStore::open("backups")?);
+/// let manager = SnapshotManager::builder()
+///     .source(SqliteSource::new("app.db"))
+///     .store(store)
+///     .build()?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct DedupStore {
+    inner: Arc<dyn Store>,
+    level: i32,
+    pack_target: u64,
+    grace: Duration,
+    cache: IdxCache,
+    temp: Mutex<Option<PathBuf>>,
+}
+
+impl DedupStore {
+    /// A dedup layer over `inner` (zstd level 3, packs of 32 MiB, a grace period of one hour
+    /// before an unreferenced pack is deleted).
+    pub fn new(inner: impl IntoStore) -> Self {
+        DedupStore {
+            inner: inner.into_store(),
+            level: LEVEL,
+            pack_target: PACK_TARGET,
+            grace: GRACE,
+            cache: IdxCache::default(),
+            temp: Mutex::new(None),
+        }
+    }
+
+    /// The zstd level of new chunks (1 is faster, 19 smaller; default 3).
+    pub fn compression_level(mut self, level: i32) -> Self {
+        self.level = level;
+        self
+    }
+
+    /// The size at which a pack is closed (default 32 MiB; at least 1 MiB).
+    pub fn pack_size(mut self, bytes: u64) -> Self {
+        self.pack_target = bytes.max(1 << 20);
+        self
+    }
+
+    /// How long an unreferenced pack stays condemned before a collection deletes it (default
+    /// one hour). Every snapshot into the store must finish within it; a shorter one frees
+    /// space sooner. Zero suits a store only one process at a time writes.
+    pub fn gc_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &Arc<dyn Store> {
+        &self.inner
+    }
+
+    /// Runs one collection now (see [`gc`]): condemns the packs no manifest references and
+    /// deletes those condemned for longer than the grace period.
+    ///
+    /// # Errors
+    /// The store's errors; a damaged manifest stops it (nothing is deleted);
+    /// [`Error::Precondition`] when another collection ran at the same time.
+    pub fn collect_garbage(&self) -> Result<GcReport> {
+        gc::collect(&*self.inner, &self.cache, self.grace, Utc::now())
+    }
+
+    /// Where packs are staged: the wrapped store's directory when it has one (publishing is a
+    /// rename), else a private temporary directory removed with the store.
+    fn staging(&self) -> Result<PathBuf> {
+        if let Some(local) = self.inner.local() {
+            local.prepare()?;
+            return Ok(local.dir().to_path_buf());
+        }
+        let mut temp = self.temp.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(dir) = temp.as_ref() {
+            return Ok(dir.clone());
+        }
+        let dir = std::env::temp_dir().join(format!(
+            "snapshot-dedup-{}-{:p}",
+            std::process::id(),
+            self as *const Self
+        ));
+        fs_util::create_private_dir(&dir)?;
+        *temp = Some(dir.clone());
+        Ok(dir)
+    }
+
+    /// Stores the image read from `image` as chunks and publishes its manifest under `key`.
+    fn put_image(&self, key: &str, image: &mut dyn Read, mode: PutMode) -> Result<Option<String>> {
+        let started = Instant::now();
+        let (condemned, _) = gc::read_condemned(&*self.inner)?;
+        let excluded = condemned.condemned.into_keys().collect();
+        let known = ChunkIndex::load_all(&*self.inner, &self.cache, &excluded)?;
+        let staging = self.staging()?;
+        let mut w =
+            writer::ImageWriter::new(&*self.inner, &known, &staging, self.level, self.pack_target);
+        io::copy(image, &mut w).map_err(|e| match e.downcast::<Error>() {
+            Ok(e) => e,
+            Err(e) => Error::io("read", key, e),
+        })?;
+        let manifest = w.finish()?;
+        // Every pack the manifest uses is still there, and no collection may have deleted one
+        // since it was found (see `gc`).
+        for p in &manifest.header.packs {
+            if self.inner.head(p)?.is_none() {
+                return Err(Error::BlobMissing { key: p.clone() });
+            }
+        }
+        if started.elapsed() >= self.grace {
+            return Err(Error::invalid(
+                "gc_grace",
+                format!(
+                    "the snapshot took {:?}, longer than the store's collection grace {:?}: raise it",
+                    started.elapsed(),
+                    self.grace
+                ),
+            ));
+        }
+        self.inner
+            .put(key, Payload::Bytes(&manifest.encode()?), mode)
+    }
+
+    /// The manifest under `key`, or `None` when the object is not one (kept as it was put).
+    fn manifest(&self, key: &str) -> Result<(Object, Option<Manifest>)> {
+        let o = self.inner.get(key)?;
+        if is_manifest(&o.bytes) {
+            let m = Manifest::decode(key, &o.bytes)?;
+            return Ok((o, Some(m)));
+        }
+        Ok((o, None))
+    }
+
+    fn reserved(key: &str) -> Result<()> {
+        if key.starts_with(pack::PREFIX) {
+            return Err(Error::invalid(
+                "key",
+                format!(
+                    "{key:?}: keys starting with {:?} belong to the dedup layer",
+                    pack::PREFIX
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for DedupStore {
+    fn drop(&mut self) {
+        if let Ok(Some(dir)) = self.temp.get_mut().map(Option::take) {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+impl Store for DedupStore {
+    fn location(&self) -> String {
+        format!("{} (dedup)", self.inner.location())
+    }
+
+    fn object_location(&self, key: &str) -> String {
+        self.inner.object_location(key)
+    }
+
+    fn put(&self, key: &str, payload: Payload<'_>, mode: PutMode) -> Result<Option<String>> {
+        Self::reserved(key)?;
+        match payload {
+            Payload::Bytes(b) if !is_manifest(b) => self.inner.put(key, payload, mode),
+            Payload::Bytes(b) => self.put_image(key, &mut &*b, mode),
+            Payload::File(path) => {
+                if mode == PutMode::Create && self.inner.head(key)?.is_some() {
+                    return Err(Error::AlreadyExists { key: key.into() });
+                }
+                let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+                let v = self.put_image(key, &mut f, mode)?;
+                fs_util::remove_if_exists(path)?;
+                Ok(v)
+            }
+        }
+    }
+
+    fn get(&self, key: &str) -> Result<Object> {
+        let (mut o, m) = self.manifest(key)?;
+        if let Some(m) = m {
+            let mut bytes = Vec::with_capacity(usize::try_from(m.header.size).unwrap_or(0));
+            reader::read_image(&*self.inner, &self.cache, key, &m, &mut bytes)?;
+            o.meta.size = m.header.size;
+            o.bytes = bytes;
+        }
+        Ok(o)
+    }
+
+    fn get_to_file(&self, key: &str, dest: &Path) -> Result<ObjectMeta> {
+        let (o, m) = self.manifest(key)?;
+        let guard = StagingGuard::new(dest.to_path_buf());
+        let f = fs_util::create_new_private(dest)?;
+        let mut w = io::BufWriter::with_capacity(1 << 20, f);
+        let mut meta = o.meta;
+        match m {
+            Some(m) => {
+                reader::read_image(&*self.inner, &self.cache, key, &m, &mut w)?;
+                meta.size = m.header.size;
+            }
+            None => {
+                io::Write::write_all(&mut w, &o.bytes).map_err(|e| Error::io("write", dest, e))?
+            }
+        }
+        io::Write::flush(&mut w).map_err(|e| Error::io("write", dest, e))?;
+        guard.disarm();
+        Ok(meta)
+    }
+
+    fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
+        if key.starts_with(pack::PREFIX) {
+            return Ok(None);
+        }
+        let Some(meta) = self.inner.head(key)? else {
+            return Ok(None);
+        };
+        if key.ends_with(".json") {
+            return Ok(Some(meta));
+        }
+        match self.manifest(key) {
+            Ok((_, Some(m))) => Ok(Some(ObjectMeta {
+                size: m.header.size,
+                ..meta
+            })),
+            Ok((_, None)) => Ok(Some(meta)),
+            Err(Error::BlobMissing { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<ObjectMeta>> {
+        let mut objects = self.inner.list()?;
+        objects.retain(|o| !o.key.starts_with(pack::PREFIX));
+        Ok(objects)
+    }
+
+    fn delete(&self, key: &str) -> Result<()> {
+        Self::reserved(key)?;
+        self.inner.delete(key)?;
+        if !key.ends_with(".json") {
+            // A snapshot's manifest may have been the last user of some packs.
+            if let Err(e) = self.collect_garbage() {
+                tracing::warn!(error = %e, "collecting unreferenced chunks failed; the next deletion or doctor will");
+            }
+        }
+        Ok(())
+    }
+
+    fn outlives_host(&self) -> bool {
+        self.inner.outlives_host()
+    }
+
+    fn usage(&self) -> Result<Option<StoreUsage>> {
+        let objects = self.inner.list()?;
+        let mut usage = StoreUsage::default();
+        for o in &objects {
+            usage.stored_bytes += o.size;
+            if pack::is_pack(&o.key) {
+                usage.packs += 1;
+            }
+        }
+        for key in gc::manifest_candidates(objects.into_iter().map(|o| o.key)) {
+            match self.manifest(&key) {
+                Ok((_, Some(m))) => {
+                    usage.snapshots += 1;
+                    usage.logical_bytes += m.header.size;
+                }
+                Ok((_, None)) | Err(Error::BlobMissing { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(usage))
+    }
+
+    fn added_bytes(&self, key: &str) -> Result<Option<u64>> {
+        match self.manifest(key)? {
+            (_, Some(m)) => Ok(Some(m.header.added_bytes)),
+            (_, None) => Ok(None),
+        }
+    }
+}

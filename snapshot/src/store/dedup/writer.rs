@@ -1,0 +1,262 @@
+//! Writing an image into the dedup layer: cut into chunks as its bytes arrive, each chunk
+//! hashed, the ones the store does not hold compressed into a new pack; the result is the
+//! image's manifest.
+//!
+//! Bytes are taken in batches of [`BATCH`]; a batch's chunks are hashed and compressed on every
+//! core (the whole image's checksum alongside), then appended in order. Memory stays at a
+//! couple of batches whatever the image's size, plus 36 bytes of manifest per chunk.
+
+use std::collections::{BTreeSet, HashSet};
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::store::Store;
+use crate::store::dedup::chunking::Chunking;
+use crate::store::dedup::index::ChunkIndex;
+use crate::store::dedup::manifest::{ChunkRef, Manifest, ManifestHeader};
+use crate::store::dedup::pack::PackWriter;
+
+/// Bytes cut and processed at a time.
+pub(crate) const BATCH: usize = 16 << 20;
+
+/// An image being written; [`finish`](Self::finish) publishes its last pack and gives the
+/// manifest.
+pub(crate) struct ImageWriter<'a> {
+    store: &'a dyn Store,
+    known: &'a ChunkIndex,
+    level: i32,
+    pack_target: u64,
+    chunking: Option<Chunking>,
+    buf: Vec<u8>,
+    at: u64,
+    whole: blake3::Hasher,
+    chunks: Vec<ChunkRef>,
+    fresh: HashSet<[u8; 32]>,
+    packs: BTreeSet<String>,
+    pack: PackWriter,
+    added_bytes: u64,
+    added_chunks: u64,
+}
+
+impl std::fmt::Debug for ImageWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageWriter")
+            .field("at", &self.at)
+            .field("chunks", &self.chunks.len())
+            .finish()
+    }
+}
+
+/// One chunk of a batch after the parallel step: its hash, and its zstd frame when the store
+/// did not hold it.
+type Hashed = ([u8; 32], Option<Vec<u8>>);
+
+impl<'a> ImageWriter<'a> {
+    /// A writer into `store` that reuses the chunks of `known` and stages packs in `staging`.
+    pub(crate) fn new(
+        store: &'a dyn Store,
+        known: &'a ChunkIndex,
+        staging: &Path,
+        level: i32,
+        pack_target: u64,
+    ) -> Self {
+        ImageWriter {
+            store,
+            known,
+            level,
+            pack_target,
+            chunking: None,
+            buf: Vec::with_capacity(BATCH + (1 << 20)),
+            at: 0,
+            whole: blake3::Hasher::new(),
+            chunks: Vec::new(),
+            fresh: HashSet::new(),
+            packs: BTreeSet::new(),
+            pack: PackWriter::new(staging),
+            added_bytes: 0,
+            added_chunks: 0,
+        }
+    }
+
+    /// Cuts and stores what the buffer holds (all of it when `last`).
+    fn process(&mut self, last: bool) -> Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let chunking = *self.chunking.get_or_insert_with(|| {
+            Chunking::detect(&self.buf[..self.buf.len().min(Chunking::PREFIX)])
+        });
+        // Taken out while its pieces are stored (finishing a pack needs `self`).
+        let mut buf = std::mem::take(&mut self.buf);
+        let r = self.store_pieces(&buf, chunking, last);
+        let total = match r {
+            Ok(t) => t,
+            Err(e) => {
+                self.buf = buf;
+                return Err(e);
+            }
+        };
+        buf.drain(..total);
+        self.buf = buf;
+        self.at += total as u64;
+        Ok(())
+    }
+
+    /// Stores the chunks `chunking` cuts at the start of `buf`; returns the bytes they cover.
+    fn store_pieces(&mut self, buf: &[u8], chunking: Chunking, last: bool) -> Result<usize> {
+        let lens = chunking.cut(&buf, self.at, last);
+        let total: usize = lens.iter().sum();
+        let mut pieces = Vec::with_capacity(lens.len());
+        let mut pos = 0;
+        for len in &lens {
+            pieces.push(&buf[pos..pos + len]);
+            pos += len;
+        }
+        let hashed = hash_and_compress(
+            &pieces,
+            self.known,
+            self.level,
+            &buf[..total],
+            &mut self.whole,
+        )?;
+        for (piece, (hash, frame)) in pieces.iter().zip(hashed) {
+            let len = u32::try_from(piece.len())
+                .map_err(|_| Error::invalid("chunk", "a chunk over 4 GiB"))?;
+            self.chunks.push(ChunkRef { hash, len });
+            if let Some((pack, _)) = self.known.locs.get(&hash) {
+                self.packs.insert(self.known.packs[*pack as usize].clone());
+                continue;
+            }
+            if !self.fresh.insert(hash) {
+                continue; // stored earlier in this image
+            }
+            let frame = match frame {
+                Some(f) => f,
+                None => compress(piece, self.level)?,
+            };
+            self.pack.append(hash, len, &frame)?;
+            self.added_bytes += frame.len() as u64;
+            self.added_chunks += 1;
+            if self.pack.size() >= self.pack_target {
+                self.finish_pack()?;
+            }
+        }
+        Ok(total)
+    }
+
+    fn finish_pack(&mut self) -> Result<()> {
+        let dir = self.pack_dir();
+        let pack = std::mem::replace(&mut self.pack, PackWriter::new(&dir));
+        if let Some((key, _)) = pack.finish(self.store)? {
+            self.packs.insert(key);
+        }
+        Ok(())
+    }
+
+    fn pack_dir(&self) -> std::path::PathBuf {
+        self.pack.dir().to_path_buf()
+    }
+
+    /// Stores the rest and returns the manifest (not yet published). Packs already published
+    /// by this writer are garbage if the manifest never is; a collection removes them.
+    ///
+    /// # Errors
+    /// The store's errors; I/O errors of the staging directory.
+    pub(crate) fn finish(mut self) -> Result<Manifest> {
+        while !self.buf.is_empty() {
+            self.process(true)?;
+        }
+        if !self.pack.is_empty() {
+            self.finish_pack()?;
+        }
+        Ok(Manifest {
+            header: ManifestHeader {
+                format: 1,
+                size: self.at,
+                checksum: format!("blake3:{}", self.whole.finalize().to_hex()),
+                chunking: self.chunking.unwrap_or(Chunking::Cdc).describe(),
+                packs: self.packs.into_iter().collect(),
+                added_bytes: self.added_bytes,
+                added_chunks: self.added_chunks,
+            },
+            chunks: self.chunks,
+        })
+    }
+}
+
+impl Write for ImageWriter<'_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= BATCH {
+            self.process(false).map_err(io::Error::other)?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// zstd frame of `data` at `level`.
+pub(crate) fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
+    zstd::bulk::compress(data, level).map_err(|e| Error::io("compress", "chunk", e))
+}
+
+/// The hash of every piece, and the frame of those `known` lacks, on every core; `whole` takes
+/// `all` (the pieces' bytes in order) alongside.
+fn hash_and_compress(
+    pieces: &[&[u8]],
+    known: &ChunkIndex,
+    level: i32,
+    all: &[u8],
+    whole: &mut blake3::Hasher,
+) -> Result<Vec<Hashed>> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .clamp(1, 8);
+    let per = pieces.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let whole_done = s.spawn(move || {
+            whole.update(all);
+        });
+        let handles: Vec<_> = pieces
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || -> Result<Vec<Hashed>> {
+                    part.iter()
+                        .map(|p| {
+                            let hash = *blake3::hash(p).as_bytes();
+                            let frame = if known.locs.contains_key(&hash) {
+                                None
+                            } else {
+                                Some(compress(p, level)?)
+                            };
+                            Ok((hash, frame))
+                        })
+                        .collect()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(pieces.len());
+        for h in handles {
+            let part = h.join().map_err(|_| {
+                Error::io(
+                    "hash",
+                    "chunk",
+                    io::Error::other("a hashing thread panicked"),
+                )
+            })??;
+            out.extend(part);
+        }
+        whole_done.join().map_err(|_| {
+            Error::io(
+                "hash",
+                "image",
+                io::Error::other("the hashing thread panicked"),
+            )
+        })?;
+        Ok(out)
+    })
+}
