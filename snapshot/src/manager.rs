@@ -399,6 +399,9 @@ pub struct Status {
     pub last_verified: Option<DateTime<Utc>>,
     /// The retention policy in force.
     pub retention: RetentionPolicy,
+    /// What the snapshots take in a store that shares data between them (a dedup store):
+    /// logical and stored bytes; `None` for a store where each takes its size.
+    pub storage: Option<crate::store::StoreUsage>,
 }
 
 /// What [`SnapshotManager::prune`] did.
@@ -687,9 +690,14 @@ impl SnapshotManager {
                 Err(e) => return Err(e),
             }
         }
-        let record = record
+        let mut record = record
             .ok_or_else(|| Error::invalid("snapshot_id", "no free id after 10000 attempts"))?;
         staged.disarm();
+        // A store that shares data between snapshots says what this one added (in the index;
+        // the sidecar was written before it was known).
+        if let Ok(Some(added)) = inner.store.added_bytes(&record.blob_key) {
+            record.extra.insert("stored_bytes".into(), added.into());
+        }
 
         let dropped = inner.catalog.update(|records| {
             if inner.store.head(&record.blob_key)?.is_none() {
@@ -945,6 +953,7 @@ impl SnapshotManager {
             newest: records.iter().map(|r| r.datetime).max(),
             last_verified: records.iter().filter_map(|r| r.verified_at).max(),
             retention: self.inner.retention.clone(),
+            storage: self.inner.store.usage()?,
         })
     }
 }

@@ -163,7 +163,7 @@ impl DedupStore {
                 return Err(Error::BlobMissing { key: p.clone() });
             }
         }
-        if started.elapsed() >= self.grace {
+        if !self.grace.is_zero() && started.elapsed() >= self.grace {
             return Err(Error::invalid(
                 "gc_grace",
                 format!(

@@ -8,6 +8,7 @@
 //!
 //! [store]
 //! dir = "backups"            # default: `backups` beside the database (required for postgres)
+//! mode = "plain"             # or "dedup": distinct pages kept once, compressed (`DedupStore`)
 //!
 //! [retention]                # store-wide; default: keep_last = 10
 //! keep_last = 10
@@ -102,7 +103,7 @@ mod units;
 pub(crate) mod fuzzing;
 
 pub use origin::Origin;
-pub use raw::{JobConfig, RetentionConfig};
+pub use raw::{JobConfig, RetentionConfig, StoreMode};
 pub use server::ServerConfig;
 pub use units::{ByteSize, HumanDuration};
 
@@ -242,6 +243,8 @@ pub struct Config {
     pub engine_options: serde_json::Map<String, serde_json::Value>,
     /// The store directory (absolute).
     pub store: Option<PathBuf>,
+    /// How snapshots are kept in it (`[store] mode`).
+    pub store_mode: StoreMode,
     /// The store-wide retention rules (`None`: the library default, keep the last 10).
     pub retention: Option<RetentionConfig>,
     /// Tables to export (`None`: every table).
@@ -413,6 +416,11 @@ impl Config {
             server,
             engine_options,
             store,
+            store_mode: raw
+                .store
+                .mode
+                .as_ref()
+                .map_or(StoreMode::Plain, |m| *m.get_ref()),
             retention,
             export_tables: raw.exports.tables.as_ref().map(|t| t.get_ref().clone()),
             status_table,

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::config::{Config, EngineKind, SnapshotType};
+use crate::config::{Config, EngineKind, SnapshotType, StoreMode};
 use crate::{CliError, ExitStatus, invalid};
 use snapshot::Result;
 use snapshot::SnapshotManager;
@@ -159,6 +159,10 @@ impl Ctx {
             Environment::persistent()
         } else {
             Environment::detect(Some(store.dir()))
+        };
+        let store: Arc<dyn snapshot::Store> = match self.config.store_mode {
+            StoreMode::Plain => Arc::new(store),
+            StoreMode::Dedup => Arc::new(snapshot::store::DedupStore::new(store)),
         };
         let mut builder = SnapshotManager::builder()
             .source(source)

@@ -319,6 +319,10 @@ pub(crate) fn status(ctx: &Ctx) -> CliResult {
                 "pinned": s.pinned, "oldest": s.oldest, "newest": s.newest,
                 "last_verified": s.last_verified, "retention": s.retention.to_string(),
                 "disk_free_bytes": free,
+                "storage": s.storage.map(|u| json!({
+                    "logical_bytes": u.logical_bytes, "stored_bytes": u.stored_bytes,
+                    "dedup_ratio": u.ratio(), "packs": u.packs,
+                })),
             })
         }).unwrap_or_else(|| json!({ "location": store_dir, "exists": false, "disk_free_bytes": free }));
         let database = match &stats {
@@ -377,6 +381,18 @@ pub(crate) fn status(ctx: &Ctx) -> CliResult {
                 ("newest", opt_time(s.newest)),
                 ("last verified", opt_time(s.last_verified)),
                 ("retention", s.retention.to_string()),
+                (
+                    "stored",
+                    s.storage.map_or("each snapshot its size".into(), |u| {
+                        format!(
+                            "{} for {} of snapshots (dedup {:.2}x, {} packs)",
+                            bytes(u.stored_bytes),
+                            bytes(u.logical_bytes),
+                            u.ratio(),
+                            u.packs
+                        )
+                    }),
+                ),
                 ("disk free", free.map_or("-".into(), bytes)),
             ]);
         }

@@ -133,6 +133,18 @@ pub(crate) struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub(crate) dir: Option<toml::Spanned<PathBuf>>,
+    pub(crate) mode: Option<toml::Spanned<StoreMode>>,
+}
+
+/// `[store] mode`: how snapshots are kept.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreMode {
+    /// Each snapshot a file of its own.
+    #[default]
+    Plain,
+    /// Distinct chunks kept once, compressed (`DedupStore`).
+    Dedup,
 }
 
 /// `[exports]`.
