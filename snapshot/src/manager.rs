@@ -505,9 +505,11 @@ impl SnapshotManager {
         }
         let (op, entity) = (request.operation_type.clone(), request.entity_type.clone());
         let hook = request.progress.clone();
-        let (record, dropped) = self.take_keeping_dropped(request, |dest| {
-            self.capture(dest, &op, entity.as_deref(), hook.as_ref())
-        })?;
+        let (record, dropped) = self.take_keeping_dropped(
+            request,
+            |dest| self.capture(dest, &op, entity.as_deref(), hook.as_ref()),
+            true,
+        )?;
         Ok((SnapshotOutcome::Taken(record), dropped))
     }
 
@@ -574,17 +576,21 @@ impl SnapshotManager {
         request: SnapshotRequest,
         capture: impl FnOnce(&Path) -> Result<()>,
     ) -> Result<SnapshotRecord> {
-        let (record, dropped) = self.take_keeping_dropped(request, capture)?;
+        let (record, dropped) = self.take_keeping_dropped(request, capture, false)?;
         self.delete_objects(&dropped);
         Ok(record)
     }
 
     /// [`take_with`](Self::take_with) that leaves the objects of the records retention dropped
-    /// to the caller (already out of the catalog).
+    /// to the caller (already out of the catalog). With `streamable`, a source that streams its
+    /// image into a store that takes streams ([`StreamingStorage`](crate::store::StreamingStorage)) does so instead of
+    /// `capture` (when only the header is checked on create: the source checks it as it reads,
+    /// and no staged copy exists for a deeper check).
     fn take_keeping_dropped(
         &self,
         request: SnapshotRequest,
         capture: impl FnOnce(&Path) -> Result<()>,
+        streamable: bool,
     ) -> Result<(SnapshotRecord, Vec<SnapshotRecord>)> {
         request.validate()?;
         let inner = &self.inner;
@@ -606,20 +612,23 @@ impl SnapshotManager {
             &staging_dir,
             inner.source.extension(),
         ));
-        capture(staged.path())?;
-        let mut damage = None;
-        match inner
-            .source
-            .check_image(staged.path(), inner.check_on_create)
-        {
-            Ok(()) => {}
-            Err(e @ Error::NotADatabase { .. }) if request.as_found => {
-                tracing::warn!(error = %e, "the snapshot keeps a source that fails its check, as found");
-                damage = Some(e.to_string());
+        let streaming = inner.store.streaming().filter(|_| {
+            streamable
+                && source.streams()
+                && inner.check_on_create == CheckLevel::Header
+                && !request.as_found
+        });
+        let (sealed, damage) = match streaming {
+            Some(st) => {
+                let img = st.capture_to_file(staged.path(), &mut |out| source.capture_to(out))?;
+                let sealed = fs_util::Sealed {
+                    size: img.size,
+                    checksum: img.checksum,
+                };
+                (sealed, None)
             }
-            Err(e) => return Err(e),
-        }
-        let sealed = fs_util::seal(staged.path())?;
+            None => self.capture_and_seal(staged.path(), capture, request.as_found)?,
+        };
         // A store's first snapshot: the (empty) index exists before any object is published, so
         // that a crash from here on leaves an orphan for doctor, never a store without an index
         // that would look lost. Created only now so that a failed capture leaves nothing.
@@ -722,6 +731,28 @@ impl SnapshotManager {
         };
         tracing::info!(id = %record.snapshot_id, bytes = record.size_bytes, "snapshot taken");
         Ok((record, dropped))
+    }
+
+    /// Captures into `staged`, checks the image at the create level and seals it; with
+    /// `as_found`, an image that fails its check is kept and the damage returned.
+    fn capture_and_seal(
+        &self,
+        staged: &Path,
+        capture: impl FnOnce(&Path) -> Result<()>,
+        as_found: bool,
+    ) -> Result<(fs_util::Sealed, Option<String>)> {
+        let inner = &self.inner;
+        capture(staged)?;
+        let mut damage = None;
+        match inner.source.check_image(staged, inner.check_on_create) {
+            Ok(()) => {}
+            Err(e @ Error::NotADatabase { .. }) if as_found => {
+                tracing::warn!(error = %e, "the snapshot keeps a source that fails its check, as found");
+                damage = Some(e.to_string());
+            }
+            Err(e) => return Err(e),
+        }
+        Ok((fs_util::seal(staged)?, damage))
     }
 
     /// Where images are prepared: the store's own directory when it has one (publishing is then

@@ -181,6 +181,27 @@ pub trait Source: Send + Sync + Debug {
         self.capture(dest)
     }
 
+    /// Whether [`capture_to`](Self::capture_to) streams this source's image (SQLite: its pages
+    /// read under the read transaction), so that a store taking images as streams (a dedup
+    /// store) gets it without a staged copy. The default: no.
+    fn streams(&self) -> bool {
+        false
+    }
+
+    /// Writes the image [`capture`](Self::capture) would write to `out`, in order, instead of
+    /// to a file.
+    ///
+    /// # Errors
+    /// As [`capture`](Self::capture); [`Error::Unsupported`] for a source that does not
+    /// [stream](Self::streams) (the default).
+    fn capture_to(&self, out: &mut dyn std::io::Write) -> Result<()> {
+        let _ = out;
+        Err(Error::Unsupported {
+            operation: "streamed capture",
+            kind: self.kind().to_string(),
+        })
+    }
+
     /// Whether [`capture_with`](Self::capture_with) uses the previous snapshot's image (a
     /// directory's report of what changed since). The default: no.
     fn wants_previous(&self) -> bool {

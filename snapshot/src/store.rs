@@ -172,6 +172,12 @@ pub trait Store: Send + Sync + Debug {
         None
     }
 
+    /// The capability of a store that takes images as streams (see [`StreamingStorage`]).
+    /// Default: none.
+    fn streaming(&self) -> Option<&dyn StreamingStorage> {
+        None
+    }
+
     /// What the snapshots take and what they cost, for a store that shares data between
     /// them (a dedup store). Default: `None` (every object is what it takes).
     ///
@@ -190,6 +196,33 @@ pub trait Store: Send + Sync + Debug {
         let _ = key;
         Ok(None)
     }
+}
+
+/// The capability of a store that takes a snapshot image as a stream of bytes, so that the
+/// manager hands it a source's bytes as they are read instead of staging a copy of them (a
+/// dedup store keeps only the chunks it lacks).
+pub trait StreamingStorage: Send + Sync {
+    /// Stores the image `write` writes, and writes to the new local file `dest` what a
+    /// [`Store::put`] of it as a [`Payload::File`] then publishes under a key (for a dedup
+    /// store, the image's manifest). Returns the image's size and checksum.
+    ///
+    /// # Errors
+    /// The errors of `write`; the store's errors; I/O errors naming `dest`.
+    fn capture_to_file(
+        &self,
+        dest: &Path,
+        write: &mut dyn FnMut(&mut dyn std::io::Write) -> Result<()>,
+    ) -> Result<StreamedImage>;
+}
+
+/// An image a [`StreamingStorage`] took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StreamedImage {
+    /// Its size in bytes.
+    pub size: u64,
+    /// `blake3:<hex>` of its bytes.
+    pub checksum: String,
 }
 
 /// What a store that shares data between snapshots holds (see [`Store::usage`]).

@@ -18,6 +18,7 @@
 //! only the others.
 
 mod chunking;
+mod frames;
 mod gc;
 mod index;
 mod manifest;
@@ -28,7 +29,7 @@ mod writer;
 pub use gc::GcReport;
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +38,10 @@ use chrono::Utc;
 
 use crate::error::{Error, Result};
 use crate::fs_util::{self, StagingGuard};
-use crate::store::{IntoStore, Object, ObjectMeta, Payload, PutMode, Store, StoreUsage};
+use crate::store::{
+    IntoStore, Object, ObjectMeta, Payload, PutMode, Store, StoreUsage, StreamedImage,
+    StreamingStorage,
+};
 use index::{ChunkIndex, IdxCache};
 use manifest::{Manifest, is_manifest};
 
@@ -70,6 +74,8 @@ pub struct DedupStore {
     grace: Duration,
     cache: IdxCache,
     temp: Mutex<Option<PathBuf>>,
+    /// The manifest this store wrote last, the reference of the next image's deltas.
+    last: Mutex<Option<(String, Arc<Manifest>)>>,
 }
 
 impl DedupStore {
@@ -83,6 +89,7 @@ impl DedupStore {
             grace: GRACE,
             cache: IdxCache::default(),
             temp: Mutex::new(None),
+            last: Mutex::new(None),
         }
     }
 
@@ -125,7 +132,7 @@ impl DedupStore {
     /// rename), else a private temporary directory removed with the store.
     fn staging(&self) -> Result<PathBuf> {
         if let Some(local) = self.inner.local() {
-            local.prepare()?;
+            // Created (0700) with the first pack: a capture that fails first leaves nothing.
             return Ok(local.dir().to_path_buf());
         }
         let mut temp = self.temp.lock().unwrap_or_else(|p| p.into_inner());
@@ -142,27 +149,25 @@ impl DedupStore {
         Ok(dir)
     }
 
-    /// Stores the image read from `image` as chunks and publishes its manifest under `key`.
-    fn put_image(&self, key: &str, image: &mut dyn Read, mode: PutMode) -> Result<Option<String>> {
+    /// Stores the image `write` writes as chunks (packs published) and returns its manifest,
+    /// not yet published.
+    fn store_image(&self, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Manifest> {
         let started = Instant::now();
         let (condemned, _) = gc::read_condemned(&*self.inner)?;
         let excluded = condemned.condemned.into_keys().collect();
         let known = ChunkIndex::load_all(&*self.inner, &self.cache, &excluded)?;
         let staging = self.staging()?;
-        let mut w =
-            writer::ImageWriter::new(&*self.inner, &known, &staging, self.level, self.pack_target);
-        io::copy(image, &mut w).map_err(|e| match e.downcast::<Error>() {
-            Ok(e) => e,
-            Err(e) => Error::io("read", key, e),
-        })?;
+        let reference = self.reference()?;
+        let mut w = writer::ImageWriter::new(
+            &*self.inner,
+            &known,
+            reference.as_deref(),
+            &staging,
+            self.level,
+            self.pack_target,
+        );
+        write(&mut w)?;
         let manifest = w.finish()?;
-        // Every pack the manifest uses is still there, and no collection may have deleted one
-        // since it was found (see `gc`).
-        for p in &manifest.header.packs {
-            if self.inner.head(p)?.is_none() {
-                return Err(Error::BlobMissing { key: p.clone() });
-            }
-        }
         if !self.grace.is_zero() && started.elapsed() >= self.grace {
             return Err(Error::invalid(
                 "gc_grace",
@@ -173,8 +178,62 @@ impl DedupStore {
                 ),
             ));
         }
-        self.inner
-            .put(key, Payload::Bytes(&manifest.encode()?), mode)
+        Ok(manifest)
+    }
+
+    /// Publishes `manifest` under `key`, once every pack it uses is known to be there (no
+    /// collection may have deleted one since it was found: see [`gc`]).
+    fn publish(&self, key: &str, manifest: Manifest, mode: PutMode) -> Result<Option<String>> {
+        for p in &manifest.header.packs {
+            if self.inner.head(p)?.is_none() {
+                return Err(Error::BlobMissing { key: p.clone() });
+            }
+        }
+        let v = self
+            .inner
+            .put(key, Payload::Bytes(&manifest.encode()?), mode)?;
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((key.to_string(), Arc::new(manifest)));
+        Ok(v)
+    }
+
+    /// Stores the image read from `image` as chunks and publishes its manifest under `key`.
+    fn put_image(&self, key: &str, image: &mut dyn Read, mode: PutMode) -> Result<Option<String>> {
+        let manifest = self.store_image(&mut |w| {
+            io::copy(image, w)
+                .map(drop)
+                .map_err(|e| match e.downcast::<Error>() {
+                    Ok(e) => e,
+                    Err(e) => Error::io("read", key, e),
+                })
+        })?;
+        self.publish(key, manifest, mode)
+    }
+
+    /// The image new pages are delta-encoded against: the last one this store wrote while it
+    /// is still there, else the store's newest manifest. (The store does not know which
+    /// source an image is of; a reference of another database only makes deltas that do not
+    /// pay, and the pages are then stored whole.)
+    fn reference(&self) -> Result<Option<Arc<Manifest>>> {
+        let last = self.last.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some((key, m)) = last
+            && self.inner.head(&key)?.is_some()
+        {
+            return Ok(Some(m));
+        }
+        let mut objects = self.inner.list()?;
+        objects.retain(|o| !o.key.starts_with(pack::PREFIX) && !o.key.ends_with(".json"));
+        objects.sort_by(|a, b| b.modified.cmp(&a.modified).then_with(|| b.key.cmp(&a.key)));
+        for o in objects.iter().take(8) {
+            match self.manifest(&o.key) {
+                Ok((_, Some(m))) => return Ok(Some(Arc::new(m))),
+                Ok((_, None)) | Err(Error::BlobMissing { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(key = %o.key, error = %e, "a manifest cannot be read; not used as a reference");
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// The manifest under `key`, or `None` when the object is not one (kept as it was put).
@@ -198,6 +257,40 @@ impl DedupStore {
             ));
         }
         Ok(())
+    }
+}
+
+/// The manifest in the file `path`, when it holds a sound one (as `capture_to_file` writes):
+/// a file whose first bytes are a manifest's and whose trailer matches.
+fn staged_manifest(path: &Path) -> Result<Option<Manifest>> {
+    let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
+    let mut head = [0u8; 8];
+    match f.read_exact(&mut head) {
+        Ok(()) if is_manifest(&head) => {}
+        Ok(()) => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(Error::io("read", path, e)),
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io("read", path, e))?;
+    Ok(Manifest::decode(&path.display().to_string(), &bytes).ok())
+}
+
+impl StreamingStorage for DedupStore {
+    fn capture_to_file(
+        &self,
+        dest: &Path,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<StreamedImage> {
+        let manifest = self.store_image(write)?;
+        let mut f = fs_util::create_new_private(dest)?;
+        f.write_all(&manifest.encode()?)
+            .map_err(|e| Error::io("write", dest, e))?;
+        drop(f);
+        fs_util::sync_file(dest)?;
+        Ok(StreamedImage {
+            size: manifest.header.size,
+            checksum: manifest.header.checksum,
+        })
     }
 }
 
@@ -227,6 +320,12 @@ impl Store for DedupStore {
                 if mode == PutMode::Create && self.inner.head(key)?.is_some() {
                     return Err(Error::AlreadyExists { key: key.into() });
                 }
+                if let Some(manifest) = staged_manifest(path)? {
+                    // A manifest `capture_to_file` wrote: its chunks are stored already.
+                    let v = self.publish(key, manifest, mode)?;
+                    fs_util::remove_if_exists(path)?;
+                    return Ok(v);
+                }
                 let mut f = File::open(path).map_err(|e| Error::io("open", path, e))?;
                 let v = self.put_image(key, &mut f, mode)?;
                 fs_util::remove_if_exists(path)?;
@@ -238,7 +337,7 @@ impl Store for DedupStore {
     fn get(&self, key: &str) -> Result<Object> {
         let (mut o, m) = self.manifest(key)?;
         if let Some(m) = m {
-            let mut bytes = Vec::with_capacity(usize::try_from(m.header.size).unwrap_or(0));
+            let mut bytes = vec![0u8; usize::try_from(m.header.size).unwrap_or(0)];
             reader::read_image(&*self.inner, &self.cache, key, &m, &mut bytes)?;
             o.meta.size = m.header.size;
             o.bytes = bytes;
@@ -250,18 +349,22 @@ impl Store for DedupStore {
         let (o, m) = self.manifest(key)?;
         let guard = StagingGuard::new(dest.to_path_buf());
         let f = fs_util::create_new_private(dest)?;
-        let mut w = io::BufWriter::with_capacity(1 << 20, f);
         let mut meta = o.meta;
         match m {
             Some(m) => {
-                reader::read_image(&*self.inner, &self.cache, key, &m, &mut w)?;
+                f.set_len(m.header.size)
+                    .map_err(|e| Error::io("size", dest, e))?;
+                let mut sink = reader::FileSink {
+                    file: &f,
+                    path: dest,
+                };
+                reader::read_image(&*self.inner, &self.cache, key, &m, &mut sink)?;
                 meta.size = m.header.size;
             }
             None => {
-                io::Write::write_all(&mut w, &o.bytes).map_err(|e| Error::io("write", dest, e))?
+                io::Write::write_all(&mut &f, &o.bytes).map_err(|e| Error::io("write", dest, e))?
             }
         }
-        io::Write::flush(&mut w).map_err(|e| Error::io("write", dest, e))?;
         guard.disarm();
         Ok(meta)
     }
@@ -307,6 +410,10 @@ impl Store for DedupStore {
 
     fn outlives_host(&self) -> bool {
         self.inner.outlives_host()
+    }
+
+    fn streaming(&self) -> Option<&dyn StreamingStorage> {
+        Some(self)
     }
 
     fn usage(&self) -> Result<Option<StoreUsage>> {

@@ -97,7 +97,7 @@ impl Manifest {
         }
         let header_len = u32::from_le_bytes([body[8], body[9], body[10], body[11]]) as usize;
         let rest = &body[12..];
-        if rest.len() < header_len || (rest.len() - header_len) % ENTRY != 0 {
+        if rest.len() < header_len || !(rest.len() - header_len).is_multiple_of(ENTRY) {
             return Err(damaged("a manifest of the wrong length"));
         }
         let header: ManifestHeader = serde_json::from_slice(&rest[..header_len])

@@ -2,10 +2,14 @@
 //! index object beside it.
 //!
 //! A pack (`chunks-<id>.pack`) is `SNAPPACK` then one record per chunk — its blake3 hash (32
-//! bytes), its length and its compressed length (`u32` LE each), the zstd frame — so that it
-//! describes itself. Its index (`chunks-<id>.idx`) lists where each chunk is: `SNAPIDX1`, the
-//! pack's size (`u64` LE), then per chunk its hash, offset (`u64`), compressed and plain length
-//! (`u32`), and a trailer: the blake3 of everything before it. `<id>` is the start of the
+//! bytes), its kind (one byte: 0 whole, 1 delta), its length and its frame's length (`u32` LE
+//! each), for a delta the hash of its base (32 bytes), then the zstd frame — so that it
+//! describes itself. A whole chunk's frame is the chunk compressed; a delta's is the chunk
+//! compressed with its base (a whole chunk of the same length: the same page in an earlier
+//! snapshot) as zstd's dictionary — a few dozen bytes when a few rows of the page changed. Its index
+//! (`chunks-<id>.idx`) lists where each chunk is: `SNAPIDX2`, the pack's size (`u64` LE), then
+//! per chunk its hash, kind, frame offset (`u64`), frame and plain length (`u32`), the base for
+//! a delta, and a trailer: the blake3 of everything before it. `<id>` is the start of the
 //! pack's own blake3 hash. A pack is published before its index; an index whose pack is gone,
 //! or a pack without an index, is a leftover of an interrupted write or collection.
 
@@ -19,9 +23,9 @@ use crate::store::dedup::manifest::hex;
 use crate::store::{Payload, PutMode, Store};
 
 const PACK_MAGIC: &[u8; 8] = b"SNAPPACK";
-const IDX_MAGIC: &[u8; 8] = b"SNAPIDX1";
-const RECORD_HEADER: u64 = 40;
-const IDX_ENTRY: usize = 48;
+const IDX_MAGIC: &[u8; 8] = b"SNAPIDX2";
+const RECORD_HEADER: u64 = 41;
+const IDX_ENTRY: usize = 49;
 
 /// The prefix of every object the dedup layer keeps besides manifests.
 pub(crate) const PREFIX: &str = "chunks-";
@@ -36,6 +40,8 @@ pub(crate) struct IdxEntry {
     pub clen: u32,
     /// Length of the chunk.
     pub ulen: u32,
+    /// For a delta, the whole chunk it is XORed with.
+    pub base: Option<[u8; 32]>,
 }
 
 /// The key of a pack's index.
@@ -107,12 +113,20 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Appends a chunk (`frame` is its zstd frame) and returns where it is.
+    /// Appends a chunk (`frame` is its zstd frame; `base` the chunk a delta is XORed with)
+    /// and returns where it is.
     ///
     /// # Errors
     /// I/O errors naming the staging file.
-    pub(crate) fn append(&mut self, hash: [u8; 32], ulen: u32, frame: &[u8]) -> Result<IdxEntry> {
+    pub(crate) fn append(
+        &mut self,
+        hash: [u8; 32],
+        ulen: u32,
+        base: Option<[u8; 32]>,
+        frame: &[u8],
+    ) -> Result<IdxEntry> {
         if self.file.is_none() {
+            fs_util::create_private_dir(&self.dir)?;
             let path = fs_util::staging_path(&self.dir, "pack");
             let f = fs_util::create_new_private(&path)?;
             self.file = Some((
@@ -125,14 +139,19 @@ impl PackWriter {
             .map_err(|_| Error::invalid("chunk", "a compressed chunk over 4 GiB"))?;
         let mut head = [0u8; RECORD_HEADER as usize];
         head[..32].copy_from_slice(&hash);
-        head[32..36].copy_from_slice(&ulen.to_le_bytes());
-        head[36..40].copy_from_slice(&clen.to_le_bytes());
+        head[32] = u8::from(base.is_some());
+        head[33..37].copy_from_slice(&ulen.to_le_bytes());
+        head[37..41].copy_from_slice(&clen.to_le_bytes());
         self.write(&head)?;
+        if let Some(b) = &base {
+            self.write(b)?;
+        }
         let entry = IdxEntry {
             hash,
             offset: self.size,
             clen,
             ulen,
+            base,
         };
         self.write(frame)?;
         self.entries.push(entry);
@@ -177,9 +196,13 @@ pub(crate) fn encode_idx(pack_size: u64, entries: &[IdxEntry]) -> Vec<u8> {
     out.extend_from_slice(&pack_size.to_le_bytes());
     for e in entries {
         out.extend_from_slice(&e.hash);
+        out.push(u8::from(e.base.is_some()));
         out.extend_from_slice(&e.offset.to_le_bytes());
         out.extend_from_slice(&e.clen.to_le_bytes());
         out.extend_from_slice(&e.ulen.to_le_bytes());
+        if let Some(b) = &e.base {
+            out.extend_from_slice(b);
+        }
     }
     let trailer = blake3::hash(&out);
     out.extend_from_slice(trailer.as_bytes());
@@ -208,29 +231,42 @@ pub(crate) fn decode_idx(key: &str, bytes: &[u8]) -> Result<(u64, Vec<IdxEntry>)
             actual.to_hex()
         )));
     }
-    if (body.len() - 16) % IDX_ENTRY != 0 {
-        return Err(damaged("an index of the wrong length".into()));
-    }
     let le64 = |b: &[u8]| {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         u64::from_le_bytes(a)
     };
     let le32 = |b: &[u8]| u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let hash32 = |b: &[u8]| {
+        let mut h = [0u8; 32];
+        h.copy_from_slice(b);
+        h
+    };
     let size = le64(&body[8..16]);
-    let entries = body[16..]
-        .chunks_exact(IDX_ENTRY)
-        .map(|e| {
-            let mut hash = [0u8; 32];
-            hash.copy_from_slice(&e[..32]);
-            IdxEntry {
-                hash,
-                offset: le64(&e[32..40]),
-                clen: le32(&e[40..44]),
-                ulen: le32(&e[44..48]),
-            }
-        })
-        .collect();
+    let mut entries = Vec::with_capacity((body.len() - 16) / IDX_ENTRY);
+    let mut rest = &body[16..];
+    while !rest.is_empty() {
+        if rest.len() < IDX_ENTRY || rest[32] > 1 {
+            return Err(damaged("an index of the wrong length".into()));
+        }
+        let e = &rest[..IDX_ENTRY];
+        let (base, used) = if e[32] == 1 {
+            let b = rest
+                .get(IDX_ENTRY..IDX_ENTRY + 32)
+                .ok_or_else(|| damaged("an index of the wrong length".into()))?;
+            (Some(hash32(b)), IDX_ENTRY + 32)
+        } else {
+            (None, IDX_ENTRY)
+        };
+        entries.push(IdxEntry {
+            hash: hash32(&e[..32]),
+            offset: le64(&e[33..41]),
+            clen: le32(&e[41..45]),
+            ulen: le32(&e[45..49]),
+            base,
+        });
+        rest = &rest[used..];
+    }
     Ok((size, entries))
 }
 
@@ -245,10 +281,11 @@ mod tests {
         let store = MemoryStore::new();
         let mut w = PackWriter::new(dir.path());
         assert!(w.is_empty());
-        let a = w.append([7; 32], 10, b"frame-a")?;
-        let b = w.append([8; 32], 20, b"frame-bb")?;
+        let a = w.append([7; 32], 10, None, b"frame-a")?;
+        let b = w.append([8; 32], 20, Some([7; 32]), b"frame-bb")?;
         assert_eq!(a.offset, 8 + RECORD_HEADER);
-        assert_eq!(b.offset, a.offset + 7 + RECORD_HEADER);
+        assert_eq!(b.offset, a.offset + 7 + RECORD_HEADER + 32);
+        assert_eq!(b.base, Some([7; 32]));
         let (key, entries) = w.finish(&store)?.expect("a pack");
         assert!(is_pack(&key) && is_idx(&idx_key(&key)));
         assert_eq!(pack_of_idx(&idx_key(&key)), key);

@@ -1,195 +1,241 @@
-//! Reassembling an image from its manifest: every chunk read from its pack, decompressed on
-//! every core, checked against its hash, written in order; the whole image's checksum checked
-//! at the end. A damaged or missing chunk is named: which snapshot, which chunk, at which byte
-//! of the image, in which pack.
+//! Reassembling an image from its manifest, pack by pack: every distinct chunk's frame is read
+//! once, in the order it sits in its pack, decompressed on every core, checked against its hash
+//! and written at each place the image has it. Whole chunks first, then deltas (their bases are
+//! whole chunks: read back from the image when it has them, else from their packs). A damaged
+//! or missing chunk is named: which snapshot, where in the image, which pack.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::Arc;
+use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
+use crate::store::dedup::frames::{self, Frames};
 use crate::store::dedup::index::{ChunkIndex, IdxCache};
 use crate::store::dedup::manifest::{Manifest, hex};
 use crate::store::dedup::pack::IdxEntry;
 use crate::store::dedup::writer::BATCH;
 
-/// Remote packs kept in memory while an image is read.
-const REMOTE_PACKS: usize = 4;
-
-/// Reads frames out of packs: in place for a store of local files, else whole packs fetched
-/// and a few kept.
-struct Packs<'a> {
-    store: &'a dyn Store,
-    files: Vec<Option<File>>,
-    fetched: VecDeque<(u32, Arc<Vec<u8>>)>,
+/// Where an image is written: at offsets, and read back (a delta's base).
+pub(crate) trait Sink {
+    /// Writes `bytes` at `offset`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()>;
+    /// Reads `buf.len()` bytes at `offset`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
 }
 
-impl Packs<'_> {
-    fn frame(&mut self, index: &ChunkIndex, pack: u32, e: &IdxEntry) -> Result<Vec<u8>> {
-        let key = &index.packs[pack as usize];
-        let mut frame = vec![0u8; e.clen as usize];
-        if let Some(local) = self.store.local() {
-            let slot = &mut self.files[pack as usize];
-            if slot.is_none() {
-                let path = local.object_path(key)?;
-                let f = File::open(&path).map_err(|err| match err.kind() {
-                    io::ErrorKind::NotFound => Error::BlobMissing { key: key.clone() },
-                    _ => Error::io("open", &path, err),
-                })?;
-                *slot = Some(f);
-            }
-            if let Some(f) = slot {
-                f.read_exact_at(&mut frame, e.offset)
-                    .map_err(|err| match err.kind() {
-                        io::ErrorKind::UnexpectedEof => Error::ChecksumMismatch {
-                            key: key.clone(),
-                            expected: format!("a chunk at byte {}", e.offset),
-                            actual: "a pack that ends before it".into(),
-                        },
-                        _ => Error::io("read", key.as_str(), err),
-                    })?;
-            }
-            return Ok(frame);
-        }
-        let bytes = match self.fetched.iter().find(|(p, _)| *p == pack) {
-            Some((_, b)) => b.clone(),
-            None => {
-                let b = Arc::new(self.store.get(key)?.bytes);
-                if self.fetched.len() == REMOTE_PACKS {
-                    self.fetched.pop_front();
-                }
-                self.fetched.push_back((pack, b.clone()));
-                b
-            }
-        };
-        let start = usize::try_from(e.offset).unwrap_or(usize::MAX);
-        let got = bytes
-            .get(start..start.saturating_add(e.clen as usize))
-            .ok_or_else(|| Error::ChecksumMismatch {
-                key: key.clone(),
-                expected: format!("a chunk at byte {}", e.offset),
-                actual: "a pack that ends before it".into(),
-            })?;
-        frame.copy_from_slice(got);
-        Ok(frame)
+/// A file being written.
+pub(crate) struct FileSink<'a> {
+    pub file: &'a File,
+    pub path: &'a Path,
+}
+
+impl Sink for FileSink<'_> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all_at(bytes, offset)
+            .map_err(|e| Error::io("write", self.path, e))
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.file
+            .read_exact_at(buf, offset)
+            .map_err(|e| Error::io("read", self.path, e))
     }
 }
 
-/// Writes the image `key` described by `manifest` to `out`.
+impl Sink for Vec<u8> {
+    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let end = start.saturating_add(bytes.len());
+        if self.len() < end {
+            self.resize(end, 0);
+        }
+        self[start..end].copy_from_slice(bytes);
+        Ok(())
+    }
+
+    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let start = usize::try_from(offset).unwrap_or(usize::MAX);
+        let got = self
+            .get(start..start.saturating_add(buf.len()))
+            .ok_or_else(|| Error::invalid("offset", "past the end of the image"))?;
+        buf.copy_from_slice(got);
+        Ok(())
+    }
+}
+
+/// One distinct chunk to write: its hash, where it is kept, and where the image has it.
+struct Wanted {
+    hash: [u8; 32],
+    pack: u32,
+    entry: IdxEntry,
+    positions: Vec<u64>,
+}
+
+/// Writes the image `key` described by `manifest` into `sink`.
 ///
 /// # Errors
 /// [`Error::BlobMissing`] for a pack or chunk that is gone, [`Error::ChecksumMismatch`] for a
-/// chunk (or the whole image) whose bytes do not match, naming where; I/O errors of `out`.
+/// chunk whose bytes do not match, naming where; I/O errors of the sink.
 pub(crate) fn read_image(
     store: &dyn Store,
     cache: &IdxCache,
     key: &str,
     manifest: &Manifest,
-    out: &mut dyn Write,
+    sink: &mut dyn Sink,
 ) -> Result<()> {
     let index = ChunkIndex::load_packs(store, cache, &manifest.header.packs)?;
-    let mut packs = Packs {
-        store,
-        files: (0..index.packs.len()).map(|_| None).collect(),
-        fetched: VecDeque::new(),
-    };
-    let mut whole = blake3::Hasher::new();
+    let mut by_hash: HashMap<[u8; 32], usize> = HashMap::new();
+    let mut wanted: Vec<Wanted> = Vec::new();
     let mut at = 0u64;
-    let mut i = 0usize;
-    while i < manifest.chunks.len() {
-        // A batch: the frames of the next BATCH bytes of image.
-        let mut batch = Vec::new();
-        let mut bytes = 0usize;
-        while i < manifest.chunks.len() && bytes < BATCH {
-            let c = &manifest.chunks[i];
-            let (pack, e) = index
-                .locs
-                .get(&c.hash)
-                .copied()
-                .ok_or_else(|| Error::BlobMissing {
-                    key: format!(
-                        "{key}: chunk {i} ({}) at byte {}",
-                        hex(&c.hash[..8]),
-                        at + bytes as u64
-                    ),
-                })?;
-            let frame = packs.frame(&index, pack, &e)?;
-            batch.push((i, at + bytes as u64, pack, frame));
-            bytes += c.len as usize;
-            i += 1;
+    for (i, c) in manifest.chunks.iter().enumerate() {
+        match by_hash.get(&c.hash) {
+            Some(&w) => wanted[w].positions.push(at),
+            None => {
+                let (pack, entry) =
+                    index
+                        .locs
+                        .get(&c.hash)
+                        .copied()
+                        .ok_or_else(|| Error::BlobMissing {
+                            key: format!("{key}: chunk {i} ({}) at byte {at}", hex(&c.hash[..8])),
+                        })?;
+                by_hash.insert(c.hash, wanted.len());
+                wanted.push(Wanted {
+                    hash: c.hash,
+                    pack,
+                    entry,
+                    positions: vec![at],
+                });
+            }
         }
-        let plain = decompress_all(&batch, manifest, &index, key)?;
-        for p in &plain {
-            whole.update(p);
-            out.write_all(p).map_err(|e| Error::io("write", key, e))?;
-        }
-        at += bytes as u64;
+        at += u64::from(c.len);
     }
-    let actual = format!("blake3:{}", whole.finalize().to_hex());
-    if at != manifest.header.size || actual != manifest.header.checksum {
+    if at != manifest.header.size {
         return Err(Error::ChecksumMismatch {
             key: key.to_string(),
-            expected: manifest.header.checksum.clone(),
-            actual,
+            expected: format!("{} bytes", manifest.header.size),
+            actual: format!("chunks of {at} bytes in all"),
         });
+    }
+    let (mut wholes, mut deltas): (Vec<Wanted>, Vec<Wanted>) =
+        wanted.into_iter().partition(|w| w.entry.base.is_none());
+    wholes.sort_by_key(|w| (w.pack, w.entry.offset));
+    deltas.sort_by_key(|w| (w.pack, w.entry.offset));
+    let mut frames = Frames::new(store)?;
+    let in_image: HashMap<[u8; 32], u64> =
+        wholes.iter().map(|w| (w.hash, w.positions[0])).collect();
+    for pass in [&wholes, &deltas] {
+        let mut start = 0;
+        while start < pass.len() {
+            let mut end = start;
+            let mut bytes = 0usize;
+            while end < pass.len() && bytes < BATCH {
+                bytes += pass[end].entry.ulen as usize;
+                end += 1;
+            }
+            let batch = &pass[start..end];
+            let mut jobs = Vec::with_capacity(batch.len());
+            for w in batch {
+                let frame = frames.frame(&index.packs[w.pack as usize], &w.entry)?;
+                // A base the image has is read back from it; any other is decoded by the
+                // thread that decodes the delta.
+                let base = match &w.entry.base {
+                    None => Base::None,
+                    Some(b) => match in_image.get(b) {
+                        Some(&off) => {
+                            let mut buf = vec![0u8; w.entry.ulen as usize];
+                            sink.read_at(off, &mut buf)?;
+                            Base::Plain(buf)
+                        }
+                        None => Base::Stored(*b),
+                    },
+                };
+                jobs.push((w, frame, base));
+            }
+            let plains = decode_all(store, &jobs, &index, key)?;
+            for ((w, _, _), plain) in jobs.iter().zip(plains) {
+                for &p in &w.positions {
+                    sink.write_at(p, &plain)?;
+                }
+            }
+            start = end;
+        }
     }
     Ok(())
 }
 
-/// The plain bytes of a batch of frames, decompressed and checked on every core.
-fn decompress_all(
-    batch: &[(usize, u64, u32, Vec<u8>)],
-    manifest: &Manifest,
+/// The base of a delta to decode.
+enum Base {
+    /// A whole chunk.
+    None,
+    /// A delta whose base's bytes are at hand.
+    Plain(Vec<u8>),
+    /// A delta whose base is to be read from its pack.
+    Stored([u8; 32]),
+}
+
+type Job<'w> = (&'w Wanted, Vec<u8>, Base);
+
+/// The plain bytes of a batch of frames, decoded and checked on every core.
+fn decode_all(
+    store: &dyn Store,
+    jobs: &[Job<'_>],
     index: &ChunkIndex,
     key: &str,
 ) -> Result<Vec<Vec<u8>>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
-    let per = batch.len().div_ceil(threads).max(1);
+    let per = jobs.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = batch
+        let handles: Vec<_> = jobs
             .chunks(per)
             .map(|part| {
                 s.spawn(move || -> Result<Vec<Vec<u8>>> {
+                    let mut z = zstd::zstd_safe::DCtx::create();
+                    let mut frames = Frames::new(store)?;
                     part.iter()
-                        .map(|(i, at, pack, frame)| {
-                            let c = &manifest.chunks[*i];
-                            let where_ = || {
+                        .map(|(w, frame, base)| {
+                            let at = || {
                                 format!(
-                                    "{key}: chunk {i} at byte {at} (pack {})",
-                                    index.packs[*pack as usize]
+                                    "{key}: chunk {} at byte {} (pack {})",
+                                    hex(&w.hash[..8]),
+                                    w.positions[0],
+                                    index.packs[w.pack as usize]
                                 )
                             };
-                            let plain =
-                                zstd::bulk::decompress(frame, c.len as usize).map_err(|e| {
-                                    Error::ChecksumMismatch {
-                                        key: where_(),
-                                        expected: hex(&c.hash),
-                                        actual: format!("a frame that does not decode: {e}"),
-                                    }
-                                })?;
-                            let h = blake3::hash(&plain);
-                            if h.as_bytes() != &c.hash || plain.len() != c.len as usize {
-                                return Err(Error::ChecksumMismatch {
-                                    key: where_(),
-                                    expected: hex(&c.hash),
-                                    actual: h.to_hex().to_string(),
-                                });
-                            }
-                            Ok(plain)
+                            let stored;
+                            let base = match base {
+                                Base::None => None,
+                                Base::Plain(b) => Some(b.as_slice()),
+                                Base::Stored(h) => {
+                                    stored = frames.plain(index, h)?;
+                                    Some(stored.as_slice())
+                                }
+                            };
+                            frames::decode_with(&mut z, frame, &w.hash, w.entry.ulen, base, &at)
                         })
                         .collect()
                 })
             })
             .collect();
-        let mut out = Vec::with_capacity(batch.len());
+        let mut out = Vec::with_capacity(jobs.len());
         for h in handles {
             out.extend(h.join().map_err(|_| {
-                Error::io("decompress", key, io::Error::other("a thread panicked"))
+                Error::io(
+                    "decompress",
+                    key,
+                    std::io::Error::other("a thread panicked"),
+                )
             })??);
         }
         Ok(out)

@@ -13,6 +13,7 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::store::Store;
 use crate::store::dedup::chunking::Chunking;
+use crate::store::dedup::frames::{Frames, encode_with};
 use crate::store::dedup::index::ChunkIndex;
 use crate::store::dedup::manifest::{ChunkRef, Manifest, ManifestHeader};
 use crate::store::dedup::pack::PackWriter;
@@ -25,6 +26,7 @@ pub(crate) const BATCH: usize = 16 << 20;
 pub(crate) struct ImageWriter<'a> {
     store: &'a dyn Store,
     known: &'a ChunkIndex,
+    reference: Option<&'a Manifest>,
     level: i32,
     pack_target: u64,
     chunking: Option<Chunking>,
@@ -48,15 +50,18 @@ impl std::fmt::Debug for ImageWriter<'_> {
     }
 }
 
-/// One chunk of a batch after the parallel step: its hash, and its zstd frame when the store
-/// did not hold it.
-type Hashed = ([u8; 32], Option<Vec<u8>>);
+/// One chunk of a batch after the parallel step: its hash, and when the store did not hold it,
+/// its frame and the base a delta frame is XORed with.
+type Hashed = ([u8; 32], Option<(Vec<u8>, Option<[u8; 32]>)>);
 
 impl<'a> ImageWriter<'a> {
-    /// A writer into `store` that reuses the chunks of `known` and stages packs in `staging`.
+    /// A writer into `store` that reuses the chunks of `known`, writes changed pages as deltas
+    /// against the same pages of `reference` (an earlier image's manifest) and stages packs in
+    /// `staging`.
     pub(crate) fn new(
         store: &'a dyn Store,
         known: &'a ChunkIndex,
+        reference: Option<&'a Manifest>,
         staging: &Path,
         level: i32,
         pack_target: u64,
@@ -64,6 +69,7 @@ impl<'a> ImageWriter<'a> {
         ImageWriter {
             store,
             known,
+            reference,
             level,
             pack_target,
             chunking: None,
@@ -105,7 +111,7 @@ impl<'a> ImageWriter<'a> {
 
     /// Stores the chunks `chunking` cuts at the start of `buf`; returns the bytes they cover.
     fn store_pieces(&mut self, buf: &[u8], chunking: Chunking, last: bool) -> Result<usize> {
-        let lens = chunking.cut(&buf, self.at, last);
+        let lens = chunking.cut(buf, self.at, last);
         let total: usize = lens.iter().sum();
         let mut pieces = Vec::with_capacity(lens.len());
         let mut pos = 0;
@@ -113,29 +119,37 @@ impl<'a> ImageWriter<'a> {
             pieces.push(&buf[pos..pos + len]);
             pos += len;
         }
-        let hashed = hash_and_compress(
-            &pieces,
-            self.known,
-            self.level,
-            &buf[..total],
-            &mut self.whole,
-        )?;
-        for (piece, (hash, frame)) in pieces.iter().zip(hashed) {
+        // Deltas only where chunks are pages at fixed places, against an image cut the same way.
+        let reference = self.reference.filter(|r| {
+            matches!(chunking, Chunking::Fixed { .. }) && r.header.chunking == chunking.describe()
+        });
+        let ctx = Ctx {
+            store: self.store,
+            known: self.known,
+            reference,
+            first: self.chunks.len(),
+            level: self.level,
+        };
+        let hashed = hash_and_compress(&pieces, &ctx, &buf[..total], &mut self.whole)?;
+        for (piece, (hash, fresh)) in pieces.iter().zip(hashed) {
             let len = u32::try_from(piece.len())
                 .map_err(|_| Error::invalid("chunk", "a chunk over 4 GiB"))?;
             self.chunks.push(ChunkRef { hash, len });
-            if let Some((pack, _)) = self.known.locs.get(&hash) {
-                self.packs.insert(self.known.packs[*pack as usize].clone());
+            if usable(self.known, &hash) {
+                self.use_known(&hash);
                 continue;
             }
             if !self.fresh.insert(hash) {
                 continue; // stored earlier in this image
             }
-            let frame = match frame {
+            let (frame, base) = match fresh {
                 Some(f) => f,
-                None => compress(piece, self.level)?,
+                None => (compress(piece, self.level)?, None),
             };
-            self.pack.append(hash, len, &frame)?;
+            if let Some(b) = &base {
+                self.use_known(b);
+            }
+            self.pack.append(hash, len, base, &frame)?;
             self.added_bytes += frame.len() as u64;
             self.added_chunks += 1;
             if self.pack.size() >= self.pack_target {
@@ -143,6 +157,16 @@ impl<'a> ImageWriter<'a> {
             }
         }
         Ok(total)
+    }
+
+    /// Records that the image uses the known chunk `hash` (and a delta's base): their packs.
+    fn use_known(&mut self, hash: &[u8; 32]) {
+        if let Some((pack, e)) = self.known.locs.get(hash) {
+            self.packs.insert(self.known.packs[*pack as usize].clone());
+            if let Some((bpack, _)) = e.base.and_then(|b| self.known.locs.get(&b)) {
+                self.packs.insert(self.known.packs[*bpack as usize].clone());
+            }
+        }
     }
 
     fn finish_pack(&mut self) -> Result<()> {
@@ -204,12 +228,65 @@ pub(crate) fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
     zstd::bulk::compress(data, level).map_err(|e| Error::io("compress", "chunk", e))
 }
 
-/// The hash of every piece, and the frame of those `known` lacks, on every core; `whole` takes
-/// `all` (the pieces' bytes in order) alongside.
+/// What the parallel step of a batch needs.
+struct Ctx<'a> {
+    store: &'a dyn Store,
+    known: &'a ChunkIndex,
+    reference: Option<&'a Manifest>,
+    /// The number of the batch's first chunk in the image.
+    first: usize,
+    level: i32,
+}
+
+/// Whether the store holds `hash` in a form a new image may use: a whole chunk, or a delta
+/// whose base it holds.
+fn usable(known: &ChunkIndex, hash: &[u8; 32]) -> bool {
+    match known.locs.get(hash) {
+        Some((_, e)) => e
+            .base
+            .is_none_or(|b| known.locs.get(&b).is_some_and(|(_, be)| be.base.is_none())),
+        None => false,
+    }
+}
+
+/// The whole chunk a new version of the chunk at place `n` can be a delta against: the
+/// reference image's chunk there (or its base, when that one is a delta).
+fn base_for(ctx: &Ctx<'_>, n: usize, len: usize, hash: &[u8; 32]) -> Option<[u8; 32]> {
+    let r = ctx.reference?.chunks.get(n)?;
+    if r.len as usize != len || &r.hash == hash || !usable(ctx.known, &r.hash) {
+        return None;
+    }
+    let (_, e) = ctx.known.locs.get(&r.hash)?;
+    Some(e.base.unwrap_or(r.hash))
+}
+
+/// The frame of a piece the store lacks: a delta (the piece compressed with its base as the
+/// dictionary) when that is smaller than a quarter of the piece, else the piece compressed.
+fn frame_of(
+    ctx: &Ctx<'_>,
+    frames: &mut Frames<'_>,
+    z: &mut zstd::zstd_safe::CCtx<'static>,
+    n: usize,
+    piece: &[u8],
+    hash: &[u8; 32],
+) -> Result<(Vec<u8>, Option<[u8; 32]>)> {
+    if let Some(b) = base_for(ctx, n, piece.len(), hash) {
+        // A base that cannot be read (damaged, collected meanwhile) only costs the delta.
+        if let Ok(base) = frames.plain(ctx.known, &b) {
+            let delta = encode_with(z, piece, Some(&base), ctx.level)?;
+            if delta.len() < piece.len() / 4 {
+                return Ok((delta, Some(b)));
+            }
+        }
+    }
+    Ok((encode_with(z, piece, None, ctx.level)?, None))
+}
+
+/// The hash of every piece, and the frame of those the store lacks, on every core; `whole`
+/// takes `all` (the pieces' bytes in order) alongside.
 fn hash_and_compress(
     pieces: &[&[u8]],
-    known: &ChunkIndex,
-    level: i32,
+    ctx: &Ctx<'_>,
     all: &[u8],
     whole: &mut blake3::Hasher,
 ) -> Result<Vec<Hashed>> {
@@ -223,17 +300,22 @@ fn hash_and_compress(
         });
         let handles: Vec<_> = pieces
             .chunks(per)
-            .map(|part| {
+            .enumerate()
+            .map(|(k, part)| {
                 s.spawn(move || -> Result<Vec<Hashed>> {
+                    // One context per thread: making one per chunk costs more than a page's
+                    // compression.
+                    let mut z = zstd::zstd_safe::CCtx::create();
+                    let mut frames = Frames::new(ctx.store)?;
                     part.iter()
-                        .map(|p| {
+                        .enumerate()
+                        .map(|(j, p)| {
                             let hash = *blake3::hash(p).as_bytes();
-                            let frame = if known.locs.contains_key(&hash) {
-                                None
-                            } else {
-                                Some(compress(p, level)?)
-                            };
-                            Ok((hash, frame))
+                            if usable(ctx.known, &hash) {
+                                return Ok((hash, None));
+                            }
+                            let n = ctx.first + k * per + j;
+                            Ok((hash, Some(frame_of(ctx, &mut frames, &mut z, n, p, &hash)?)))
                         })
                         .collect()
                 })
