@@ -24,13 +24,14 @@ use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use snapshot::store::STAGING_PREFIX;
+use snapshot::store::{DedupStore, STAGING_PREFIX};
 use snapshot::{
     DoctorOptions, Environment, ListFilter, LocalStore, RetentionPolicy, SnapshotManager,
-    SnapshotRequest, SqliteSource,
+    SnapshotRequest, SqliteSource, Store,
 };
 
 const CHILD_ENV: &str = "SNAPSHOT_TEST_CHILD";
@@ -75,24 +76,28 @@ struct ChildSpec {
     /// Restore only: the ids of the snapshots holding states A and B.
     a: String,
     b: String,
+    /// Snapshots kept in a dedup store (chunks in packs, collected at once) over the directory.
+    dedup: bool,
 }
 
 impl ChildSpec {
     fn encode(&self) -> String {
         format!(
-            "kind={};db={};store={};log={};a={};b={}",
+            "kind={};db={};store={};log={};a={};b={};dedup={}",
             self.kind.name(),
             self.db.display(),
             self.store.display(),
             self.log.display(),
             self.a,
-            self.b
+            self.b,
+            u8::from(self.dedup)
         )
     }
 
     fn decode(s: &str) -> Result<ChildSpec> {
         let (mut kind, mut db, mut store, mut log, mut a, mut b) =
             (None, None, None, None, String::new(), String::new());
+        let mut dedup = false;
         for part in s.split(';') {
             let (k, v) = part
                 .split_once('=')
@@ -104,6 +109,7 @@ impl ChildSpec {
                 "log" => log = Some(PathBuf::from(v)),
                 "a" => a = v.to_string(),
                 "b" => b = v.to_string(),
+                "dedup" => dedup = v == "1",
                 other => bail!("unknown child parameter {other:?}"),
             }
         }
@@ -114,6 +120,7 @@ impl ChildSpec {
             log: log.context("log missing")?,
             a,
             b,
+            dedup,
         };
         ensure!(
             spec.kind != Kind::Restore || (!spec.a.is_empty() && !spec.b.is_empty()),
@@ -135,6 +142,7 @@ fn crash_child_entry_point() -> Result<()> {
             log: "/tmp/x/log-3.txt".into(),
             a: "20260101_000000_000_manual".into(),
             b: "20260101_000000_001_manual".into(),
+            dedup: true,
         };
         assert_eq!(ChildSpec::decode(&spec.encode())?, spec);
         assert!(ChildSpec::decode("kind=explode;db=/a;store=/b;log=/c").is_err());
@@ -145,10 +153,21 @@ fn crash_child_entry_point() -> Result<()> {
     run_child(&ChildSpec::decode(&encoded)?)
 }
 
-fn build_manager(db: &Path, store: &Path, retention: RetentionPolicy) -> Result<SnapshotManager> {
+fn build_manager(
+    db: &Path,
+    store: &Path,
+    retention: RetentionPolicy,
+    dedup: bool,
+) -> Result<SnapshotManager> {
+    let local = LocalStore::open(store)?;
+    let store: Arc<dyn Store> = if dedup {
+        Arc::new(DedupStore::new(local).gc_grace(Duration::ZERO))
+    } else {
+        Arc::new(local)
+    };
     Ok(SnapshotManager::builder()
         .source(SqliteSource::new(db))
-        .store(LocalStore::open(store)?)
+        .store(store)
         .retention(retention)
         .environment(Environment::persistent())
         .build()?)
@@ -170,7 +189,7 @@ fn run_child(spec: &ChildSpec) -> Result<()> {
         Kind::Snapshot => RetentionPolicy::new().keep_last(4),
         Kind::Prune | Kind::Restore => RetentionPolicy::new().keep_last(1000),
     };
-    let manager = build_manager(&spec.db, &spec.store, retention)?;
+    let manager = build_manager(&spec.db, &spec.store, retention, spec.dedup)?;
     let mut log = OpenOptions::new()
         .append(true)
         .create(true)
@@ -515,7 +534,7 @@ struct Stats {
     before_after: (usize, usize),
 }
 
-fn crash_loop(kind: Kind) -> Result<()> {
+fn crash_loop(kind: Kind, dedup: bool) -> Result<()> {
     let started = Instant::now();
     let tmp = tempfile::tempdir()?;
     let live_dir = tmp.path().join("live");
@@ -524,7 +543,7 @@ fn crash_loop(kind: Kind) -> Result<()> {
     let store = tmp.path().join("store");
     create_db(&db)?;
     let state_a = fingerprint(&db)?;
-    let manager = build_manager(&db, &store, RetentionPolicy::new().keep_last(1000))?;
+    let manager = build_manager(&db, &store, RetentionPolicy::new().keep_last(1000), dedup)?;
 
     let (mut id_a, mut id_b, mut state_b) = (String::new(), String::new(), String::new());
     if kind != Kind::Restore {
@@ -570,6 +589,7 @@ fn crash_loop(kind: Kind) -> Result<()> {
             log: log.clone(),
             a: id_a.clone(),
             b: id_b.clone(),
+            dedup,
         };
         let mut child = spawn_child(&spec, tmp.path(), i)?;
         // Kill at a random time after the child began its 1st, 2nd or 3rd operation of the
@@ -700,9 +720,10 @@ fn crash_loop(kind: Kind) -> Result<()> {
         }
     }
     eprintln!(
-        "crash/{}: {ITERATIONS} kills in {:.1?} (seed {seed}): {} in flight, {} left something \
+        "crash/{}{}: {ITERATIONS} kills in {:.1?} (seed {seed}): {} in flight, {} left something \
          for doctor, {} operations completed",
         kind.name(),
+        if dedup { " (dedup)" } else { "" },
         started.elapsed(),
         stats.in_flight,
         stats.repaired,
@@ -739,15 +760,32 @@ fn crash_loop(kind: Kind) -> Result<()> {
 
 #[test]
 fn sigkill_during_snapshots_leaves_a_true_catalog_and_the_database_untouched() -> Result<()> {
-    crash_loop(Kind::Snapshot)
+    crash_loop(Kind::Snapshot, false)
 }
 
 #[test]
 fn sigkill_during_prunes_leaves_a_true_catalog_and_the_database_untouched() -> Result<()> {
-    crash_loop(Kind::Prune)
+    crash_loop(Kind::Prune, false)
 }
 
 #[test]
 fn sigkill_during_restores_leaves_the_database_before_or_after() -> Result<()> {
-    crash_loop(Kind::Restore)
+    crash_loop(Kind::Restore, false)
+}
+
+/// The same kills into a dedup store: snapshots (chunks, packs, manifests), prunes (every
+/// deletion collects the packs nobody references) and restores (reassembled from packs).
+#[test]
+fn sigkill_during_dedup_snapshots_leaves_a_true_catalog() -> Result<()> {
+    crash_loop(Kind::Snapshot, true)
+}
+
+#[test]
+fn sigkill_during_dedup_prunes_and_collections_loses_no_needed_chunk() -> Result<()> {
+    crash_loop(Kind::Prune, true)
+}
+
+#[test]
+fn sigkill_during_dedup_restores_leaves_the_database_before_or_after() -> Result<()> {
+    crash_loop(Kind::Restore, true)
 }

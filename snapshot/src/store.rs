@@ -187,6 +187,19 @@ pub trait Store: Send + Sync + Debug {
         Ok(None)
     }
 
+    /// What a store layer finds wrong with its own objects — for a dedup store: staging files
+    /// of crashed writers, packs no snapshot references, a pack without its index, a snapshot
+    /// needing a pack that is gone — one line each, mended where it can be when `repair`
+    /// (leftovers older than `min_age` removed, unreferenced packs collected). Default:
+    /// nothing (a plain store's objects are checked by the manager's doctor).
+    ///
+    /// # Errors
+    /// The store's errors.
+    fn check_layer(&self, repair: bool, min_age: Duration) -> Result<Vec<String>> {
+        let _ = (repair, min_age);
+        Ok(Vec::new())
+    }
+
     /// The bytes the object `key` added to the store when it was put, for a store that shares
     /// data between objects. Default: `None`.
     ///

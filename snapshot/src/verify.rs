@@ -95,6 +95,9 @@ pub struct DoctorReport {
     pub records_without_sidecar: Vec<String>,
     /// Records recovered from sidecars when the index was rebuilt.
     pub rebuilt_records: Option<usize>,
+    /// What the store layer found in its own objects ([`Store::check_layer`](crate::Store::check_layer):
+    /// a dedup store's leftovers, unreferenced or missing packs).
+    pub store_findings: Vec<String>,
     /// Whether repairs were made.
     pub repaired: bool,
 }
@@ -109,6 +112,7 @@ impl DoctorReport {
             && self.index_problem.is_none()
             && self.unlisted_records.is_empty()
             && self.records_without_sidecar.is_empty()
+            && self.store_findings.is_empty()
     }
 }
 
@@ -313,6 +317,7 @@ impl SnapshotManager {
         report
             .staging_leftovers
             .extend(self.leftovers_beside_source(options.min_age));
+        report.store_findings = store.check_layer(options.repair, options.min_age)?;
 
         if options.repair {
             for key in &report.orphan_objects {

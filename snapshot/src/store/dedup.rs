@@ -438,6 +438,64 @@ impl Store for DedupStore {
         Ok(Some(usage))
     }
 
+    fn check_layer(&self, repair: bool, min_age: Duration) -> Result<Vec<String>> {
+        let mut findings = Vec::new();
+        if let Some(local) = self.inner.local() {
+            for p in local.leftovers(min_age)? {
+                findings.push(format!("staging leftover {}", p.display()));
+                if repair {
+                    fs_util::remove_if_exists(&p)?;
+                }
+            }
+        }
+        let objects = self.inner.list()?;
+        let keys: std::collections::HashSet<&str> =
+            objects.iter().map(|o| o.key.as_str()).collect();
+        for key in gc::manifest_candidates(objects.iter().map(|o| o.key.clone())) {
+            match self.manifest(&key) {
+                Ok((_, Some(m))) => {
+                    for p in m.header.packs.iter().filter(|p| !keys.contains(p.as_str())) {
+                        findings.push(format!("snapshot {key} needs pack {p}, which is missing"));
+                    }
+                }
+                Ok((_, None)) | Err(Error::BlobMissing { .. }) => {}
+                Err(e) => findings.push(format!("snapshot {key}: {e}")),
+            }
+        }
+        for o in objects.iter().filter(|o| pack::is_pack(&o.key)) {
+            if !keys.contains(pack::idx_key(&o.key).as_str()) {
+                findings.push(format!("pack {} has no index", o.key));
+            }
+        }
+        // Packs no snapshot references and no collection has condemned yet (condemned ones
+        // are on their way out: deleted once the grace period is over).
+        let candidates = gc::manifest_candidates(keys.iter().map(|k| k.to_string()));
+        let (live, _) = gc::referenced(&*self.inner, &candidates)?;
+        let (condemned, _) = gc::read_condemned(&*self.inner)?;
+        let young = |o: &ObjectMeta| {
+            o.modified
+                .and_then(|t| (Utc::now() - t).to_std().ok())
+                .is_some_and(|age| age < min_age)
+        };
+        for o in objects.iter().filter(|o| {
+            pack::is_pack(&o.key)
+                && !live.contains(&o.key)
+                && !condemned.condemned.contains_key(&o.key)
+                && !young(o)
+        }) {
+            findings.push(format!("pack {} is referenced by no snapshot", o.key));
+        }
+        for o in objects.iter().filter(|o| pack::is_idx(&o.key)) {
+            if !keys.contains(pack::pack_of_idx(&o.key).as_str()) {
+                findings.push(format!("index {} has no pack", o.key));
+            }
+        }
+        if repair && !findings.is_empty() {
+            self.collect_garbage()?;
+        }
+        Ok(findings)
+    }
+
     fn added_bytes(&self, key: &str) -> Result<Option<u64>> {
         match self.manifest(key)? {
             (_, Some(m)) => Ok(Some(m.header.added_bytes)),

@@ -143,6 +143,15 @@ pub(crate) fn collect(
                 next.condemned.insert(o.key.clone(), *since);
                 report.waiting += 1;
             }
+            // No grace: a store only one process writes at a time frees at once.
+            None if grace.is_zero() => {
+                let idx = pack::idx_key(&o.key);
+                store.delete(&idx)?;
+                cache.forget(&idx);
+                store.delete(&o.key)?;
+                report.freed_bytes += o.size + sizes.get(idx.as_str()).copied().unwrap_or(0);
+                report.deleted.push(o.key.clone());
+            }
             None => {
                 next.condemned.insert(o.key.clone(), now);
                 report.condemned.push(o.key.clone());
