@@ -837,3 +837,65 @@ fn a_create_that_takes_nothing_says_so_and_exits_7_unless_forced() -> Result<()>
     ensure!(v["taken"].as_array().map(Vec::len) == Some(1), "{v}");
     Ok(())
 }
+
+#[test]
+fn a_dedup_store_from_the_config_shares_pages_and_says_so() -> Result<()> {
+    let fx = Fx::new()?;
+    std::fs::write(
+        fx.path("snapshot.toml"),
+        "[store]\ndir = \"backups\"\nmode = \"dedup\"\n",
+    )?;
+    let first = fx.json(&["create", "--type", "all"])?;
+    let second = fx.json(&["create"])?;
+    let (a, b) = (id_of(&first, 0)?, id_of(&second, 0)?);
+    let shown = fx.json(&["show", &b])?;
+    assert_eq!(
+        shown["stored_bytes"], 0,
+        "an unchanged database adds nothing: {shown}"
+    );
+    let bundle = id_of(&first, 1)?;
+    let shown = fx.json(&["show", &bundle])?;
+    assert!(
+        shown["bundle"].is_object(),
+        "the bundle's manifest: {shown}"
+    );
+    let s = fx.json(&["status"])?;
+    let storage = &s["store"]["storage"];
+    assert!(
+        storage["dedup_ratio"].as_f64().is_some_and(|r| r > 1.5),
+        "{s}"
+    );
+    assert!(
+        storage["stored_bytes"].as_u64() < storage["logical_bytes"].as_u64(),
+        "{s}"
+    );
+    let human = text(&fx.run(&["status"])?);
+    assert!(
+        human.contains("dedup") && human.contains("packs"),
+        "{human}"
+    );
+    fx.json(&["verify", &a])?;
+    Connection::open(&fx.db)?.execute("DELETE FROM readings", [])?;
+    assert_eq!(fx.rows()?, 0);
+    fx.json(&["restore", &a, "--yes"])?;
+    assert_eq!(fx.rows()?, 3);
+    // The objects of the layer are no orphans; the store is clean.
+    let clean = fx.json(&["doctor", "--min-age", "0s"])?;
+    assert_eq!(clean["clean"], true, "{clean}");
+    // Damaged packs are named by verify (a byte flipped near the end of each).
+    let packs: Vec<PathBuf> = std::fs::read_dir(fx.path("backups"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "pack"))
+        .collect();
+    ensure!(!packs.is_empty(), "no pack in the store");
+    for pack in &packs {
+        let mut bytes = std::fs::read(pack)?;
+        let at = bytes.len() - 10;
+        bytes[at] ^= 1;
+        std::fs::write(pack, &bytes)?;
+    }
+    let bad = fx.run(&["verify", &a])?;
+    assert_eq!(code(&bad), 4, "{}", text(&bad));
+    assert!(text(&bad).contains("chunk"), "{}", text(&bad));
+    Ok(())
+}

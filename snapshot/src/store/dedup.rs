@@ -3,15 +3,17 @@
 //!
 //! It wraps any [`Store`] (a local directory, memory, a remote service) and is itself a
 //! store, so the manager, the macro path and the CLI use it unchanged:
-//! - a snapshot image put as a file is cut into chunks ([`chunking`]: SQLite pages, DuckDB
-//!   blocks, content-defined for anything else), each hashed; the chunks the store does not
-//!   hold yet are compressed into a new pack ([`pack`]) and the image becomes a *manifest*
-//!   under its blob key ([`manifest`]): its chunk list, size, checksum, the packs it uses, and
-//!   the bytes it added. An unchanged database costs a manifest.
-//! - a get reassembles the image ([`reader`]), checking every chunk's hash and the whole
-//!   image's checksum; a damaged or missing chunk is named.
+//! - a snapshot image put as a file (or streamed by a source, see [`StreamingStorage`]) is
+//!   cut into chunks (SQLite pages, DuckDB blocks, content-defined for anything else), each
+//!   hashed; the chunks the store does not hold yet are compressed into a new pack — a changed
+//!   page as a delta against the same page of the previous image — and the image becomes a
+//!   *manifest* under its blob key: its chunk list, size, checksum, the packs it uses, and the
+//!   bytes it added. An unchanged database costs a manifest.
+//! - a get reassembles the image, checking every chunk's hash; a damaged or missing chunk is
+//!   named.
 //! - deleting a snapshot deletes its manifest; packs nobody references are collected in two
-//!   phases ([`gc`]), after every deletion and by [`DedupStore::collect_garbage`].
+//!   phases (condemned, then deleted after a grace period), after every deletion and by
+//!   [`DedupStore::collect_garbage`].
 //! - small objects put as bytes (the catalog index, sidecars) are kept as they are.
 //!
 //! Objects of the layer are named `chunks-…` in the wrapped store; listing this store shows
@@ -118,7 +120,7 @@ impl DedupStore {
         &self.inner
     }
 
-    /// Runs one collection now (see [`gc`]): condemns the packs no manifest references and
+    /// Runs one collection now: condemns the packs no manifest references and
     /// deletes those condemned for longer than the grace period.
     ///
     /// # Errors
@@ -182,7 +184,7 @@ impl DedupStore {
     }
 
     /// Publishes `manifest` under `key`, once every pack it uses is known to be there (no
-    /// collection may have deleted one since it was found: see [`gc`]).
+    /// collection may have deleted one since it was found: see the `gc` module).
     fn publish(&self, key: &str, manifest: Manifest, mode: PutMode) -> Result<Option<String>> {
         for p in &manifest.header.packs {
             if self.inner.head(p)?.is_none() {

@@ -254,9 +254,32 @@ pub(crate) fn list(ctx: &Ctx, a: ListArgs) -> CliResult {
 
 fn bundle_manifest(ctx: &Ctx, r: &SnapshotRecord) -> Option<export::Manifest> {
     export_formats_of(&r.source_kind)?;
-    let store = ctx.store(false).ok()?;
-    let path = snapshot::store::LocalStorage::object_path(&store, &r.blob_key).ok()?;
-    export::read_bundle_manifest(&path, CheckLevel::Header).ok()
+    let m = ctx.db_manager(false).ok()?;
+    let store = m.store();
+    if let Some(local) = store.local() {
+        let path = local.object_path(&r.blob_key).ok()?;
+        return export::read_bundle_manifest(&path, CheckLevel::Header).ok();
+    }
+    // A store that keeps no plain file (a dedup store): the bundle is fetched first.
+    let dir = tempfile_dir()?;
+    let path = dir.join("bundle.zip");
+    store.get_to_file(&r.blob_key, &path).ok()?;
+    let manifest = export::read_bundle_manifest(&path, CheckLevel::Header).ok();
+    let _ = std::fs::remove_dir_all(&dir);
+    manifest
+}
+
+/// A private temporary directory of this process (removed by its user).
+fn tempfile_dir() -> Option<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "snapshot-cli-{}-{}",
+        std::process::id(),
+        Utc::now().timestamp_nanos_opt().unwrap_or(0)
+    ));
+    std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+        .create(&dir)
+        .ok()?;
+    Some(dir)
 }
 
 /// `pin` / `unpin`: whether retention may remove the snapshot.
@@ -783,6 +806,7 @@ pub(crate) fn doctor(ctx: &Ctx, a: DoctorArgs) -> CliResult {
             "unlisted_records": report.unlisted_records,
             "records_without_sidecar": report.records_without_sidecar,
             "rebuilt_records": report.rebuilt_records,
+            "store_findings": report.store_findings,
         }))?;
     } else {
         if report.is_clean() {
@@ -808,6 +832,9 @@ pub(crate) fn doctor(ctx: &Ctx, a: DoctorArgs) -> CliResult {
         }
         for id in &report.records_without_sidecar {
             println!("listed snapshot without its sidecar: {id}");
+        }
+        for f in &report.store_findings {
+            println!("store: {f}");
         }
         if let Some(n) = report.rebuilt_records {
             println!("rebuilt the index from sidecars: {n} record(s)");
