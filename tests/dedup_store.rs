@@ -12,7 +12,7 @@ use rusqlite::Connection;
 use snapshot::store::DedupStore;
 use snapshot::{
     CheckLevel, Environment, Error, FileSource, ListFilter, LocalStore, RetentionPolicy,
-    SnapshotManager, SnapshotRequest, SqliteSource,
+    SnapshotManager, SnapshotRequest, SqliteSource, Store,
 };
 
 /// A database of `rows` rows of some 200 bytes each, in `mode` (`wal` or `delete`).
@@ -310,4 +310,94 @@ fn snapshotters_and_collections_at_once_lose_nothing() -> Result<()> {
         }
         Ok(())
     })
+}
+
+#[test]
+fn the_longest_grace_any_process_asked_for_is_honoured() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let store = dir.path().join("backups");
+    let patient = DedupStore::new(LocalStore::open(&store)?).gc_grace(Duration::from_secs(3600));
+    let data: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+        .collect();
+    let file = dir.path().join("a.bin");
+    std::fs::write(&file, &data)?;
+    patient.put(
+        "a.bin",
+        snapshot::store::Payload::File(&file),
+        snapshot::PutMode::Create,
+    )?;
+    ensure!(files(&store, ".pack")?.len() == 1);
+    // Deleting the only snapshot condemns its pack (a collection runs after the deletion).
+    patient.delete("a.bin")?;
+    ensure!(files(&store, ".pack")?.len() == 1, "condemned, not deleted");
+    // A process asking for no grace still waits the hour another one asked for.
+    let hasty = DedupStore::new(LocalStore::open(&store)?).gc_grace(Duration::ZERO);
+    let report = hasty.collect_garbage()?;
+    ensure!(
+        report.deleted.is_empty() && report.waiting == 1,
+        "{report:?}"
+    );
+    ensure!(files(&store, ".pack")?.len() == 1);
+    Ok(())
+}
+
+#[test]
+fn a_snapshot_published_after_the_grace_is_withdrawn() -> Result<()> {
+    use snapshot::store::StreamingStorage;
+    let dir = tempfile::tempdir()?;
+    let store = DedupStore::new(LocalStore::open(dir.path().join("backups"))?)
+        .gc_grace(Duration::from_millis(300));
+    let staged = dir.path().join("staged-manifest");
+    store.capture_to_file(&staged, &mut |out| {
+        out.write_all(&[7u8; 100_000])
+            .map_err(|e| snapshot::Error::InvalidInput {
+                field: "test",
+                reason: e.to_string(),
+            })?;
+        std::thread::sleep(Duration::from_millis(400));
+        Ok(())
+    })?;
+    let e = store
+        .put(
+            "late.bin",
+            snapshot::store::Payload::File(&staged),
+            snapshot::PutMode::Create,
+        )
+        .expect_err("too late");
+    ensure!(e.to_string().contains("grace"), "{e}");
+    ensure!(
+        store.head("late.bin")?.is_none(),
+        "the late manifest was withdrawn"
+    );
+    Ok(())
+}
+
+#[test]
+fn doctor_reports_a_damaged_manifest_and_collects_nothing() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, store) = (dir.path().join("app.db"), dir.path().join("backups"));
+    database(&db, 2_000, "wal")?;
+    let m = manager(&db, &store, 10, Duration::ZERO)?;
+    let r = take(&m, "delete")?;
+    let path = store.join(&r.blob_key);
+    let mut bytes = std::fs::read(&path)?;
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+    std::fs::write(&path, &bytes)?;
+    let packs = files(&store, ".pack")?;
+    let report = m.doctor(&snapshot::DoctorOptions {
+        repair: true,
+        min_age: Duration::ZERO,
+    })?;
+    ensure!(
+        report
+            .store_findings
+            .iter()
+            .any(|f| f.contains(&r.blob_key)),
+        "{report:?}"
+    );
+    ensure!(files(&store, ".pack")? == packs, "a pack was collected");
+    ensure!(m.verify(&r.snapshot_id).is_err());
+    Ok(())
 }

@@ -598,7 +598,9 @@ impl SnapshotManager {
         // A store's first snapshot creates its directory: not for a source that is not there
         // (a mistyped path leaves nothing behind).
         let source = &inner.source;
-        if inner.store.local().is_some_and(|l| !l.dir().exists())
+        let store_dir = (inner.store.local().map(|l| l.dir().to_path_buf()))
+            .or_else(|| inner.store.staging_hint());
+        if store_dir.is_some_and(|d| !d.exists())
             && !crate::engine::is_server(source.kind())
             && !source.path().exists()
         {
@@ -761,6 +763,10 @@ impl SnapshotManager {
         if let Some(local) = self.inner.store.local() {
             local.prepare()?;
             return Ok(local.dir().to_path_buf());
+        }
+        if let Some(dir) = self.inner.store.staging_hint() {
+            fs_util::create_private_dir(&dir)?;
+            return Ok(dir);
         }
         let mut temp = self
             .inner

@@ -172,6 +172,14 @@ pub trait Store: Send + Sync + Debug {
         None
     }
 
+    /// Where the manager prepares images for a store without [`local`](Self::local) storage
+    /// when it should not be a private temporary directory: a directory of this host beside
+    /// the store's objects (a dedup layer over a local store), so that moving an image in is a
+    /// rename and a crashed writer's leftovers are found there. Default: none.
+    fn staging_hint(&self) -> Option<PathBuf> {
+        None
+    }
+
     /// The capability of a store that takes images as streams (see [`StreamingStorage`]).
     /// Default: none.
     fn streaming(&self) -> Option<&dyn StreamingStorage> {

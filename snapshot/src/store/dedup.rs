@@ -22,6 +22,8 @@
 mod chunking;
 mod frames;
 mod gc;
+mod headers;
+mod health;
 mod index;
 mod manifest;
 mod pack;
@@ -34,7 +36,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
 
@@ -75,6 +77,7 @@ pub struct DedupStore {
     pack_target: u64,
     grace: Duration,
     cache: IdxCache,
+    headers: headers::HeaderCache,
     temp: Mutex<Option<PathBuf>>,
     /// The manifest this store wrote last, the reference of the next image's deltas.
     last: Mutex<Option<(String, Arc<Manifest>)>>,
@@ -90,6 +93,7 @@ impl DedupStore {
             pack_target: PACK_TARGET,
             grace: GRACE,
             cache: IdxCache::default(),
+            headers: headers::HeaderCache::default(),
             temp: Mutex::new(None),
             last: Mutex::new(None),
         }
@@ -108,8 +112,10 @@ impl DedupStore {
     }
 
     /// How long an unreferenced pack stays condemned before a collection deletes it (default
-    /// one hour). Every snapshot into the store must finish within it; a shorter one frees
-    /// space sooner. Zero suits a store only one process at a time writes.
+    /// one hour). Every snapshot into the store must be published within it; a shorter one
+    /// frees space sooner. The longest grace any process using the store asked for is recorded
+    /// in the store and honoured by all. Zero frees at once, and suits only a store that one
+    /// writer uses with no snapshot running while another call deletes one.
     pub fn gc_grace(mut self, grace: Duration) -> Self {
         self.grace = grace;
         self
@@ -127,7 +133,13 @@ impl DedupStore {
     /// The store's errors; a damaged manifest stops it (nothing is deleted);
     /// [`Error::Precondition`] when another collection ran at the same time.
     pub fn collect_garbage(&self) -> Result<GcReport> {
-        gc::collect(&*self.inner, &self.cache, self.grace, Utc::now())
+        gc::collect(&*self.inner, &self.cache, self.grace, &|objects| {
+            let mut r = self.referenced(objects)?;
+            if let Some((_, e)) = r.damaged.pop() {
+                return Err(e); // what it references is unknown: nothing may be deleted
+            }
+            Ok((r.packs, r.manifests))
+        })
     }
 
     /// Where packs are staged: the wrapped store's directory when it has one (publishing is a
@@ -154,7 +166,7 @@ impl DedupStore {
     /// Stores the image `write` writes as chunks (packs published) and returns its manifest,
     /// not yet published.
     fn store_image(&self, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<Manifest> {
-        let started = Instant::now();
+        let begun = Utc::now();
         let (condemned, _) = gc::read_condemned(&*self.inner)?;
         let excluded = condemned.condemned.into_keys().collect();
         let known = ChunkIndex::load_all(&*self.inner, &self.cache, &excluded)?;
@@ -169,17 +181,8 @@ impl DedupStore {
             self.pack_target,
         );
         write(&mut w)?;
-        let manifest = w.finish()?;
-        if !self.grace.is_zero() && started.elapsed() >= self.grace {
-            return Err(Error::invalid(
-                "gc_grace",
-                format!(
-                    "the snapshot took {:?}, longer than the store's collection grace {:?}: raise it",
-                    started.elapsed(),
-                    self.grace
-                ),
-            ));
-        }
+        let mut manifest = w.finish()?;
+        manifest.header.begun = Some(begun);
         Ok(manifest)
     }
 
@@ -191,9 +194,31 @@ impl DedupStore {
                 return Err(Error::BlobMissing { key: p.clone() });
             }
         }
-        let v = self
-            .inner
-            .put(key, Payload::Bytes(&manifest.encode()?), mode)?;
+        let bytes = manifest.encode()?;
+        let v = self.inner.put(key, Payload::Bytes(&bytes), mode)?;
+        // Published within the grace period from when the snapshot read the condemned packs,
+        // or withdrawn: a collection may delete what it relied on once that is over.
+        let (condemned, _) = gc::read_condemned(&*self.inner)?;
+        let grace = condemned.grace(self.grace);
+        let took = manifest
+            .header
+            .begun
+            .and_then(|b| (Utc::now() - b).to_std().ok())
+            .unwrap_or_default();
+        if !grace.is_zero() && took >= grace {
+            let _ = self.inner.delete(key);
+            return Err(Error::invalid(
+                "gc_grace",
+                format!(
+                    "the snapshot took {took:?}, longer than the store's collection grace \
+                     {grace:?}: nothing was published; raise the grace"
+                ),
+            ));
+        }
+        if let Ok(Some(meta)) = self.inner.head(key) {
+            self.headers
+                .remember(&meta, Some(Arc::new(manifest.header.clone())));
+        }
         *self.last.lock().unwrap_or_else(|p| p.into_inner()) =
             Some((key.to_string(), Arc::new(manifest)));
         Ok(v)
@@ -339,7 +364,9 @@ impl Store for DedupStore {
     fn get(&self, key: &str) -> Result<Object> {
         let (mut o, m) = self.manifest(key)?;
         if let Some(m) = m {
-            let mut bytes = vec![0u8; usize::try_from(m.header.size).unwrap_or(0)];
+            // Grown as chunks are written: the manifest's size is checked against its chunks
+            // before any is.
+            let mut bytes = Vec::new();
             reader::read_image(&*self.inner, &self.cache, key, &m, &mut bytes)?;
             o.meta.size = m.header.size;
             o.bytes = bytes;
@@ -381,14 +408,12 @@ impl Store for DedupStore {
         if key.ends_with(".json") {
             return Ok(Some(meta));
         }
-        match self.manifest(key) {
-            Ok((_, Some(m))) => Ok(Some(ObjectMeta {
-                size: m.header.size,
+        match self.headers.header(&*self.inner, &meta)? {
+            Some(h) => Ok(Some(ObjectMeta {
+                size: h.size,
                 ..meta
             })),
-            Ok((_, None)) => Ok(Some(meta)),
-            Err(Error::BlobMissing { .. }) => Ok(None),
-            Err(e) => Err(e),
+            None => Ok(Some(meta)),
         }
     }
 
@@ -401,6 +426,7 @@ impl Store for DedupStore {
     fn delete(&self, key: &str) -> Result<()> {
         Self::reserved(key)?;
         self.inner.delete(key)?;
+        self.headers.forget(key);
         if !key.ends_with(".json") {
             // A snapshot's manifest may have been the last user of some packs.
             if let Err(e) = self.collect_garbage() {
@@ -419,89 +445,24 @@ impl Store for DedupStore {
     }
 
     fn usage(&self) -> Result<Option<StoreUsage>> {
-        let objects = self.inner.list()?;
-        let mut usage = StoreUsage::default();
-        for o in &objects {
-            usage.stored_bytes += o.size;
-            if pack::is_pack(&o.key) {
-                usage.packs += 1;
-            }
-        }
-        for key in gc::manifest_candidates(objects.into_iter().map(|o| o.key)) {
-            match self.manifest(&key) {
-                Ok((_, Some(m))) => {
-                    usage.snapshots += 1;
-                    usage.logical_bytes += m.header.size;
-                }
-                Ok((_, None)) | Err(Error::BlobMissing { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(Some(usage))
+        self.usage_now().map(Some)
     }
 
     fn check_layer(&self, repair: bool, min_age: Duration) -> Result<Vec<String>> {
-        let mut findings = Vec::new();
-        if let Some(local) = self.inner.local() {
-            for p in local.leftovers(min_age)? {
-                findings.push(format!("staging leftover {}", p.display()));
-                if repair {
-                    fs_util::remove_if_exists(&p)?;
-                }
-            }
-        }
-        let objects = self.inner.list()?;
-        let keys: std::collections::HashSet<&str> =
-            objects.iter().map(|o| o.key.as_str()).collect();
-        for key in gc::manifest_candidates(objects.iter().map(|o| o.key.clone())) {
-            match self.manifest(&key) {
-                Ok((_, Some(m))) => {
-                    for p in m.header.packs.iter().filter(|p| !keys.contains(p.as_str())) {
-                        findings.push(format!("snapshot {key} needs pack {p}, which is missing"));
-                    }
-                }
-                Ok((_, None)) | Err(Error::BlobMissing { .. }) => {}
-                Err(e) => findings.push(format!("snapshot {key}: {e}")),
-            }
-        }
-        for o in objects.iter().filter(|o| pack::is_pack(&o.key)) {
-            if !keys.contains(pack::idx_key(&o.key).as_str()) {
-                findings.push(format!("pack {} has no index", o.key));
-            }
-        }
-        // Packs no snapshot references and no collection has condemned yet (condemned ones
-        // are on their way out: deleted once the grace period is over).
-        let candidates = gc::manifest_candidates(keys.iter().map(|k| k.to_string()));
-        let (live, _) = gc::referenced(&*self.inner, &candidates)?;
-        let (condemned, _) = gc::read_condemned(&*self.inner)?;
-        let young = |o: &ObjectMeta| {
-            o.modified
-                .and_then(|t| (Utc::now() - t).to_std().ok())
-                .is_some_and(|age| age < min_age)
-        };
-        for o in objects.iter().filter(|o| {
-            pack::is_pack(&o.key)
-                && !live.contains(&o.key)
-                && !condemned.condemned.contains_key(&o.key)
-                && !young(o)
-        }) {
-            findings.push(format!("pack {} is referenced by no snapshot", o.key));
-        }
-        for o in objects.iter().filter(|o| pack::is_idx(&o.key)) {
-            if !keys.contains(pack::pack_of_idx(&o.key).as_str()) {
-                findings.push(format!("index {} has no pack", o.key));
-            }
-        }
-        if repair && !findings.is_empty() {
-            self.collect_garbage()?;
-        }
-        Ok(findings)
+        self.findings(repair, min_age)
+    }
+
+    fn staging_hint(&self) -> Option<PathBuf> {
+        self.inner.local().map(|l| l.dir().to_path_buf())
     }
 
     fn added_bytes(&self, key: &str) -> Result<Option<u64>> {
-        match self.manifest(key)? {
-            (_, Some(m)) => Ok(Some(m.header.added_bytes)),
-            (_, None) => Ok(None),
-        }
+        let Some(meta) = self.inner.head(key)? else {
+            return Ok(None);
+        };
+        Ok(self
+            .headers
+            .header(&*self.inner, &meta)?
+            .map(|h| h.added_bytes))
     }
 }

@@ -15,6 +15,8 @@ use crate::store::dedup::pack::IdxEntry;
 
 /// Remote packs kept in memory at a time.
 const REMOTE_PACKS: usize = 4;
+/// Local packs kept open at a time (a restore may need hundreds).
+const OPEN_PACKS: usize = 64;
 
 /// A reader of frames (one per thread).
 pub(crate) struct Frames<'a> {
@@ -36,7 +38,7 @@ impl<'a> Frames<'a> {
     /// A reader of `store`'s packs.
     ///
     /// # Errors
-    /// When zstd cannot make a context.
+    /// None so far (the signature leaves room for a reader that must connect).
     pub(crate) fn new(store: &'a dyn Store) -> Result<Self> {
         Ok(Frames {
             store,
@@ -55,6 +57,9 @@ impl<'a> Frames<'a> {
         let mut frame = vec![0u8; e.clen as usize];
         if let Some(local) = self.store.local() {
             if !self.files.contains_key(pack) {
+                if self.files.len() >= OPEN_PACKS {
+                    self.files.clear();
+                }
                 let path = local.object_path(pack)?;
                 let f = File::open(&path).map_err(|err| match err.kind() {
                     io::ErrorKind::NotFound => Error::BlobMissing { key: pack.into() },
@@ -107,20 +112,39 @@ impl<'a> Frames<'a> {
         decode_with(&mut self.z, frame, hash, ulen, base, at)
     }
 
-    /// The plain bytes of the chunk `hash`, found in `index` (a delta's base read too).
+    /// The plain bytes of the chunk `hash`, found in `index` (a delta's base read too: a base
+    /// is a whole chunk, one level only).
     ///
     /// # Errors
-    /// [`Error::BlobMissing`] when the chunk or its base is not in `index`; the errors of
+    /// [`Error::BlobMissing`] when the chunk or its base is not in `index`;
+    /// [`Error::ChecksumMismatch`] for a base that is itself a delta (damage); the errors of
     /// [`frame`](Self::frame) and [`decode`](Self::decode).
     pub(crate) fn plain(&mut self, index: &ChunkIndex, hash: &[u8; 32]) -> Result<Vec<u8>> {
         let (pack, e) = locate(index, hash)?;
         let base = match &e.base {
-            Some(b) => Some(self.plain(index, b)?),
+            Some(b) => Some(self.whole(index, b)?),
             None => None,
         };
         let frame = self.frame(pack, &e)?;
         let at = || format!("chunk {} in pack {pack}", hex(&hash[..8]));
         self.decode(&frame, hash, e.ulen, base.as_deref(), &at)
+    }
+}
+
+impl Frames<'_> {
+    /// The plain bytes of the whole chunk `hash`.
+    fn whole(&mut self, index: &ChunkIndex, hash: &[u8; 32]) -> Result<Vec<u8>> {
+        let (pack, e) = locate(index, hash)?;
+        let at = || format!("base chunk {} in pack {pack}", hex(&hash[..8]));
+        if e.base.is_some() {
+            return Err(Error::ChecksumMismatch {
+                key: at(),
+                expected: "a whole chunk".into(),
+                actual: "a delta".into(),
+            });
+        }
+        let frame = self.frame(pack, &e)?;
+        self.decode(&frame, hash, e.ulen, None, &at)
     }
 }
 

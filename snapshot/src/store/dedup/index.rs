@@ -48,12 +48,23 @@ pub(crate) struct ChunkIndex {
 }
 
 impl ChunkIndex {
-    /// Adds the chunks of `pack_key` (the first pack holding a chunk wins).
+    /// Adds the chunks of `pack_key`. A chunk held by several packs is found where it is
+    /// whole rather than as a delta (a delta's base may be in a pack the reader does not
+    /// have); otherwise the first pack wins.
     pub(crate) fn add(&mut self, pack_key: &str, entries: &[IdxEntry]) {
         let n = u32::try_from(self.packs.len()).unwrap_or(u32::MAX);
         self.packs.push(pack_key.to_string());
         for e in entries {
-            self.locs.entry(e.hash).or_insert((n, *e));
+            match self.locs.entry(e.hash) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert((n, *e));
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    if o.get().1.base.is_some() && e.base.is_none() {
+                        o.insert((n, *e));
+                    }
+                }
+            }
         }
     }
 
@@ -110,5 +121,35 @@ impl ChunkIndex {
             index.add(p, &entries);
         }
         Ok(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(hash: u8, base: Option<u8>) -> IdxEntry {
+        IdxEntry {
+            hash: [hash; 32],
+            offset: 8,
+            clen: 1,
+            ulen: 1,
+            base: base.map(|b| [b; 32]),
+        }
+    }
+
+    #[test]
+    fn a_whole_copy_wins_over_a_delta() {
+        let mut index = ChunkIndex::default();
+        index.add("chunks-a.pack", &[entry(1, Some(9))]);
+        index.add("chunks-b.pack", &[entry(1, None), entry(2, None)]);
+        index.add("chunks-c.pack", &[entry(2, Some(9))]);
+        let (p1, e1) = index.locs[&[1; 32]];
+        assert_eq!(
+            (index.packs[p1 as usize].as_str(), e1.base),
+            ("chunks-b.pack", None)
+        );
+        let (p2, _) = index.locs[&[2; 32]];
+        assert_eq!(index.packs[p2 as usize], "chunks-b.pack");
     }
 }

@@ -29,6 +29,10 @@ pub(crate) struct ManifestHeader {
     pub added_bytes: u64,
     /// Chunks this snapshot added.
     pub added_chunks: u64,
+    /// When the snapshot read the list of condemned packs (its publication must follow within
+    /// the grace period).
+    #[serde(default)]
+    pub begun: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One chunk of an image.
@@ -146,6 +150,7 @@ mod tests {
                 packs: vec!["chunks-ab.pack".into()],
                 added_bytes: 100,
                 added_chunks: 1,
+                begun: None,
             },
             chunks: vec![
                 ChunkRef {

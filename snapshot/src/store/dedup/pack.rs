@@ -9,13 +9,14 @@
 //! snapshot) as zstd's dictionary — a few dozen bytes when a few rows of the page changed. Its index
 //! (`chunks-<id>.idx`) lists where each chunk is: `SNAPIDX2`, the pack's size (`u64` LE), then
 //! per chunk its hash, kind, frame offset (`u64`), frame and plain length (`u32`), the base for
-//! a delta, and a trailer: the blake3 of everything before it. `<id>` is the start of the
-//! pack's own blake3 hash. A pack is published before its index; an index whose pack is gone,
+//! a delta, and a trailer: the blake3 of everything before it. `<id>` is unique to the pack (a
+//! hash of its content, the process, a counter and the time). A pack is published before its index; an index whose pack is gone,
 //! or a pack without an index, is a leftover of an interrupted write or collection.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::fs_util::{self, StagingGuard};
@@ -26,6 +27,12 @@ const PACK_MAGIC: &[u8; 8] = b"SNAPPACK";
 const IDX_MAGIC: &[u8; 8] = b"SNAPIDX2";
 const RECORD_HEADER: u64 = 41;
 const IDX_ENTRY: usize = 49;
+
+/// Makes pack names of one process distinct.
+static NONCE: AtomicU64 = AtomicU64::new(0);
+
+/// The largest chunk an index may describe (chunkings make at most 256 KiB).
+pub(crate) const MAX_CHUNK: u32 = 16 << 20;
 
 /// The prefix of every object the dedup layer keeps besides manifests.
 pub(crate) const PREFIX: &str = "chunks-";
@@ -40,7 +47,7 @@ pub(crate) struct IdxEntry {
     pub clen: u32,
     /// Length of the chunk.
     pub ulen: u32,
-    /// For a delta, the whole chunk it is XORed with.
+    /// For a delta, the whole chunk whose bytes are its zstd dictionary.
     pub base: Option<[u8; 32]>,
 }
 
@@ -113,7 +120,7 @@ impl PackWriter {
         Ok(())
     }
 
-    /// Appends a chunk (`frame` is its zstd frame; `base` the chunk a delta is XORed with)
+    /// Appends a chunk (`frame` is its zstd frame; `base` the dictionary chunk of a delta)
     /// and returns where it is.
     ///
     /// # Errors
@@ -172,13 +179,18 @@ impl PackWriter {
             .map_err(|e| Error::io("write pack", guard.path(), e.into_error()))?;
         drop(f);
         fs_util::sync_file(guard.path())?;
-        let id = &self.hasher.finalize().to_hex()[..32];
-        let key = format!("{PREFIX}{id}.pack");
-        match store.put(&key, Payload::File(guard.path()), PutMode::Create) {
-            // The same chunks in the same order, written by another snapshot: the same pack.
-            Ok(_) | Err(Error::AlreadyExists { .. }) => {}
-            Err(e) => return Err(e),
-        }
+        // A name of its own, never an earlier pack's: a pack with the same chunks may exist,
+        // condemned, and must not come back to life under a new snapshot.
+        let mut id = blake3::Hasher::new();
+        id.update(self.hasher.finalize().as_bytes());
+        id.update(&std::process::id().to_le_bytes());
+        id.update(&NONCE.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        id.update(&nanos.to_le_bytes());
+        let key = format!("{PREFIX}{}.pack", &id.finalize().to_hex()[..32]);
+        store.put(&key, Payload::File(guard.path()), PutMode::Create)?;
         drop(guard);
         let idx = encode_idx(self.size, &self.entries);
         match store.put(&idx_key(&key), Payload::Bytes(&idx), PutMode::Create) {
@@ -258,13 +270,21 @@ pub(crate) fn decode_idx(key: &str, bytes: &[u8]) -> Result<(u64, Vec<IdxEntry>)
         } else {
             (None, IDX_ENTRY)
         };
-        entries.push(IdxEntry {
+        let entry = IdxEntry {
             hash: hash32(&e[..32]),
             offset: le64(&e[33..41]),
             clen: le32(&e[41..45]),
             ulen: le32(&e[45..49]),
             base,
-        });
+        };
+        // Within the pack, and no chunk larger than any chunking makes.
+        if entry.offset.saturating_add(u64::from(entry.clen)) > size || entry.ulen > MAX_CHUNK {
+            return Err(damaged(format!(
+                "an entry past the pack's {size} bytes or of {} bytes",
+                entry.ulen
+            )));
+        }
+        entries.push(entry);
         rest = &rest[used..];
     }
     Ok((size, entries))
@@ -305,5 +325,31 @@ mod tests {
             Some(0)
         );
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod bounds {
+    use super::*;
+
+    #[test]
+    fn an_entry_past_the_pack_or_too_large_is_damage() {
+        let e = IdxEntry {
+            hash: [1; 32],
+            offset: 100,
+            clen: 50,
+            ulen: 4096,
+            base: None,
+        };
+        assert!(decode_idx("i", &encode_idx(150, &[e])).is_ok());
+        assert!(matches!(
+            decode_idx("i", &encode_idx(149, &[e])),
+            Err(Error::ChecksumMismatch { .. })
+        ));
+        let huge = IdxEntry {
+            ulen: MAX_CHUNK + 1,
+            ..e
+        };
+        assert!(decode_idx("i", &encode_idx(150, &[huge])).is_err());
     }
 }

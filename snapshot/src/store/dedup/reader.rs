@@ -1,5 +1,5 @@
 //! Reassembling an image from its manifest, pack by pack: every distinct chunk's frame is read
-//! once, in the order it sits in its pack, decompressed on every core, checked against its hash
+//! once (a delta's base once more, unless the image has it), in the order it sits in its pack, decompressed on every core, checked against its hash
 //! and written at each place the image has it. Whole chunks first, then deltas (their bases are
 //! whole chunks: read back from the image when it has them, else from their packs). A damaged
 //! or missing chunk is named: which snapshot, where in the image, which pack.
@@ -98,7 +98,8 @@ pub(crate) fn read_image(
     let mut at = 0u64;
     for (i, c) in manifest.chunks.iter().enumerate() {
         match by_hash.get(&c.hash) {
-            Some(&w) => wanted[w].positions.push(at),
+            Some(&w) if wanted[w].entry.ulen == c.len => wanted[w].positions.push(at),
+            Some(_) => return Err(length_mismatch(key, i, at)),
             None => {
                 let (pack, entry) =
                     index
@@ -108,6 +109,9 @@ pub(crate) fn read_image(
                         .ok_or_else(|| Error::BlobMissing {
                             key: format!("{key}: chunk {i} ({}) at byte {at}", hex(&c.hash[..8])),
                         })?;
+                if entry.ulen != c.len {
+                    return Err(length_mismatch(key, i, at));
+                }
                 by_hash.insert(c.hash, wanted.len());
                 wanted.push(Wanted {
                     hash: c.hash,
@@ -171,6 +175,15 @@ pub(crate) fn read_image(
         }
     }
     Ok(())
+}
+
+/// A manifest whose chunk length disagrees with the chunk's (damage).
+fn length_mismatch(key: &str, i: usize, at: u64) -> Error {
+    Error::ChecksumMismatch {
+        key: format!("{key}: chunk {i} at byte {at}"),
+        expected: "the length its pack records".into(),
+        actual: "another length in the manifest".into(),
+    }
 }
 
 /// The base of a delta to decode.

@@ -51,7 +51,7 @@ impl std::fmt::Debug for ImageWriter<'_> {
 }
 
 /// One chunk of a batch after the parallel step: its hash, and when the store did not hold it,
-/// its frame and the base a delta frame is XORed with.
+/// its frame and, for a delta, the base chunk that is its dictionary.
 type Hashed = ([u8; 32], Option<(Vec<u8>, Option<[u8; 32]>)>);
 
 impl<'a> ImageWriter<'a> {
@@ -203,6 +203,7 @@ impl<'a> ImageWriter<'a> {
                 packs: self.packs.into_iter().collect(),
                 added_bytes: self.added_bytes,
                 added_chunks: self.added_chunks,
+                begun: None,
             },
             chunks: self.chunks,
         })
