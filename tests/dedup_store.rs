@@ -401,3 +401,21 @@ fn doctor_reports_a_damaged_manifest_and_collects_nothing() -> Result<()> {
     ensure!(m.verify(&r.snapshot_id).is_err());
     Ok(())
 }
+
+#[test]
+fn the_builder_wraps_any_store_in_the_dedup_layer() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (db, store) = (dir.path().join("app.db"), dir.path().join("backups"));
+    database(&db, 1_000, "wal")?;
+    let m = SnapshotManager::builder()
+        .source(SqliteSource::new(&db))
+        .store(LocalStore::open(&store)?)
+        .dedup()
+        .environment(Environment::persistent())
+        .build()?;
+    let r = take(&m, "delete")?;
+    ensure!(m.store().location().ends_with("(dedup)"));
+    ensure!(m.status()?.storage.is_some());
+    ensure!(files(&store, ".pack")?.len() == 1 && stored(&r) > 0);
+    Ok(())
+}

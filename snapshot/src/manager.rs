@@ -78,6 +78,8 @@ pub struct SnapshotManagerBuilder {
     environment: Option<Environment>,
     check_on_create: Option<CheckLevel>,
     entities: Vec<crate::mapping::EntityMapping>,
+    #[cfg(feature = "dedup")]
+    dedup: bool,
 }
 
 impl SnapshotManagerBuilder {
@@ -117,6 +119,15 @@ impl SnapshotManagerBuilder {
         self
     }
 
+    /// Keeps the snapshots in a [`DedupStore`](crate::store::DedupStore) over the given store
+    /// (each distinct page once, compressed; see the `dedup` feature), with its defaults. The
+    /// same as passing `DedupStore::new(store)` to [`store`](Self::store).
+    #[cfg(feature = "dedup")]
+    pub fn dedup(mut self) -> Self {
+        self.dedup = true;
+        self
+    }
+
     /// The engine check every new image passes before it is published (default
     /// [`CheckLevel::Header`]: the checksum is always computed; `Quick` adds SQLite's
     /// `quick_check` at about the cost of reading the file once more).
@@ -138,11 +149,19 @@ impl SnapshotManagerBuilder {
         let store = self
             .store
             .ok_or_else(|| Error::invalid("store", "a manager needs a store"))?;
+        #[cfg(feature = "dedup")]
+        let store: Arc<dyn Store> = if self.dedup {
+            Arc::new(crate::store::DedupStore::new(store))
+        } else {
+            store
+        };
         let retention = self.retention.unwrap_or_default();
         retention.validate()?;
-        let environment = self
-            .environment
-            .unwrap_or_else(|| Environment::detect(store.local().map(|l| l.dir())));
+        let environment = self.environment.unwrap_or_else(|| {
+            let dir =
+                (store.local().map(|l| l.dir().to_path_buf())).or_else(|| store.staging_hint());
+            Environment::detect(dir.as_deref())
+        });
         let disabled = (environment.is_ephemeral() && !store.outlives_host()).then(|| {
             format!(
                 "{environment}; snapshots into the host-local store {} would not survive it",

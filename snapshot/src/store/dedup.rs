@@ -441,7 +441,10 @@ impl Store for DedupStore {
     }
 
     fn streaming(&self) -> Option<&dyn StreamingStorage> {
-        Some(self)
+        // Over a remote store, packs are uploaded as they fill: not while a source holds its
+        // read transaction (writers or checkpoints would wait on the network). The staged copy
+        // is taken under the transaction instead, and chunked after it.
+        self.inner.local().map(|_| self as &dyn StreamingStorage)
     }
 
     fn usage(&self) -> Result<Option<StoreUsage>> {

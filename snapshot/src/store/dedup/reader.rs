@@ -134,7 +134,6 @@ pub(crate) fn read_image(
         wanted.into_iter().partition(|w| w.entry.base.is_none());
     wholes.sort_by_key(|w| (w.pack, w.entry.offset));
     deltas.sort_by_key(|w| (w.pack, w.entry.offset));
-    let mut frames = Frames::new(store)?;
     let in_image: HashMap<[u8; 32], u64> =
         wholes.iter().map(|w| (w.hash, w.positions[0])).collect();
     for pass in [&wholes, &deltas] {
@@ -149,7 +148,6 @@ pub(crate) fn read_image(
             let batch = &pass[start..end];
             let mut jobs = Vec::with_capacity(batch.len());
             for w in batch {
-                let frame = frames.frame(&index.packs[w.pack as usize], &w.entry)?;
                 // A base the image has is read back from it; any other is decoded by the
                 // thread that decodes the delta.
                 let base = match &w.entry.base {
@@ -163,16 +161,40 @@ pub(crate) fn read_image(
                         None => Base::Stored(*b),
                     },
                 };
-                jobs.push((w, frame, base));
+                jobs.push((w, base));
             }
             let plains = decode_all(store, &jobs, &index, key)?;
-            for ((w, _, _), plain) in jobs.iter().zip(plains) {
-                for &p in &w.positions {
-                    sink.write_at(p, &plain)?;
-                }
-            }
+            write_coalesced(sink, &jobs, &plains)?;
             start = end;
         }
+    }
+    Ok(())
+}
+
+/// Writes each decoded chunk at every place the image has it, chunks that follow each other
+/// in the image joined into one write (a pack written in image order becomes a few large
+/// writes, not one per page).
+fn write_coalesced(sink: &mut dyn Sink, jobs: &[Job<'_>], plains: &[Vec<u8>]) -> Result<()> {
+    let mut places: Vec<(u64, usize)> = jobs
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (w, _))| w.positions.iter().map(move |&p| (p, i)))
+        .collect();
+    places.sort_unstable();
+    let mut run: Vec<u8> = Vec::new();
+    let mut run_at = 0u64;
+    for (at, i) in places {
+        if !run.is_empty() && run_at + run.len() as u64 != at {
+            sink.write_at(run_at, &run)?;
+            run.clear();
+        }
+        if run.is_empty() {
+            run_at = at;
+        }
+        run.extend_from_slice(&plains[i]);
+    }
+    if !run.is_empty() {
+        sink.write_at(run_at, &run)?;
     }
     Ok(())
 }
@@ -196,7 +218,8 @@ enum Base {
     Stored([u8; 32]),
 }
 
-type Job<'w> = (&'w Wanted, Vec<u8>, Base);
+/// A chunk to decode (its frame is read by the thread that decodes it) and its base.
+type Job<'w> = (&'w Wanted, Base);
 
 /// The plain bytes of a batch of frames, decoded and checked on every core.
 fn decode_all(
@@ -217,7 +240,7 @@ fn decode_all(
                     let mut z = zstd::zstd_safe::DCtx::create();
                     let mut frames = Frames::new(store)?;
                     part.iter()
-                        .map(|(w, frame, base)| {
+                        .map(|(w, base)| {
                             let at = || {
                                 format!(
                                     "{key}: chunk {} at byte {} (pack {})",
@@ -235,7 +258,8 @@ fn decode_all(
                                     Some(stored.as_slice())
                                 }
                             };
-                            frames::decode_with(&mut z, frame, &w.hash, w.entry.ulen, base, &at)
+                            let frame = frames.frame(&index.packs[w.pack as usize], &w.entry)?;
+                            frames::decode_with(&mut z, &frame, &w.hash, w.entry.ulen, base, &at)
                         })
                         .collect()
                 })
