@@ -1,10 +1,9 @@
-//! Reassembling an image from its manifest, pack by pack: every distinct chunk's frame is read
-//! once (a delta's base once more, unless the image has it), in the order it sits in its pack, decompressed on every core, checked against its hash
-//! and written at each place the image has it. Whole chunks first, then deltas (their bases are
-//! whole chunks: read back from the image when it has them, else from their packs). A damaged
-//! or missing chunk is named: which snapshot, where in the image, which pack.
+//! Reassembling an image from its manifest, window by window in image order: each window's
+//! chunks (16 MiB of image) are read from their packs (small reads, from the page cache for a
+//! local store), decoded on every core — a delta with its base — and checked against their
+//! hashes, and the window is written at once. A damaged or missing chunk is named: which
+//! snapshot, where in the image, which pack.
 
-use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -17,18 +16,13 @@ use crate::store::dedup::manifest::{Manifest, hex};
 use crate::store::dedup::pack::IdxEntry;
 use crate::store::dedup::writer::BATCH;
 
-/// Where an image is written: at offsets, and read back (a delta's base).
+/// Where an image is written, at offsets.
 pub(crate) trait Sink {
     /// Writes `bytes` at `offset`.
     ///
     /// # Errors
     /// I/O errors.
     fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()>;
-    /// Reads `buf.len()` bytes at `offset`.
-    ///
-    /// # Errors
-    /// I/O errors.
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
 }
 
 /// A file being written.
@@ -43,12 +37,6 @@ impl Sink for FileSink<'_> {
             .write_all_at(bytes, offset)
             .map_err(|e| Error::io("write", self.path, e))
     }
-
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        self.file
-            .read_exact_at(buf, offset)
-            .map_err(|e| Error::io("read", self.path, e))
-    }
 }
 
 impl Sink for Vec<u8> {
@@ -61,26 +49,18 @@ impl Sink for Vec<u8> {
         self[start..end].copy_from_slice(bytes);
         Ok(())
     }
-
-    fn read_at(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let got = self
-            .get(start..start.saturating_add(buf.len()))
-            .ok_or_else(|| Error::invalid("offset", "past the end of the image"))?;
-        buf.copy_from_slice(got);
-        Ok(())
-    }
 }
 
-/// One distinct chunk to write: its hash, where it is kept, and where the image has it.
+/// One chunk of a window: where it is kept, and where it starts in the image.
 struct Wanted {
     hash: [u8; 32],
     pack: u32,
     entry: IdxEntry,
-    positions: Vec<u64>,
+    at: u64,
 }
 
-/// Writes the image `key` described by `manifest` into `sink`.
+/// Writes the image `key` described by `manifest` into `sink`, window by window in image order
+/// (each window's chunks read and decoded on every core, then written at once).
 ///
 /// # Errors
 /// [`Error::BlobMissing`] for a pack or chunk that is gone, [`Error::ChecksumMismatch`] for a
@@ -93,108 +73,45 @@ pub(crate) fn read_image(
     sink: &mut dyn Sink,
 ) -> Result<()> {
     let index = ChunkIndex::load_packs(store, cache, &manifest.header.packs)?;
-    let mut by_hash: HashMap<[u8; 32], usize> = HashMap::new();
-    let mut wanted: Vec<Wanted> = Vec::new();
-    let mut at = 0u64;
-    for (i, c) in manifest.chunks.iter().enumerate() {
-        match by_hash.get(&c.hash) {
-            Some(&w) if wanted[w].entry.ulen == c.len => wanted[w].positions.push(at),
-            Some(_) => return Err(length_mismatch(key, i, at)),
-            None => {
-                let (pack, entry) =
-                    index
-                        .locs
-                        .get(&c.hash)
-                        .copied()
-                        .ok_or_else(|| Error::BlobMissing {
-                            key: format!("{key}: chunk {i} ({}) at byte {at}", hex(&c.hash[..8])),
-                        })?;
-                if entry.ulen != c.len {
-                    return Err(length_mismatch(key, i, at));
-                }
-                by_hash.insert(c.hash, wanted.len());
-                wanted.push(Wanted {
-                    hash: c.hash,
-                    pack,
-                    entry,
-                    positions: vec![at],
-                });
-            }
-        }
-        at += u64::from(c.len);
-    }
-    if at != manifest.header.size {
+    let total: u64 = manifest.chunks.iter().map(|c| u64::from(c.len)).sum();
+    if total != manifest.header.size {
         return Err(Error::ChecksumMismatch {
             key: key.to_string(),
             expected: format!("{} bytes", manifest.header.size),
-            actual: format!("chunks of {at} bytes in all"),
+            actual: format!("chunks of {total} bytes in all"),
         });
     }
-    let (mut wholes, mut deltas): (Vec<Wanted>, Vec<Wanted>) =
-        wanted.into_iter().partition(|w| w.entry.base.is_none());
-    wholes.sort_by_key(|w| (w.pack, w.entry.offset));
-    deltas.sort_by_key(|w| (w.pack, w.entry.offset));
-    let in_image: HashMap<[u8; 32], u64> =
-        wholes.iter().map(|w| (w.hash, w.positions[0])).collect();
-    for pass in [&wholes, &deltas] {
-        let mut start = 0;
-        while start < pass.len() {
-            let mut end = start;
-            let mut bytes = 0usize;
-            while end < pass.len() && bytes < BATCH {
-                bytes += pass[end].entry.ulen as usize;
-                end += 1;
+    let mut at = 0u64;
+    let mut i = 0usize;
+    while i < manifest.chunks.len() {
+        let window_at = at;
+        let mut window = Vec::new();
+        let mut bytes = 0usize;
+        while i < manifest.chunks.len() && bytes < BATCH {
+            let c = &manifest.chunks[i];
+            let (pack, entry) =
+                index
+                    .locs
+                    .get(&c.hash)
+                    .copied()
+                    .ok_or_else(|| Error::BlobMissing {
+                        key: format!("{key}: chunk {i} ({}) at byte {at}", hex(&c.hash[..8])),
+                    })?;
+            if entry.ulen != c.len {
+                return Err(length_mismatch(key, i, at));
             }
-            let batch = &pass[start..end];
-            let mut jobs = Vec::with_capacity(batch.len());
-            for w in batch {
-                // A base the image has is read back from it; any other is decoded by the
-                // thread that decodes the delta.
-                let base = match &w.entry.base {
-                    None => Base::None,
-                    Some(b) => match in_image.get(b) {
-                        Some(&off) => {
-                            let mut buf = vec![0u8; w.entry.ulen as usize];
-                            sink.read_at(off, &mut buf)?;
-                            Base::Plain(buf)
-                        }
-                        None => Base::Stored(*b),
-                    },
-                };
-                jobs.push((w, base));
-            }
-            let plains = decode_all(store, &jobs, &index, key)?;
-            write_coalesced(sink, &jobs, &plains)?;
-            start = end;
+            window.push(Wanted {
+                hash: c.hash,
+                pack,
+                entry,
+                at,
+            });
+            bytes += c.len as usize;
+            at += u64::from(c.len);
+            i += 1;
         }
-    }
-    Ok(())
-}
-
-/// Writes each decoded chunk at every place the image has it, chunks that follow each other
-/// in the image joined into one write (a pack written in image order becomes a few large
-/// writes, not one per page).
-fn write_coalesced(sink: &mut dyn Sink, jobs: &[Job<'_>], plains: &[Vec<u8>]) -> Result<()> {
-    let mut places: Vec<(u64, usize)> = jobs
-        .iter()
-        .enumerate()
-        .flat_map(|(i, (w, _))| w.positions.iter().map(move |&p| (p, i)))
-        .collect();
-    places.sort_unstable();
-    let mut run: Vec<u8> = Vec::new();
-    let mut run_at = 0u64;
-    for (at, i) in places {
-        if !run.is_empty() && run_at + run.len() as u64 != at {
-            sink.write_at(run_at, &run)?;
-            run.clear();
-        }
-        if run.is_empty() {
-            run_at = at;
-        }
-        run.extend_from_slice(&plains[i]);
-    }
-    if !run.is_empty() {
-        sink.write_at(run_at, &run)?;
+        let plain = decode_window(store, &window, &index, key, bytes)?;
+        sink.write_at(window_at, &plain)?;
     }
     Ok(())
 }
@@ -208,64 +125,68 @@ fn length_mismatch(key: &str, i: usize, at: u64) -> Error {
     }
 }
 
-/// The base of a delta to decode.
-enum Base {
-    /// A whole chunk.
-    None,
-    /// A delta whose base's bytes are at hand.
-    Plain(Vec<u8>),
-    /// A delta whose base is to be read from its pack.
-    Stored([u8; 32]),
-}
-
-/// A chunk to decode (its frame is read by the thread that decodes it) and its base.
-type Job<'w> = (&'w Wanted, Base);
-
-/// The plain bytes of a batch of frames, decoded and checked on every core.
-fn decode_all(
+/// The bytes of a window of the image: its chunks read, decoded (a delta with its base) and
+/// checked on every core, each thread a contiguous part of the window.
+fn decode_window(
     store: &dyn Store,
-    jobs: &[Job<'_>],
+    window: &[Wanted],
     index: &ChunkIndex,
     key: &str,
-) -> Result<Vec<Vec<u8>>> {
+    bytes: usize,
+) -> Result<Vec<u8>> {
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8);
-    let per = jobs.len().div_ceil(threads).max(1);
+    let per = window.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
-        let handles: Vec<_> = jobs
+        let handles: Vec<_> = window
             .chunks(per)
             .map(|part| {
-                s.spawn(move || -> Result<Vec<Vec<u8>>> {
+                s.spawn(move || -> Result<Vec<u8>> {
                     let mut z = zstd::zstd_safe::DCtx::create();
                     let mut frames = Frames::new(store)?;
-                    part.iter()
-                        .map(|(w, base)| {
-                            let at = || {
-                                format!(
-                                    "{key}: chunk {} at byte {} (pack {})",
-                                    hex(&w.hash[..8]),
-                                    w.positions[0],
-                                    index.packs[w.pack as usize]
-                                )
-                            };
-                            let stored;
-                            let base = match base {
-                                Base::None => None,
-                                Base::Plain(b) => Some(b.as_slice()),
-                                Base::Stored(h) => {
-                                    stored = frames.plain(index, h)?;
-                                    Some(stored.as_slice())
-                                }
-                            };
-                            let frame = frames.frame(&index.packs[w.pack as usize], &w.entry)?;
-                            frames::decode_with(&mut z, &frame, &w.hash, w.entry.ulen, base, &at)
-                        })
-                        .collect()
+                    let mut out =
+                        Vec::with_capacity(part.iter().map(|w| w.entry.ulen as usize).sum());
+                    let mut last: Option<([u8; 32], std::ops::Range<usize>)> = None;
+                    for w in part {
+                        // The same chunk again (zero pages): copied, not decoded twice.
+                        if let Some((h, r)) = &last
+                            && *h == w.hash
+                        {
+                            let r = r.clone();
+                            out.extend_from_within(r);
+                            continue;
+                        }
+                        let at = || {
+                            format!(
+                                "{key}: chunk {} at byte {} (pack {})",
+                                hex(&w.hash[..8]),
+                                w.at,
+                                index.packs[w.pack as usize]
+                            )
+                        };
+                        let base = match &w.entry.base {
+                            Some(b) => Some(frames.plain(index, b)?),
+                            None => None,
+                        };
+                        let frame = frames.frame(&index.packs[w.pack as usize], &w.entry)?;
+                        let plain = frames::decode_with(
+                            &mut z,
+                            &frame,
+                            &w.hash,
+                            w.entry.ulen,
+                            base.as_deref(),
+                            &at,
+                        )?;
+                        let start = out.len();
+                        out.extend_from_slice(&plain);
+                        last = Some((w.hash, start..out.len()));
+                    }
+                    Ok(out)
                 })
             })
             .collect();
-        let mut out = Vec::with_capacity(jobs.len());
+        let mut out = Vec::with_capacity(bytes);
         for h in handles {
             out.extend(h.join().map_err(|_| {
                 Error::io(
