@@ -160,9 +160,16 @@ fn ck_empire_archives_weekly_and_puts_a_deleted_file_back() -> Result<()> {
             "changed: csv/analytics_summary.csv",
         ],
     )?;
-    // Every weekly run fell on a Sunday at 02:00 plant time.
+    // Every weekly run fell on a Sunday at 02:00 plant time — give or take the few hours of
+    // simulated time a loaded machine adds (one real second is a week: 4 h is 24 ms).
     for line in out.lines().filter(|l| l.contains(": took ")) {
-        ensure!(line.starts_with("[Sun ") && line.contains(" 02:"), "{line}");
+        ensure!(
+            line.starts_with("[Sun ")
+                && [" 02:", " 03:", " 04:", " 05:"]
+                    .iter()
+                    .any(|h| line.contains(h)),
+            "{line}"
+        );
     }
     Ok(())
 }

@@ -602,9 +602,9 @@ impl SnapshotManager {
 
     /// [`take_with`](Self::take_with) that leaves the objects of the records retention dropped
     /// to the caller (already out of the catalog). With `streamable`, a source that streams its
-    /// image into a store that takes streams ([`StreamingStorage`](crate::store::StreamingStorage)) does so instead of
-    /// `capture` (when only the header is checked on create: the source checks it as it reads,
-    /// and no staged copy exists for a deeper check).
+    /// image into a store that takes streams
+    /// ([`StreamingStorage`](crate::store::StreamingStorage)) does so instead of `capture`
+    /// (see `produce_image`).
     fn take_keeping_dropped(
         &self,
         request: SnapshotRequest,
@@ -633,42 +633,14 @@ impl SnapshotManager {
             &staging_dir,
             inner.source.extension(),
         ));
-        let streaming = inner.store.streaming().filter(|_| {
-            streamable
-                && source.streams()
-                && inner.check_on_create == CheckLevel::Header
-                && !request.as_found
-        });
-        let (sealed, damage) = match streaming {
-            Some(st) => {
-                let img = st.capture_to_file(staged.path(), &mut |out| source.capture_to(out))?;
-                let sealed = fs_util::Sealed {
-                    size: img.size,
-                    checksum: img.checksum,
-                };
-                (sealed, None)
-            }
-            None => self.capture_and_seal(staged.path(), capture, request.as_found)?,
-        };
+        let (sealed, damage) =
+            self.produce_image(staged.path(), capture, streamable, request.as_found)?;
         // A store's first snapshot: the (empty) index exists before any object is published, so
         // that a crash from here on leaves an orphan for doctor, never a store without an index
         // that would look lost. Created only now so that a failed capture leaves nothing.
         inner.catalog.ensure_index()?;
 
-        let mut description = request.description.clone().unwrap_or_else(|| {
-            let mut d = format!("Before {}", request.operation_type);
-            for part in [&request.entity_type, &request.entity_id]
-                .into_iter()
-                .flatten()
-            {
-                d.push(' ');
-                d.push_str(part);
-            }
-            d
-        });
-        if let Some(damage) = &damage {
-            description.push_str(&format!(" (kept as found; it fails its check: {damage})"));
-        }
+        let description = describe(&request, damage.as_deref());
         let mut record = None;
         for attempt in 0..10_000u32 {
             let snapshot_id = id::snapshot_id(
@@ -752,6 +724,37 @@ impl SnapshotManager {
         };
         tracing::info!(id = %record.snapshot_id, bytes = record.size_bytes, "snapshot taken");
         Ok((record, dropped))
+    }
+
+    /// The image of a new snapshot at `staged`, its size and checksum, and the damage it was
+    /// kept with (`as_found`). With `streamable`, a source that streams its image into a store
+    /// that takes streams does so (when only the header is checked on create: the source
+    /// checks it as it reads, and no staged copy exists for a deeper check); otherwise
+    /// `capture` writes it and it is checked and sealed.
+    fn produce_image(
+        &self,
+        staged: &Path,
+        capture: impl FnOnce(&Path) -> Result<()>,
+        streamable: bool,
+        as_found: bool,
+    ) -> Result<(fs_util::Sealed, Option<String>)> {
+        let inner = &self.inner;
+        let source = &inner.source;
+        let streaming = inner.store.streaming().filter(|_| {
+            streamable
+                && source.streams()
+                && inner.check_on_create == CheckLevel::Header
+                && !as_found
+        });
+        let Some(st) = streaming else {
+            return self.capture_and_seal(staged, capture, as_found);
+        };
+        let img = st.capture_to_file(staged, &mut |out| source.capture_to(out))?;
+        let sealed = fs_util::Sealed {
+            size: img.size,
+            checksum: img.checksum,
+        };
+        Ok((sealed, None))
     }
 
     /// Captures into `staged`, checks the image at the create level and seals it; with
@@ -1012,6 +1015,26 @@ impl SnapshotManager {
             storage: self.inner.store.usage()?,
         })
     }
+}
+
+/// A snapshot's description: the request's, else "Before <operation> <entity> <id>"; the
+/// damage an image was kept with is said.
+fn describe(request: &SnapshotRequest, damage: Option<&str>) -> String {
+    let mut description = request.description.clone().unwrap_or_else(|| {
+        let mut d = format!("Before {}", request.operation_type);
+        for part in [&request.entity_type, &request.entity_id]
+            .into_iter()
+            .flatten()
+        {
+            d.push(' ');
+            d.push_str(part);
+        }
+        d
+    });
+    if let Some(damage) = damage {
+        description.push_str(&format!(" (kept as found; it fails its check: {damage})"));
+    }
+    description
 }
 
 /// The sizes of `records` added up, at most `u64::MAX`: a damaged catalog may claim any size.
