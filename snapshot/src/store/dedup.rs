@@ -14,7 +14,10 @@
 //! - deleting a snapshot deletes its manifest; packs nobody references are collected in two
 //!   phases (condemned, then deleted after a grace period), after every deletion and by
 //!   [`DedupStore::collect_garbage`].
-//! - small objects put as bytes (the catalog index, sidecars) are kept as they are.
+//! - small objects put as bytes (the catalog index, sidecars) are kept as they are. A file
+//!   holding a sound manifest (what [`StreamingStorage::capture_to_file`] writes) is published
+//!   as that manifest, its chunks being stored already; a manifest is recognised by its magic
+//!   and its blake3 trailer, which no other file has by chance.
 //!
 //! Objects of the layer are named `chunks-…` in the wrapped store; listing this store shows
 //! only the others.
