@@ -30,6 +30,7 @@ mod health;
 mod index;
 mod manifest;
 mod pack;
+mod parallel;
 mod reader;
 mod writer;
 

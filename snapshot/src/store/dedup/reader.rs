@@ -14,7 +14,8 @@ use crate::store::dedup::frames::{self, Frames};
 use crate::store::dedup::index::{ChunkIndex, IdxCache};
 use crate::store::dedup::manifest::{Manifest, hex};
 use crate::store::dedup::pack::IdxEntry;
-use crate::store::dedup::writer::BATCH;
+use crate::store::dedup::parallel::map_in_parts;
+use crate::store::dedup::writer::{BATCH, PART};
 
 /// Where an image is written, at offsets.
 pub(crate) trait Sink {
@@ -126,7 +127,7 @@ fn length_mismatch(key: &str, i: usize, at: u64) -> Error {
 }
 
 /// The bytes of a window of the image: its chunks read, decoded (a delta with its base) and
-/// checked on every core, each thread a contiguous part of the window.
+/// checked on every core, in parts taken in turn.
 fn decode_window(
     store: &dyn Store,
     window: &[Wanted],
@@ -134,68 +135,30 @@ fn decode_window(
     key: &str,
     bytes: usize,
 ) -> Result<Vec<u8>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let per = window.len().div_ceil(threads).max(1);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = window
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || -> Result<Vec<u8>> {
-                    let mut z = zstd::zstd_safe::DCtx::create();
-                    let mut frames = Frames::new(store)?;
-                    let mut out =
-                        Vec::with_capacity(part.iter().map(|w| w.entry.ulen as usize).sum());
-                    let mut last: Option<([u8; 32], std::ops::Range<usize>)> = None;
-                    for w in part {
-                        // The same chunk again (zero pages): copied, not decoded twice.
-                        if let Some((h, r)) = &last
-                            && *h == w.hash
-                        {
-                            let r = r.clone();
-                            out.extend_from_within(r);
-                            continue;
-                        }
-                        let at = || {
-                            format!(
-                                "{key}: chunk {} at byte {} (pack {})",
-                                hex(&w.hash[..8]),
-                                w.at,
-                                index.packs[w.pack as usize]
-                            )
-                        };
-                        let base = match &w.entry.base {
-                            Some(b) => Some(frames.plain(index, b)?),
-                            None => None,
-                        };
-                        let frame = frames.frame(&index.packs[w.pack as usize], &w.entry)?;
-                        let plain = frames::decode_with(
-                            &mut z,
-                            &frame,
-                            &w.hash,
-                            w.entry.ulen,
-                            base.as_deref(),
-                            &at,
-                        )?;
-                        let start = out.len();
-                        out.extend_from_slice(&plain);
-                        last = Some((w.hash, start..out.len()));
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(bytes);
-        for h in handles {
-            out.extend(h.join().map_err(|_| {
-                Error::io(
-                    "decompress",
-                    key,
-                    std::io::Error::other("a thread panicked"),
+    let plains = map_in_parts(
+        window,
+        PART,
+        || Ok((zstd::zstd_safe::DCtx::create(), Frames::new(store)?)),
+        |(z, frames), w| {
+            let at = || {
+                format!(
+                    "{key}: chunk {} at byte {} (pack {})",
+                    hex(&w.hash[..8]),
+                    w.at,
+                    index.packs[w.pack as usize]
                 )
-            })??);
-        }
-        Ok(out)
-    })
+            };
+            let base = match &w.entry.base {
+                Some(b) => Some(frames.plain(index, b)?),
+                None => None,
+            };
+            let frame = frames.frame(&index.packs[w.pack as usize], &w.entry)?;
+            frames::decode_with(z, &frame, &w.hash, w.entry.ulen, base.as_deref(), &at)
+        },
+    )?;
+    let mut out = Vec::with_capacity(bytes);
+    for p in plains {
+        out.extend_from_slice(&p);
+    }
+    Ok(out)
 }

@@ -17,9 +17,12 @@ use crate::store::dedup::frames::{Frames, encode_with};
 use crate::store::dedup::index::ChunkIndex;
 use crate::store::dedup::manifest::{ChunkRef, Manifest, ManifestHeader};
 use crate::store::dedup::pack::PackWriter;
+use crate::store::dedup::parallel::map_in_parts;
 
 /// Bytes cut and processed at a time.
 pub(crate) const BATCH: usize = 16 << 20;
+/// Chunks a thread takes at a time.
+pub(crate) const PART: usize = 64;
 
 /// An image being written; [`finish`](Self::finish) publishes its last pack and gives the
 /// manifest.
@@ -291,48 +294,29 @@ fn hash_and_compress(
     all: &[u8],
     whole: &mut blake3::Hasher,
 ) -> Result<Vec<Hashed>> {
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .clamp(1, 8);
-    let per = pieces.len().div_ceil(threads).max(1);
+    let numbered: Vec<(usize, &[u8])> = pieces
+        .iter()
+        .enumerate()
+        .map(|(j, p)| (ctx.first + j, *p))
+        .collect();
     std::thread::scope(|s| {
         let whole_done = s.spawn(move || {
             whole.update(all);
         });
-        let handles: Vec<_> = pieces
-            .chunks(per)
-            .enumerate()
-            .map(|(k, part)| {
-                s.spawn(move || -> Result<Vec<Hashed>> {
-                    // One context per thread: making one per chunk costs more than a page's
-                    // compression.
-                    let mut z = zstd::zstd_safe::CCtx::create();
-                    let mut frames = Frames::new(ctx.store)?;
-                    part.iter()
-                        .enumerate()
-                        .map(|(j, p)| {
-                            let hash = *blake3::hash(p).as_bytes();
-                            if usable(ctx.known, &hash) {
-                                return Ok((hash, None));
-                            }
-                            let n = ctx.first + k * per + j;
-                            Ok((hash, Some(frame_of(ctx, &mut frames, &mut z, n, p, &hash)?)))
-                        })
-                        .collect()
-                })
-            })
-            .collect();
-        let mut out = Vec::with_capacity(pieces.len());
-        for h in handles {
-            let part = h.join().map_err(|_| {
-                Error::io(
-                    "hash",
-                    "chunk",
-                    io::Error::other("a hashing thread panicked"),
-                )
-            })??;
-            out.extend(part);
-        }
+        // One zstd context and pack reader per thread: making them per chunk costs more than
+        // a page's compression.
+        let out = map_in_parts(
+            &numbered,
+            PART,
+            || Ok((zstd::zstd_safe::CCtx::create(), Frames::new(ctx.store)?)),
+            |(z, frames), &(n, p)| {
+                let hash = *blake3::hash(p).as_bytes();
+                if usable(ctx.known, &hash) {
+                    return Ok((hash, None));
+                }
+                Ok((hash, Some(frame_of(ctx, frames, z, n, p, &hash)?)))
+            },
+        );
         whole_done.join().map_err(|_| {
             Error::io(
                 "hash",
@@ -340,6 +324,6 @@ fn hash_and_compress(
                 io::Error::other("the hashing thread panicked"),
             )
         })?;
-        Ok(out)
+        out
     })
 }
