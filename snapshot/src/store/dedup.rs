@@ -368,7 +368,7 @@ impl Store for DedupStore {
     fn get(&self, key: &str) -> Result<Object> {
         let (mut o, m) = self.manifest(key)?;
         if let Some(m) = m {
-            // Grown as chunks are written: the manifest's size is checked against its chunks
+            // Grown as windows are written: the manifest's size is checked against its chunks
             // before any is.
             let mut bytes = Vec::new();
             reader::read_image(&*self.inner, &self.cache, key, &m, &mut bytes)?;
@@ -385,13 +385,7 @@ impl Store for DedupStore {
         let mut meta = o.meta;
         match m {
             Some(m) => {
-                f.set_len(m.header.size)
-                    .map_err(|e| Error::io("size", dest, e))?;
-                let mut sink = reader::FileSink {
-                    file: &f,
-                    path: dest,
-                };
-                reader::read_image(&*self.inner, &self.cache, key, &m, &mut sink)?;
+                reader::read_image(&*self.inner, &self.cache, key, &m, &mut &f)?;
                 meta.size = m.header.size;
             }
             None => {

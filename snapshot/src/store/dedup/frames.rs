@@ -129,9 +129,7 @@ impl<'a> Frames<'a> {
         let at = || format!("chunk {} in pack {pack}", hex(&hash[..8]));
         self.decode(&frame, hash, e.ulen, base.as_deref(), &at)
     }
-}
 
-impl Frames<'_> {
     /// The plain bytes of the whole chunk `hash`.
     fn whole(&mut self, index: &ChunkIndex, hash: &[u8; 32]) -> Result<Vec<u8>> {
         let (pack, e) = locate(index, hash)?;
@@ -163,7 +161,7 @@ pub(crate) fn locate<'i>(index: &'i ChunkIndex, hash: &[u8; 32]) -> Result<(&'i 
 ///
 /// # Errors
 /// As [`Frames::decode`].
-pub(crate) fn decode_with(
+fn decode_with(
     z: &mut zstd::zstd_safe::DCtx<'static>,
     frame: &[u8],
     hash: &[u8; 32],

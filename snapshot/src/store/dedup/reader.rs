@@ -4,53 +4,16 @@
 //! hashes, and the window is written at once. A damaged or missing chunk is named: which
 //! snapshot, where in the image, which pack.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-use std::path::Path;
+use std::io::Write;
 
 use crate::error::{Error, Result};
 use crate::store::Store;
-use crate::store::dedup::frames::{self, Frames};
+use crate::store::dedup::frames::Frames;
 use crate::store::dedup::index::{ChunkIndex, IdxCache};
 use crate::store::dedup::manifest::{Manifest, hex};
 use crate::store::dedup::pack::IdxEntry;
 use crate::store::dedup::parallel::map_in_parts;
 use crate::store::dedup::writer::{BATCH, PART};
-
-/// Where an image is written, at offsets.
-pub(crate) trait Sink {
-    /// Writes `bytes` at `offset`.
-    ///
-    /// # Errors
-    /// I/O errors.
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()>;
-}
-
-/// A file being written.
-pub(crate) struct FileSink<'a> {
-    pub file: &'a File,
-    pub path: &'a Path,
-}
-
-impl Sink for FileSink<'_> {
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(bytes, offset)
-            .map_err(|e| Error::io("write", self.path, e))
-    }
-}
-
-impl Sink for Vec<u8> {
-    fn write_at(&mut self, offset: u64, bytes: &[u8]) -> Result<()> {
-        let start = usize::try_from(offset).unwrap_or(usize::MAX);
-        let end = start.saturating_add(bytes.len());
-        if self.len() < end {
-            self.resize(end, 0);
-        }
-        self[start..end].copy_from_slice(bytes);
-        Ok(())
-    }
-}
 
 /// One chunk of a window: where it is kept, and where it starts in the image.
 struct Wanted {
@@ -60,18 +23,18 @@ struct Wanted {
     at: u64,
 }
 
-/// Writes the image `key` described by `manifest` into `sink`, window by window in image order
+/// Writes the image `key` described by `manifest` to `out`, window by window in image order
 /// (each window's chunks read and decoded on every core, then written at once).
 ///
 /// # Errors
 /// [`Error::BlobMissing`] for a pack or chunk that is gone, [`Error::ChecksumMismatch`] for a
-/// chunk whose bytes do not match, naming where; I/O errors of the sink.
+/// chunk whose bytes do not match, naming where; I/O errors of `out`.
 pub(crate) fn read_image(
     store: &dyn Store,
     cache: &IdxCache,
     key: &str,
     manifest: &Manifest,
-    sink: &mut dyn Sink,
+    out: &mut dyn Write,
 ) -> Result<()> {
     let index = ChunkIndex::load_packs(store, cache, &manifest.header.packs)?;
     let total: u64 = manifest.chunks.iter().map(|c| u64::from(c.len)).sum();
@@ -85,7 +48,6 @@ pub(crate) fn read_image(
     let mut at = 0u64;
     let mut i = 0usize;
     while i < manifest.chunks.len() {
-        let window_at = at;
         let mut window = Vec::new();
         let mut bytes = 0usize;
         while i < manifest.chunks.len() && bytes < BATCH {
@@ -112,7 +74,8 @@ pub(crate) fn read_image(
             i += 1;
         }
         let plain = decode_window(store, &window, &index, key, bytes)?;
-        sink.write_at(window_at, &plain)?;
+        out.write_all(&plain)
+            .map_err(|e| Error::io("write", key, e))?;
     }
     Ok(())
 }
@@ -138,8 +101,8 @@ fn decode_window(
     let plains = map_in_parts(
         window,
         PART,
-        || Ok((zstd::zstd_safe::DCtx::create(), Frames::new(store)?)),
-        |(z, frames), w| {
+        || Frames::new(store),
+        |frames, w| {
             let at = || {
                 format!(
                     "{key}: chunk {} at byte {} (pack {})",
@@ -153,7 +116,7 @@ fn decode_window(
                 None => None,
             };
             let frame = frames.frame(&index.packs[w.pack as usize], &w.entry)?;
-            frames::decode_with(z, &frame, &w.hash, w.entry.ulen, base.as_deref(), &at)
+            frames.decode(&frame, &w.hash, w.entry.ulen, base.as_deref(), &at)
         },
     )?;
     let mut out = Vec::with_capacity(bytes);

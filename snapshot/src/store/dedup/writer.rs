@@ -138,17 +138,14 @@ impl<'a> ImageWriter<'a> {
             let len = u32::try_from(piece.len())
                 .map_err(|_| Error::invalid("chunk", "a chunk over 4 GiB"))?;
             self.chunks.push(ChunkRef { hash, len });
-            if usable(self.known, &hash) {
+            // The parallel step decided: a chunk the store holds has no frame.
+            let Some((frame, base)) = fresh else {
                 self.use_known(&hash);
                 continue;
-            }
+            };
             if !self.fresh.insert(hash) {
                 continue; // stored earlier in this image
             }
-            let (frame, base) = match fresh {
-                Some(f) => f,
-                None => (compress(piece, self.level)?, None),
-            };
             if let Some(b) = &base {
                 self.use_known(b);
             }
@@ -225,11 +222,6 @@ impl Write for ImageWriter<'_> {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
-}
-
-/// zstd frame of `data` at `level`.
-pub(crate) fn compress(data: &[u8], level: i32) -> Result<Vec<u8>> {
-    zstd::bulk::compress(data, level).map_err(|e| Error::io("compress", "chunk", e))
 }
 
 /// What the parallel step of a batch needs.
