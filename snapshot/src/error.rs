@@ -327,8 +327,8 @@ pub enum Error {
         constraints: Vec<String>,
     },
 
-    /// A database server could not be reached (refused, unresolvable, timed out, or the
-    /// connection dropped); nothing was read or changed.
+    /// A server (a database, or a remote store's endpoint) could not be reached (refused,
+    /// unresolvable, timed out, or the connection dropped); nothing was read or changed.
     #[error("{engine} server at {address} is unreachable: {detail}")]
     Unreachable {
         /// The engine ("postgres").
@@ -354,6 +354,40 @@ pub enum Error {
         /// The last HTTP status, when the server answered.
         status: Option<u16>,
         /// What went wrong.
+        detail: String,
+    },
+
+    /// The bucket of a remote store does not exist at the endpoint (or the credentials may
+    /// not see it). Nothing was written.
+    #[error("bucket {bucket:?} does not exist at {endpoint}")]
+    BucketMissing {
+        /// The bucket.
+        bucket: String,
+        /// The endpoint asked.
+        endpoint: String,
+    },
+
+    /// A request to a remote store failed for good: a status that is not an error of the
+    /// moment, or retries that ran out of their budget. Names the object and the endpoint.
+    #[error("{location} at {endpoint}: {detail}{}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Remote {
+        /// The object (`s3://bucket/prefix/key`).
+        location: String,
+        /// The endpoint asked.
+        endpoint: String,
+        /// The last HTTP status, when the server answered.
+        status: Option<u16>,
+        /// What went wrong.
+        detail: String,
+    },
+
+    /// An encrypted store's key is missing, malformed, or not the key the store was sealed
+    /// with. Nothing was read or changed.
+    #[error("key for {location}: {detail}")]
+    Key {
+        /// The store, the object, or the key file.
+        location: String,
+        /// What is wrong.
         detail: String,
     },
 
@@ -414,8 +448,9 @@ impl From<Error> for io::Error {
                 io::ErrorKind::ResourceBusy
             }
             Error::Unreachable { .. } => io::ErrorKind::ConnectionRefused,
-            Error::Fetch { .. } => io::ErrorKind::Other,
-            Error::AccessDenied { .. } => io::ErrorKind::PermissionDenied,
+            Error::Fetch { .. } | Error::Remote { .. } => io::ErrorKind::Other,
+            Error::BucketMissing { .. } => io::ErrorKind::NotFound,
+            Error::AccessDenied { .. } | Error::Key { .. } => io::ErrorKind::PermissionDenied,
             Error::InvalidInput { .. }
             | Error::NoKey { .. }
             | Error::SchemaDrift { .. }

@@ -836,20 +836,30 @@ impl SnapshotManager {
                 crate::catalog::DROPPING.into(),
                 serde_json::Value::Bool(true),
             );
-            let written = serde_json::to_vec_pretty(&marked)
-                .map_err(|e| Error::invalid("record", e.to_string()))
-                .and_then(|json| {
-                    self.inner
-                        .store
-                        .put(
-                            &r.sidecar_key(),
-                            crate::store::Payload::Bytes(&json),
-                            crate::store::PutMode::Overwrite,
-                        )
-                        .map(drop)
-                });
-            if let Err(e) = written {
-                tracing::warn!(id = %r.snapshot_id, error = %e, "could not mark a dropped snapshot's sidecar");
+            // A compare-and-swap against the sidecar as it is: another process that dropped
+            // the record first and deleted the sidecar must not see it written back.
+            let key = r.sidecar_key();
+            let written = match self.inner.store.get(&key) {
+                Ok(current) => serde_json::to_vec_pretty(&marked)
+                    .map_err(|e| Error::invalid("record", e.to_string()))
+                    .and_then(|json| {
+                        let version = current.meta.version.unwrap_or_default();
+                        self.inner
+                            .store
+                            .put(
+                                &key,
+                                crate::store::Payload::Bytes(&json),
+                                crate::store::PutMode::Update(version),
+                            )
+                            .map(drop)
+                    }),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(()) | Err(Error::BlobMissing { .. } | Error::Precondition { .. }) => {}
+                Err(e) => {
+                    tracing::warn!(id = %r.snapshot_id, error = %e, "could not mark a dropped snapshot's sidecar");
+                }
             }
         }
     }

@@ -21,13 +21,21 @@
 
 #[cfg(feature = "dedup")]
 pub mod dedup;
+#[cfg(feature = "encrypt")]
+pub mod encrypt;
 mod local;
 mod memory;
+#[cfg(feature = "s3")]
+pub mod s3;
 
 #[cfg(feature = "dedup")]
 pub use dedup::{DedupStore, GcReport};
+#[cfg(feature = "encrypt")]
+pub use encrypt::{EncryptedStore, EncryptionKey};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "s3")]
+pub use s3::{S3Options, S3Store};
 
 /// Staging-file prefix: any file named so is a leftover of an interrupted write.
 pub use crate::fs_util::STAGING_PREFIX;

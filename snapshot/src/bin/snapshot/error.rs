@@ -99,6 +99,9 @@ impl From<Error> for CliError {
             Error::Unreachable { .. } => (ExitStatus::Error, "unreachable"),
             Error::AccessDenied { .. } => (ExitStatus::Error, "access_denied"),
             Error::Fetch { .. } => (ExitStatus::Error, "fetch_failed"),
+            Error::BucketMissing { .. } => (ExitStatus::Error, "bucket_missing"),
+            Error::Remote { .. } => (ExitStatus::Error, "remote_failed"),
+            Error::Key { .. } => (ExitStatus::Error, "key_rejected"),
             _ => (ExitStatus::Error, "error"),
         };
         CliError::new(status, kind, e.to_string())
