@@ -94,6 +94,7 @@ mod mapping;
 mod path_diff;
 pub mod record;
 mod restore;
+mod restore_latest;
 pub mod retention;
 #[cfg(feature = "schedule")]
 pub mod schedule;
@@ -137,6 +138,7 @@ pub use manager::{
 pub use path_diff::{PathChange, PathDiff};
 pub use record::{Outcome, SnapshotRecord};
 pub use restore::{RestoreOptions, RestoreReport};
+pub use restore_latest::IfMissing;
 pub use retention::{Decision, Reason, RetentionPlan, RetentionPolicy};
 pub use source::{
     BusyBudget, Capture, CaptureProgress, CheckLevel, ProgressFn, ProgressHook, Source,

@@ -115,6 +115,14 @@ pub enum Command {
     Doctor(DoctorArgs),
     /// Print the effective configuration and where each value came from.
     Config(ConfigArgs),
+    /// Generate a key for an encrypted store (`[store] encrypt = true`): a new age identity
+    /// written to a new file (mode 0600), its public recipient printed. Keep a copy apart from
+    /// the store: without it the snapshots cannot be read.
+    Keygen {
+        /// The new key file.
+        #[arg(long, short, value_name = "FILE")]
+        out: std::path::PathBuf,
+    },
 }
 
 /// `create`.
@@ -199,8 +207,17 @@ pub struct VerifyArgs {
 /// `restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// The snapshot to restore.
-    pub id: String,
+    /// The snapshot to restore (or `--latest`).
+    #[arg(required_unless_present = "latest", conflicts_with = "latest")]
+    pub id: Option<String>,
+    /// The newest snapshot of the database.
+    #[arg(long)]
+    pub latest: bool,
+    /// With `--latest`: only when the database file is absent (at a container's start; the
+    /// newest snapshot that passes its checks is put in place, a damaged one passed over);
+    /// nothing happens, exit 0, when it is there. Needs no confirmation: nothing is replaced.
+    #[arg(long, requires = "latest", conflicts_with_all = ["dry_run", "to", "paths"])]
+    pub if_missing: bool,
     /// Verify and print the plan; change nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -20,7 +20,7 @@ use snapshot::export::{self, ExportFormat};
 use snapshot::record::SnapshotRecord;
 use snapshot::retention::RetentionPolicy;
 use snapshot::source::CheckLevel;
-use snapshot::{ListFilter, SnapshotOutcome, SnapshotRequest};
+use snapshot::{IfMissing, ListFilter, SnapshotOutcome, SnapshotRequest};
 
 type CliResult = Result<(), CliError>;
 
@@ -455,9 +455,96 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
+/// `keygen`: a new identity in a new private file.
+pub(crate) fn keygen(out: &Path, json: bool) -> CliResult {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (_, text) = snapshot::store::EncryptionKey::generate();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .map_err(|source| Error::Io {
+            op: "create the key file",
+            path: out.to_path_buf(),
+            source,
+        })?;
+    let body = format!(
+        "# snapshot store key (age identity), created {}\n# without this key the encrypted \
+         snapshots cannot be read: keep a copy apart from the store\n{text}\n",
+        Utc::now().to_rfc3339()
+    );
+    f.write_all(body.as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|source| Error::Io {
+            op: "write the key file",
+            path: out.to_path_buf(),
+            source,
+        })?;
+    if json {
+        return output::json(&json!({ "key_file": out }));
+    }
+    println!(
+        "wrote a new key to {}\nuse it with [store] encrypt = true and key_file = \"{}\" (or \
+         SNAPSHOT_KEY_FILE); keep a copy apart from the store",
+        out.display(),
+        out.display()
+    );
+    Ok(())
+}
+
+/// `restore --latest --if-missing`: the newest good snapshot put in place of an absent
+/// database; nothing when it is there.
+fn restore_if_missing(ctx: &Ctx) -> CliResult {
+    let m = ctx.db_manager(false)?;
+    let db = ctx.database_display()?;
+    let outcome = m.restore_latest_if_missing()?;
+    let (state, id, damaged) = match &outcome {
+        IfMissing::Present => ("present", None, Vec::new()),
+        IfMissing::NoSnapshot { damaged } => ("no_snapshot", None, damaged.clone()),
+        IfMissing::Restored { report, damaged } => (
+            "restored",
+            Some(report.snapshot_id.clone()),
+            damaged.clone(),
+        ),
+        _ => ("unknown", None, Vec::new()),
+    };
+    if ctx.json {
+        return output::json(&json!({
+            "database": db, "outcome": state, "snapshot_id": id, "damaged_passed_over": damaged,
+        }));
+    }
+    match (state, id) {
+        ("present", _) => println!("{db} is there: nothing to restore"),
+        ("restored", Some(id)) => println!("restored {id} to {db}"),
+        _ => println!("{db} is absent and no snapshot of it could be restored: nothing done"),
+    }
+    for d in damaged {
+        eprintln!("warning: snapshot {d} is damaged and was passed over");
+    }
+    Ok(())
+}
+
 pub(crate) fn restore(ctx: &Ctx, a: RestoreArgs) -> CliResult {
+    if a.if_missing {
+        return restore_if_missing(ctx);
+    }
     let base = ctx.db_manager(false)?;
-    let record = base.get(&a.id)?;
+    let id = match &a.id {
+        Some(id) => id.clone(),
+        None => {
+            let kind = ctx.configured_source(false, None)?.kind();
+            base.list(&ListFilter::new())?
+                .into_iter()
+                .find(|r| r.source_kind == kind)
+                .map(|r| r.snapshot_id)
+                .ok_or_else(|| snapshot::Error::NotFound {
+                    id: format!("(the latest {kind} snapshot)"),
+                })?
+        }
+    };
+    let record = base.get(&id)?;
     if export_formats_of(&record.source_kind).is_some() {
         let Some(dir) = &a.to else {
             return Err(usage(
@@ -905,6 +992,20 @@ pub(crate) fn config(ctx: &Ctx) -> CliResult {
     }
     rows.extend(vec![
         ("store.dir", path(&c.store)),
+        (
+            "store.endpoint",
+            c.store_endpoint
+                .clone()
+                .unwrap_or_else(|| "(AWS_ENDPOINT_URL, else AWS)".into()),
+        ),
+        (
+            "store.encrypt",
+            match (&c.store_encrypt, &c.store_key_file) {
+                (false, _) => "no".into(),
+                (true, Some(f)) => format!("yes, key file {}", f.display()),
+                (true, None) => "yes, key from the environment".into(),
+            },
+        ),
         ("retention", retention),
         (
             "exports.tables",

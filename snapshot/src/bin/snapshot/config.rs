@@ -8,7 +8,12 @@
 //!
 //! [store]
 //! dir = "backups"            # default: `backups` beside the database (required for postgres)
+//! # url = "s3://bucket/prefix"   # or a bucket of any S3-compatible service, instead of `dir`
+//! # endpoint = "http://127.0.0.1:8333"   # default: AWS_ENDPOINT_URL, else AWS
+//! # region = "eu-west-1"     # default: AWS_REGION, the profile's, else us-east-1
 //! mode = "plain"             # or "dedup": distinct pages kept once, compressed (`DedupStore`)
+//! # encrypt = true           # seal every image (age); key from SNAPSHOT_KEY, SNAPSHOT_KEY_FILE,
+//! # key_file = "snapshot.key"  # SNAPSHOT_PASSPHRASE, or this file
 //!
 //! [retention]                # store-wide; default: keep_last = 10
 //! keep_last = 10
@@ -241,8 +246,16 @@ pub struct Config {
     pub server: Option<ServerConfig>,
     /// The engine's own settings (`[database.options]`), checked by the engine at load time.
     pub engine_options: serde_json::Map<String, serde_json::Value>,
-    /// The store directory (absolute).
+    /// The store directory (absolute), or an `s3://bucket/prefix` URL kept verbatim.
     pub store: Option<PathBuf>,
+    /// `[store] endpoint`: the S3-compatible service of a bucket store.
+    pub store_endpoint: Option<String>,
+    /// `[store] region`.
+    pub store_region: Option<String>,
+    /// `[store] encrypt`: seal every image.
+    pub store_encrypt: bool,
+    /// `[store] key_file` (absolute).
+    pub store_key_file: Option<PathBuf>,
     /// How snapshots are kept in it (`[store] mode`).
     pub store_mode: StoreMode,
     /// The store-wide retention rules (`None`: the library default, keep the last 10).
@@ -300,13 +313,6 @@ impl Config {
         vars: &dyn Fn(&str) -> Option<String>,
         cwd: &Path,
     ) -> Result<Config> {
-        let abs = |base: &Path, p: &Path| {
-            if p.is_absolute() {
-                p.to_path_buf()
-            } else {
-                base.join(p)
-            }
-        };
         let (file, raw, text) = read_file(overrides, vars, cwd)?;
         let base = file
             .as_deref()
@@ -353,16 +359,39 @@ impl Config {
         };
 
         // Keys given by the file, a variable and a flag, highest wins.
+        let from_file = match (&raw.store.dir, &raw.store.url) {
+            (Some(d), Some(_)) => {
+                return Err(invalid(
+                    "store.url",
+                    format!("[store] ({}): give `dir` or `url`, not both", at(d.span())),
+                ));
+            }
+            (Some(d), None) => Some((store_location(&base, d.get_ref()), at(d.span()))),
+            (None, Some(u)) if !u.get_ref().starts_with("s3://") => {
+                return Err(invalid(
+                    "store.url",
+                    format!(
+                        "[store] url ({}): {:?} is not an s3://bucket[/prefix] URL",
+                        at(u.span()),
+                        u.get_ref()
+                    ),
+                ));
+            }
+            (None, Some(u)) => Some((PathBuf::from(u.get_ref()), at(u.span()))),
+            (None, None) => None,
+        };
         let store = layered(
             &mut origins,
             vars,
             "store.dir",
-            raw.store
-                .dir
+            from_file,
+            &[("SNAPSHOT_STORE", &|v: String| {
+                store_location(cwd, Path::new(&v))
+            })],
+            overrides
+                .store
                 .as_ref()
-                .map(|p| (abs(&base, p.get_ref()), at(p.span()))),
-            &[("SNAPSHOT_STORE", &|v: String| abs(cwd, Path::new(&v)))],
-            overrides.store.as_ref().map(|p| ("--store", abs(cwd, p))),
+                .map(|p| ("--store", store_location(cwd, p))),
         )
         .or_else(|| {
             let db = database.as_ref()?;
@@ -400,6 +429,17 @@ impl Config {
                 Some(abs(&base, p.get_ref()))
             }
             None => store.as_ref().map(|s| {
+                if is_remote(s) {
+                    origins.insert(
+                        "schedule.log",
+                        Origin::Derived {
+                            from: "`snapshot-schedule.log` beside the configuration (the store \
+                                   is a bucket)"
+                                .into(),
+                        },
+                    );
+                    return base.join("snapshot-schedule.log");
+                }
                 origins.insert(
                     "schedule.log",
                     Origin::Derived {
@@ -416,6 +456,10 @@ impl Config {
             server,
             engine_options,
             store,
+            store_endpoint: raw.store.endpoint.as_ref().map(|e| e.get_ref().clone()),
+            store_region: raw.store.region.as_ref().map(|r| r.get_ref().clone()),
+            store_encrypt: raw.store.encrypt.as_ref().is_some_and(|e| *e.get_ref()),
+            store_key_file: raw.store.key_file.as_ref().map(|k| abs(&base, k.get_ref())),
             store_mode: raw
                 .store
                 .mode
@@ -506,6 +550,14 @@ impl Config {
             Some(pg) => Ok(pg.location()),
             None => Ok(self.database_path()?.display().to_string()),
         }
+    }
+
+    /// The bucket URL (`s3://bucket/prefix`) when the store is remote.
+    pub fn remote_store(&self) -> Option<&str> {
+        self.store
+            .as_deref()
+            .filter(|p| is_remote(p))
+            .and_then(Path::to_str)
     }
 
     /// The store directory, or an error telling how to set one.
@@ -601,6 +653,29 @@ fn read_file(
 }
 
 /// `dir/name` → `dir/name<suffix>` (the activity log beside the store).
+/// `p` made absolute against `base`.
+fn abs(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// Whether a store location is a bucket URL.
+fn is_remote(p: &Path) -> bool {
+    p.to_str().is_some_and(|s| s.starts_with("s3://"))
+}
+
+/// A store location: a bucket URL verbatim, a directory made absolute against `base`.
+fn store_location(base: &Path, p: &Path) -> PathBuf {
+    if is_remote(p) {
+        p.to_path_buf()
+    } else {
+        abs(base, p)
+    }
+}
+
 fn beside_with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(suffix);

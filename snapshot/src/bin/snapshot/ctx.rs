@@ -19,7 +19,8 @@ use snapshot::export::{ExportFormat, ExportSource};
 use snapshot::record::SnapshotRecord;
 use snapshot::source::{Capture, CaptureProgress, CheckLevel, Replacement, Source};
 use snapshot::stats::DbStats;
-use snapshot::store::LocalStore;
+use snapshot::store::encrypt::{self, EncryptedStore, EncryptionKey};
+use snapshot::store::{LocalStore, S3Options, S3Store};
 use snapshot::table::TableSession;
 
 pub(crate) struct Ctx {
@@ -47,19 +48,105 @@ impl Ctx {
         }
     }
 
-    /// The store; `create` makes it when missing, every other command requires it.
-    pub(crate) fn store(&self, create: bool) -> Result<LocalStore> {
-        let dir = self.config.store_dir()?;
-        if !create && !dir.is_dir() {
-            return Err(invalid(
-                "store",
-                format!(
-                    "the store {} does not exist (no snapshot was ever taken there?)",
-                    dir.display()
-                ),
-            ));
+    /// The store as configured — a directory or a bucket, sealed when `[store] encrypt` is
+    /// on or the store already is, under the dedup layer with `[store] mode = "dedup"`. A
+    /// directory: `create` makes it when missing, every other command requires it.
+    pub(crate) fn store(&self, create: bool) -> Result<Arc<dyn snapshot::Store>> {
+        let base: Arc<dyn snapshot::Store> = match self.config.remote_store() {
+            Some(url) => {
+                let mut options = S3Options::from_url(url)?;
+                if let Some(e) = &self.config.store_endpoint {
+                    options = options.endpoint(e);
+                }
+                if let Some(r) = &self.config.store_region {
+                    options = options.region(r);
+                }
+                Arc::new(S3Store::open(options)?)
+            }
+            None => {
+                let dir = self.config.store_dir()?;
+                if !create && !dir.is_dir() {
+                    return Err(invalid(
+                        "store",
+                        format!(
+                            "the store {} does not exist (no snapshot was ever taken there?)",
+                            dir.display()
+                        ),
+                    ));
+                }
+                Arc::new(LocalStore::open(dir)?)
+            }
+        };
+        let base = self.sealed(base)?;
+        Ok(match self.config.store_mode {
+            StoreMode::Plain => base,
+            StoreMode::Dedup => Arc::new(snapshot::store::DedupStore::new(base)),
+        })
+    }
+
+    /// `store` sealed with the configured key when encryption is on or the store holds
+    /// sealed snapshots already (then a missing key is an error, never a silent plain write).
+    fn sealed(&self, store: Arc<dyn snapshot::Store>) -> Result<Arc<dyn snapshot::Store>> {
+        let key = match &self.config.store_key_file {
+            Some(f) => Some(EncryptionKey::from_file(f)?),
+            None => EncryptionKey::from_env()?,
+        };
+        let wanted = self.config.store_encrypt || encrypt::is_encrypted(store.as_ref())?;
+        if !wanted {
+            return Ok(store);
         }
-        LocalStore::open(dir)
+        let Some(key) = key else {
+            return Err(snapshot::Error::Key {
+                location: store.location(),
+                detail: format!(
+                    "the store is encrypted{} and no key is given: set {} (an age identity), \
+                     {} (a file holding one) or {}, or [store] key_file",
+                    if self.config.store_encrypt {
+                        " ([store] encrypt = true)"
+                    } else {
+                        ""
+                    },
+                    encrypt::KEY_ENV,
+                    encrypt::KEY_FILE_ENV,
+                    encrypt::PASSPHRASE_ENV
+                ),
+            });
+        };
+        Ok(Arc::new(EncryptedStore::open(store, key)?))
+    }
+
+    /// The local directory of the store, `None` for a bucket.
+    pub(crate) fn store_dir(&self) -> Result<Option<&Path>> {
+        match self.config.remote_store() {
+            Some(_) => Ok(None),
+            None => self.config.store_dir().map(Some),
+        }
+    }
+
+    /// Where the scheduler's lock lives: the store directory, or for a bucket a private
+    /// directory of this host named after the URL (it keeps two schedulers of this host
+    /// apart; schedulers on different hosts are not).
+    pub(crate) fn lock_dir(&self) -> Result<PathBuf> {
+        match self.config.remote_store() {
+            None => Ok(self.config.store_dir()?.to_path_buf()),
+            Some(url) => {
+                let dir = std::env::temp_dir().join(format!(
+                    "snapshot-scheduler-{}",
+                    &blake3::hash(url.as_bytes()).to_hex()[..16]
+                ));
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&dir)
+                    .map_err(|e| snapshot::Error::Io {
+                        op: "create directory",
+                        path: dir.clone(),
+                        source: e,
+                    })?;
+                Ok(dir)
+            }
+        }
     }
 
     fn database(&self) -> PathBuf {
@@ -158,11 +245,7 @@ impl Ctx {
         let environment = if self.force.get() {
             Environment::persistent()
         } else {
-            Environment::detect(Some(store.dir()))
-        };
-        let store: Arc<dyn snapshot::Store> = match self.config.store_mode {
-            StoreMode::Plain => Arc::new(store),
-            StoreMode::Dedup => Arc::new(snapshot::store::DedupStore::new(store)),
+            Environment::detect(self.store_dir()?)
         };
         let mut builder = SnapshotManager::builder()
             .source(source)

@@ -113,6 +113,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             _ => None,
         },
     };
+    if let Command::Keygen { out } = &cli.command {
+        return commands::keygen(out, cli.global.json);
+    }
     let config = crate::config::Config::load(&overrides)?;
     let ctx = ctx::Ctx::new(config, cli.global.json);
     match cli.command {
@@ -133,5 +136,6 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Schedule(a) => service::schedule(&ctx, a),
         Command::Doctor(a) => commands::doctor(&ctx, a),
         Command::Config(_) => commands::config(&ctx),
+        Command::Keygen { .. } => unreachable!("handled before the configuration is loaded"),
     }
 }

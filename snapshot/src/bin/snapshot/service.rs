@@ -1,6 +1,6 @@
 //! `snapshot schedule` (the foreground service) and `snapshot status`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -122,15 +122,18 @@ pub(crate) fn schedule(ctx: &Ctx, a: ScheduleArgs) -> CliResult {
         run_options: std::cell::RefCell::new(serde_json::Map::new()),
     };
     let store = quiet.store(true)?;
-    store.ensure_dir()?;
-    let _lock = SchedulerLock::acquire(store.dir()).map_err(|e| match e {
+    if let Some(local) = store.local() {
+        local.prepare()?;
+    }
+    let lock_dir = quiet.lock_dir()?;
+    let _lock = SchedulerLock::acquire(&lock_dir).map_err(|e| match e {
         Error::StoreLocked { path, .. } => CliError::new(
             ExitStatus::Locked,
             "scheduler_running",
             format!(
                 "another scheduler{} is already running on the store {} (lock {}); exiting",
-                SchedulerLock::holder(store.dir()).map_or(String::new(), |p| format!(" (pid {p})")),
-                store.dir().display(),
+                SchedulerLock::holder(&lock_dir).map_or(String::new(), |p| format!(" (pid {p})")),
+                store.location(),
                 path.display()
             ),
         ),
@@ -259,8 +262,13 @@ fn db_stats(ctx: &Ctx) -> Result<snapshot::stats::DbStats, Error> {
 }
 
 pub(crate) fn status(ctx: &Ctx) -> CliResult {
-    let store_dir = ctx.config.store_dir()?.to_path_buf();
-    let exists = store_dir.is_dir();
+    let remote = ctx.config.remote_store().map(str::to_string);
+    let store_dir = match &remote {
+        Some(url) => PathBuf::from(url),
+        None => ctx.config.store_dir()?.to_path_buf(),
+    };
+    // A bucket exists when it opens (a missing bucket is an error, not "not created yet").
+    let exists = remote.is_some() || store_dir.is_dir();
     let (st, records) = if exists {
         let m = ctx.db_manager(false)?;
         (Some(m.status()?), m.list(&ListFilter::new())?)
@@ -273,9 +281,13 @@ pub(crate) fn status(ctx: &Ctx) -> CliResult {
         e.0 += 1;
         e.1 = e.1.saturating_add(r.size_bytes); // a damaged catalog may claim any size
     }
-    let free = disk_free(&store_dir);
+    let free = if remote.is_some() {
+        None
+    } else {
+        disk_free(&store_dir)
+    };
     let scheduler = if exists {
-        SchedulerLock::held(&store_dir)
+        SchedulerLock::held(&ctx.lock_dir()?)
     } else {
         None
     };

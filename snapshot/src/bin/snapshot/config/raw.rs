@@ -133,7 +133,12 @@ pub(crate) struct RawDatabase {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawStore {
     pub(crate) dir: Option<toml::Spanned<PathBuf>>,
+    pub(crate) url: Option<toml::Spanned<String>>,
+    pub(crate) endpoint: Option<toml::Spanned<String>>,
+    pub(crate) region: Option<toml::Spanned<String>>,
     pub(crate) mode: Option<toml::Spanned<StoreMode>>,
+    pub(crate) encrypt: Option<toml::Spanned<bool>>,
+    pub(crate) key_file: Option<toml::Spanned<PathBuf>>,
 }
 
 /// `[store] mode`: how snapshots are kept.
