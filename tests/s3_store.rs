@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use rusqlite::Connection;
-use snapshot::store::{EncryptedStore, EncryptionKey, S3Options, S3Store};
+use snapshot::store::{EncryptedStore, EncryptionKey, ReplicatedStore, S3Options, S3Store};
 use snapshot::testing::store::StoreFixture;
 use snapshot::{
     CheckLevel, DoctorOptions, Environment, Error, ListFilter, LocalStore, MemoryStore,
@@ -593,4 +593,110 @@ fn a_passphrase_seals_and_opens() -> Result<()> {
         Err(Error::Key { .. }) => Ok(()),
         other => bail!("expected a key error, got {other:?}"),
     }
+}
+
+fn keys(store: &dyn Store) -> Result<std::collections::BTreeSet<String>> {
+    Ok(store.list()?.into_iter().map(|m| m.key).collect())
+}
+
+#[test]
+fn a_replica_gets_every_snapshot_in_the_background_and_stands_in_for_a_lost_image() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("app.db");
+    database(&db, 3)?;
+    let before = digest(&db)?;
+    let prefix = unique("replica");
+    let store = Arc::new(ReplicatedStore::new(
+        LocalStore::open(dir.path().join("backups"))?,
+        s3(&prefix)?,
+    )?);
+    let m = SnapshotManager::builder()
+        .source(SqliteSource::new(&db))
+        .store(store.clone() as Arc<dyn Store>)
+        .retention(snapshot::RetentionPolicy::new().keep_last(2))
+        .environment(Environment::persistent())
+        .build()?;
+    let first = take(&m, "delete")?;
+    Connection::open(&db)?.execute("DELETE FROM measure WHERE id % 2 = 0", [])?;
+    let second = take(&m, "delete")?;
+    store.settle()?;
+    let replica = s3(&prefix)?;
+    let there = keys(&replica)?;
+    for r in [&first, &second] {
+        ensure!(
+            there.contains(&r.blob_key) && there.contains(&r.sidecar_key()),
+            "{there:?}"
+        );
+    }
+    ensure!(there.contains(snapshot::catalog::INDEX_KEY), "{there:?}");
+    let status = m
+        .status()?
+        .replication
+        .context("a replicated store reports")?;
+    ensure!(
+        status.pending.is_empty() && status.last_error.is_none(),
+        "{status:?}"
+    );
+
+    // The local image is lost: the restore reads the replica's copy.
+    std::fs::remove_file(dir.path().join("backups").join(&first.blob_key))?;
+    m.restore(&first.snapshot_id)?;
+    ensure!(digest(&db)? == before, "restored from the replica");
+
+    // Retention's deletes reach the replica too (the restore's safety snapshot pushed the
+    // first two past keep_last = 2).
+    m.prune()?;
+    store.settle()?;
+    let listed: Vec<String> = m
+        .list(&ListFilter::default())?
+        .into_iter()
+        .map(|r| r.blob_key)
+        .collect();
+    let there = keys(&replica)?;
+    ensure!(
+        !there.contains(&first.blob_key) || listed.contains(&first.blob_key),
+        "{there:?}"
+    );
+    for b in &listed {
+        ensure!(there.contains(b), "{b} missing from the replica: {there:?}");
+    }
+    Ok(())
+}
+
+#[test]
+fn a_replica_that_is_down_never_stops_a_snapshot_and_is_caught_up_later() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let db = dir.path().join("app.db");
+    database(&db, 2)?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let dead = format!("http://127.0.0.1:{}", listener.local_addr()?.port());
+    drop(listener);
+    let down = S3Store::new(options("down", &dead)?.retries(0, Duration::from_secs(1)))?;
+    let local_dir = dir.path().join("backups");
+    let store = Arc::new(ReplicatedStore::new(LocalStore::open(&local_dir)?, down)?);
+    let m = manager(&db, store.clone() as Arc<dyn Store>)?;
+    let r = take(&m, "delete")?;
+    ensure!(
+        store.settle().is_err(),
+        "the failed copy is reported by settle"
+    );
+    let status = m.status()?.replication.context("status")?;
+    ensure!(
+        status.pending.contains(&r.blob_key) && status.last_error.is_some(),
+        "{status:?}"
+    );
+    drop(m);
+    drop(store);
+
+    // Next start, the replica is up: the catch-up copies what it lacks.
+    let prefix = unique("catch-up");
+    let store = ReplicatedStore::new(LocalStore::open(&local_dir)?, s3(&prefix)?)?;
+    store.settle()?;
+    let there = keys(&s3(&prefix)?)?;
+    ensure!(
+        there.contains(&r.blob_key) && there.contains(&r.sidecar_key()),
+        "{there:?}"
+    );
+    ensure!(store.replication()?.is_some_and(|s| s.pending.is_empty()));
+    Ok(())
 }

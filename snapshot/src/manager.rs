@@ -421,6 +421,8 @@ pub struct Status {
     /// What the snapshots take in a store that shares data between them (a dedup store):
     /// logical and stored bytes; `None` for a store where each takes its size.
     pub storage: Option<crate::store::StoreUsage>,
+    /// What the store's replica lacks, for a store with one; `None` otherwise.
+    pub replication: Option<crate::store::ReplicationStatus>,
 }
 
 /// What [`SnapshotManager::prune`] did.
@@ -1023,6 +1025,7 @@ impl SnapshotManager {
             last_verified: records.iter().filter_map(|r| r.verified_at).max(),
             retention: self.inner.retention.clone(),
             storage: self.inner.store.usage()?,
+            replication: self.inner.store.replication()?,
         })
     }
 }

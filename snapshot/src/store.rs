@@ -26,6 +26,8 @@ pub mod encrypt;
 mod local;
 mod memory;
 #[cfg(feature = "s3")]
+pub mod replica;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 #[cfg(feature = "dedup")]
@@ -34,6 +36,8 @@ pub use dedup::{DedupStore, GcReport};
 pub use encrypt::{EncryptedStore, EncryptionKey};
 pub use local::LocalStore;
 pub use memory::MemoryStore;
+#[cfg(feature = "s3")]
+pub use replica::ReplicatedStore;
 #[cfg(feature = "s3")]
 pub use s3::{S3Options, S3Store};
 
@@ -216,6 +220,24 @@ pub trait Store: Send + Sync + Debug {
         Ok(Vec::new())
     }
 
+    /// What a replica of the store lacks, for a store with one ([`ReplicatedStore`]-like
+    /// layers). Default: `None`.
+    ///
+    /// # Errors
+    /// The stores' errors.
+    fn replication(&self) -> Result<Option<ReplicationStatus>> {
+        Ok(None)
+    }
+
+    /// Waits for the store's background work: a local store's frees of deleted objects, a
+    /// replica's copies. Default: the local frees.
+    ///
+    /// # Errors
+    /// The background work's errors (a replica's last failed copy).
+    fn settle_background(&self) -> Result<()> {
+        self.local().map_or(Ok(()), |l| l.settle_frees())
+    }
+
     /// The bytes the object `key` added to the store when it was put, for a store that shares
     /// data between objects. Default: `None`.
     ///
@@ -252,6 +274,37 @@ pub struct StreamedImage {
     pub size: u64,
     /// `blake3:<hex>` of its bytes.
     pub checksum: String,
+}
+
+/// What a replica lacks (see [`Store::replication`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReplicationStatus {
+    /// The replica's location.
+    pub replica: String,
+    /// Objects of the local store the replica does not have (yet), by key.
+    pub pending: Vec<String>,
+    /// Jobs queued in this process (copies and deletes).
+    pub queued: usize,
+    /// The last copy that failed for good, if the last one failed.
+    pub last_error: Option<String>,
+}
+
+impl ReplicationStatus {
+    /// A status.
+    pub fn new(
+        replica: String,
+        pending: Vec<String>,
+        queued: usize,
+        last_error: Option<String>,
+    ) -> Self {
+        ReplicationStatus {
+            replica,
+            pending,
+            queued,
+            last_error,
+        }
+    }
 }
 
 /// What a store that shares data between snapshots holds (see [`Store::usage`]).
@@ -330,7 +383,7 @@ pub trait StoreExt: Store {
     /// # Errors
     /// The background work's errors.
     fn settle(&self) -> Result<()> {
-        self.local().map_or(Ok(()), |l| l.settle_frees())
+        self.settle_background()
     }
 
     /// Publishes a snapshot: the finished, fsynced image file `image` under `blob_key` and its

@@ -457,6 +457,14 @@ impl Store for DedupStore {
         self.inner.local().map(|l| l.dir().to_path_buf())
     }
 
+    fn replication(&self) -> Result<Option<crate::store::ReplicationStatus>> {
+        self.inner.replication()
+    }
+
+    fn settle_background(&self) -> Result<()> {
+        self.inner.settle_background()
+    }
+
     fn added_bytes(&self, key: &str) -> Result<Option<u64>> {
         let Some(meta) = self.inner.head(key)? else {
             return Ok(None);

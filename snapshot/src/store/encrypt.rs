@@ -260,6 +260,14 @@ impl Store for EncryptedStore {
         self.inner.check_layer(repair, min_age)
     }
 
+    fn replication(&self) -> Result<Option<crate::store::ReplicationStatus>> {
+        self.inner.replication()
+    }
+
+    fn settle_background(&self) -> Result<()> {
+        self.inner.settle_background()
+    }
+
     fn added_bytes(&self, key: &str) -> Result<Option<u64>> {
         self.inner.added_bytes(key)
     }

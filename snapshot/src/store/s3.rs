@@ -157,7 +157,7 @@ impl S3Store {
     /// [`Error::Unreachable`] when no server answers at the endpoint; [`Error::InvalidInput`]
     /// for options the client refuses.
     pub fn open(options: S3Options) -> Result<Self> {
-        let store = Self::connect(options)?;
+        let store = Self::new(options)?;
         store.rt.run(async {
             let prefix = store.prefix_path();
             let mut listing = store.client.list(prefix.as_ref());
@@ -170,8 +170,12 @@ impl S3Store {
         Ok(store)
     }
 
-    /// The client, without the existence check.
-    fn connect(options: S3Options) -> Result<Self> {
+    /// The client, without [`open`](Self::open)'s check: nothing is asked of the server
+    /// until the first request (a replica that may be down when the application starts).
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for options the client refuses.
+    pub fn new(options: S3Options) -> Result<Self> {
         let profile = transfer::profile_credentials();
         let mut b = AmazonS3Builder::from_env().with_bucket_name(&options.bucket);
         if let Some(p) = &profile

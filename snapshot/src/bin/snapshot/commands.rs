@@ -116,6 +116,13 @@ pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
             SnapshotOutcome::Disabled { reason } => disabled = Some(reason),
             other => disabled = Some(format!("{other:?}")),
         }
+        // A replica's copies run in the background; this process is about to exit, so they
+        // are waited for here (a failure is reported, the snapshot stays taken).
+        if let Err(e) = snapshot::StoreExt::settle(m.store().as_ref()) {
+            eprintln!(
+                "warning: {e}; `status` shows what the replica lacks, the next run catches up"
+            );
+        }
     }
     if ctx.json {
         output::json(&json!({ "taken": taken, "disabled": disabled }))?;

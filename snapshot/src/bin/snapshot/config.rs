@@ -9,6 +9,7 @@
 //! [store]
 //! dir = "backups"            # default: `backups` beside the database (required for postgres)
 //! # url = "s3://bucket/prefix"   # or a bucket of any S3-compatible service, instead of `dir`
+//! # replica = "s3://bucket/prefix"   # a local `dir` copied to a bucket in the background
 //! # endpoint = "http://127.0.0.1:8333"   # default: AWS_ENDPOINT_URL, else AWS
 //! # region = "eu-west-1"     # default: AWS_REGION, the profile's, else us-east-1
 //! mode = "plain"             # or "dedup": distinct pages kept once, compressed (`DedupStore`)
@@ -248,7 +249,9 @@ pub struct Config {
     pub engine_options: serde_json::Map<String, serde_json::Value>,
     /// The store directory (absolute), or an `s3://bucket/prefix` URL kept verbatim.
     pub store: Option<PathBuf>,
-    /// `[store] endpoint`: the S3-compatible service of a bucket store.
+    /// `[store] replica`: a bucket a local store is copied to.
+    pub store_replica: Option<String>,
+    /// `[store] endpoint`: the S3-compatible service of a bucket store (and of a replica).
     pub store_endpoint: Option<String>,
     /// `[store] region`.
     pub store_region: Option<String>,
@@ -380,6 +383,18 @@ impl Config {
             (None, Some(u)) => Some((PathBuf::from(u.get_ref()), at(u.span()))),
             (None, None) => None,
         };
+        if let Some(r) = &raw.store.replica
+            && !r.get_ref().starts_with("s3://")
+        {
+            return Err(invalid(
+                "store.replica",
+                format!(
+                    "[store] replica ({}): {:?} is not an s3://bucket[/prefix] URL",
+                    at(r.span()),
+                    r.get_ref()
+                ),
+            ));
+        }
         let store = layered(
             &mut origins,
             vars,
@@ -456,6 +471,7 @@ impl Config {
             server,
             engine_options,
             store,
+            store_replica: raw.store.replica.as_ref().map(|r| r.get_ref().clone()),
             store_endpoint: raw.store.endpoint.as_ref().map(|e| e.get_ref().clone()),
             store_region: raw.store.region.as_ref().map(|r| r.get_ref().clone()),
             store_encrypt: raw.store.encrypt.as_ref().is_some_and(|e| *e.get_ref()),

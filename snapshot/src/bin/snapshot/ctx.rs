@@ -20,7 +20,7 @@ use snapshot::record::SnapshotRecord;
 use snapshot::source::{Capture, CaptureProgress, CheckLevel, Replacement, Source};
 use snapshot::stats::DbStats;
 use snapshot::store::encrypt::{self, EncryptedStore, EncryptionKey};
-use snapshot::store::{LocalStore, S3Options, S3Store};
+use snapshot::store::{LocalStore, ReplicatedStore, S3Options, S3Store};
 use snapshot::table::TableSession;
 
 pub(crate) struct Ctx {
@@ -53,16 +53,7 @@ impl Ctx {
     /// directory: `create` makes it when missing, every other command requires it.
     pub(crate) fn store(&self, create: bool) -> Result<Arc<dyn snapshot::Store>> {
         let base: Arc<dyn snapshot::Store> = match self.config.remote_store() {
-            Some(url) => {
-                let mut options = S3Options::from_url(url)?;
-                if let Some(e) = &self.config.store_endpoint {
-                    options = options.endpoint(e);
-                }
-                if let Some(r) = &self.config.store_region {
-                    options = options.region(r);
-                }
-                Arc::new(S3Store::open(options)?)
-            }
+            Some(url) => Arc::new(S3Store::open(self.s3_options(url)?)?),
             None => {
                 let dir = self.config.store_dir()?;
                 if !create && !dir.is_dir() {
@@ -74,7 +65,16 @@ impl Ctx {
                         ),
                     ));
                 }
-                Arc::new(LocalStore::open(dir)?)
+                let local = LocalStore::open(dir)?;
+                match &self.config.store_replica {
+                    // The replica is not asked anything until the background copier starts:
+                    // a replica that is down never stops a snapshot.
+                    Some(url) => Arc::new(ReplicatedStore::new(
+                        local,
+                        S3Store::new(self.s3_options(url)?)?,
+                    )?),
+                    None => Arc::new(local),
+                }
             }
         };
         let base = self.sealed(base)?;
@@ -82,6 +82,17 @@ impl Ctx {
             StoreMode::Plain => base,
             StoreMode::Dedup => Arc::new(snapshot::store::DedupStore::new(base)),
         })
+    }
+
+    fn s3_options(&self, url: &str) -> Result<S3Options> {
+        let mut options = S3Options::from_url(url)?;
+        if let Some(e) = &self.config.store_endpoint {
+            options = options.endpoint(e);
+        }
+        if let Some(r) = &self.config.store_region {
+            options = options.region(r);
+        }
+        Ok(options)
     }
 
     /// `store` sealed with the configured key when encryption is on or the store holds

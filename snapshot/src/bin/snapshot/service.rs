@@ -335,6 +335,10 @@ pub(crate) fn status(ctx: &Ctx) -> CliResult {
                     "logical_bytes": u.logical_bytes, "stored_bytes": u.stored_bytes,
                     "dedup_ratio": u.ratio(), "packs": u.packs,
                 })),
+                "replica": s.replication.as_ref().map(|r| json!({
+                    "location": r.replica, "pending": r.pending, "queued": r.queued,
+                    "last_error": r.last_error,
+                })),
             })
         }).unwrap_or_else(|| json!({ "location": store_dir, "exists": false, "disk_free_bytes": free }));
         let database = match &stats {
@@ -407,6 +411,14 @@ pub(crate) fn status(ctx: &Ctx) -> CliResult {
                 ),
                 ("disk free", free.map_or("-".into(), bytes)),
             ]);
+            if let Some(r) = &s.replication {
+                let state = match (r.pending.len(), &r.last_error) {
+                    (0, _) => "every snapshot copied".to_string(),
+                    (n, Some(e)) => format!("{n} objects not yet copied (last error: {e})"),
+                    (n, None) => format!("{n} objects not yet copied"),
+                };
+                pairs(&[("replica", format!("{}: {state}", r.replica))]);
+            }
         }
         None => pairs(&[
             (

@@ -134,6 +134,7 @@ pub(crate) struct RawDatabase {
 pub(crate) struct RawStore {
     pub(crate) dir: Option<toml::Spanned<PathBuf>>,
     pub(crate) url: Option<toml::Spanned<String>>,
+    pub(crate) replica: Option<toml::Spanned<String>>,
     pub(crate) endpoint: Option<toml::Spanned<String>>,
     pub(crate) region: Option<toml::Spanned<String>>,
     pub(crate) mode: Option<toml::Spanned<StoreMode>>,
