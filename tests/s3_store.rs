@@ -524,7 +524,7 @@ fn encrypted_snapshots_round_trip_and_damage_and_wrong_keys_are_caught() -> Resu
         // The catalog is readable without the key; the image is not the database.
         let raw = inner.get_bytes(&r.blob_key)?;
         ensure!(
-            raw.starts_with(b"age-encryption.org/v1"),
+            raw.starts_with(b"snapshot-sealed/v1\n"),
             "{name}: not sealed"
         );
         ensure!(

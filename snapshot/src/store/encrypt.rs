@@ -1,6 +1,7 @@
 //! [`EncryptedStore`]: a decorator that encrypts every snapshot image (and every object a
 //! dedup layer above it writes) before the inner store sees it — a local directory or a
-//! bucket — with age's streaming authenticated encryption (feature `encrypt`).
+//! bucket (feature `encrypt`): each object in authenticated AES-256-GCM chunks under its own
+//! random key, which age seals to the store's identity or passphrase (the format: `cipher`).
 //!
 //! The catalog stays in clear: the index and the sidecars (`*.json` keys) are what `list`,
 //! `status` and retention read, and they hold no user data (ids, times, sizes, checksums, the
