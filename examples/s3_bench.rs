@@ -236,24 +236,6 @@ fn encryption(dir: &Path, mb: u64) -> Result<f64> {
             s[round].as_secs_f64()
         );
     }
-    // Where the time goes: sealing a staged copy alone.
-    let staged = dir.join("staged-probe.db");
-    std::fs::copy(&db, &staged)?;
-    let probe = EncryptedStore::open(
-        LocalStore::open(dir.join("probe"))?,
-        EncryptionKey::generate().0,
-    )?;
-    sync();
-    let t = Instant::now();
-    probe.put(
-        "probe.bin",
-        snapshot::store::Payload::File(&staged),
-        snapshot::PutMode::Create,
-    )?;
-    println!(
-        "sealing a staged {mb} MiB file into a local store: {:.2}s",
-        t.elapsed().as_secs_f64()
-    );
     let (p, s) = (median(p), median(s));
     println!(
         "{mb} MiB local snapshot: plain {:.2}s, encrypted {:.2}s",

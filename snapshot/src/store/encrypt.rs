@@ -16,16 +16,19 @@
 mod cipher;
 mod key;
 
-use std::io::{BufReader, Cursor};
+use std::collections::HashSet;
+use std::io::{BufReader, Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 pub use key::{EncryptionKey, KEY_ENV, KEY_FILE_ENV, PASSPHRASE_ENV};
 
 use crate::error::{Error, Result};
 use crate::fs_util;
-use crate::store::{Object, ObjectMeta, Payload, PutMode, Store, StoreUsage};
+use crate::store::{
+    Object, ObjectMeta, Payload, PutMode, Store, StoreUsage, StreamedImage, StreamingStorage,
+};
 
 /// The key of the object that proves which key a store was sealed with.
 pub const KEY_CHECK: &str = "snapshot-encryption";
@@ -57,6 +60,9 @@ fn sealed(key: &str) -> bool {
 pub struct EncryptedStore {
     inner: Arc<dyn Store>,
     key: EncryptionKey,
+    /// Files [`capture_to_file`](StreamingStorage::capture_to_file) sealed already: their
+    /// put passes them through.
+    presealed: Mutex<HashSet<PathBuf>>,
 }
 
 impl EncryptedStore {
@@ -69,6 +75,7 @@ impl EncryptedStore {
         let store = EncryptedStore {
             inner: inner.into_store(),
             key,
+            presealed: Mutex::new(HashSet::new()),
         };
         match store.inner.get(KEY_CHECK) {
             Ok(o) => {
@@ -112,6 +119,15 @@ impl EncryptedStore {
         &self.inner
     }
 
+    fn presealed(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        self.presealed.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether `f` was sealed by a capture (forgotten as it is published).
+    fn take_presealed(&self, f: &Path) -> bool {
+        self.presealed().remove(f)
+    }
+
     fn seal_bytes(&self, data: &[u8]) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(data.len() + 256);
         cipher::seal(&self.key, &mut Cursor::new(data), &mut out)
@@ -138,6 +154,61 @@ impl EncryptedStore {
     }
 }
 
+impl StreamingStorage for EncryptedStore {
+    fn capture_to_file(
+        &self,
+        dest: &Path,
+        write: &mut dyn FnMut(&mut dyn Write) -> Result<()>,
+    ) -> Result<StreamedImage> {
+        let guard = fs_util::StagingGuard::new(dest.to_path_buf());
+        let file = fs_util::create_new_private(dest)?;
+        let sealer =
+            cipher::SealWriter::new(&self.key, std::io::BufWriter::with_capacity(1 << 20, &file))
+                .map_err(|e| Error::io("encrypt into", dest, e))?;
+        let mut tee = Tee {
+            inner: sealer,
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        };
+        write(&mut tee)?;
+        let Tee {
+            inner,
+            hasher,
+            size,
+        } = tee;
+        inner
+            .finish()
+            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+            .map_err(|e| Error::io("encrypt into", dest, e))?;
+        file.sync_all().map_err(|e| Error::io("fsync", dest, e))?;
+        self.presealed().insert(guard.disarm());
+        Ok(StreamedImage {
+            size,
+            checksum: format!("blake3:{}", hasher.finalize().to_hex()),
+        })
+    }
+}
+
+/// Hashes and counts the plain bytes on their way to the sealer.
+struct Tee<W: Write> {
+    inner: W,
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 impl Store for EncryptedStore {
     fn location(&self) -> String {
         self.inner.location()
@@ -156,6 +227,7 @@ impl Store for EncryptedStore {
                 let s = self.seal_bytes(b)?;
                 self.inner.put(key, Payload::Bytes(&s), mode)
             }
+            Payload::File(f) if self.take_presealed(f) => self.inner.put(key, payload, mode),
             Payload::File(f) => {
                 let s = fs_util::StagingGuard::new(self.seal_file(f)?);
                 let v = self.inner.put(key, Payload::File(s.path()), mode)?;
@@ -244,6 +316,13 @@ impl Store for EncryptedStore {
 
     fn outlives_host(&self) -> bool {
         self.inner.outlives_host()
+    }
+
+    fn streaming(&self) -> Option<&dyn StreamingStorage> {
+        // Over a directory, the source's bytes are sealed as they are read: no plain copy is
+        // staged, written and read again. (Over a remote store the sealed image is uploaded
+        // after the source's read transaction, as a plain one would be.)
+        self.inner.local().map(|_| self as &dyn StreamingStorage)
     }
 
     fn staging_hint(&self) -> Option<PathBuf> {
