@@ -302,3 +302,59 @@ fn a_missing_bucket_and_refused_credentials_are_typed_errors() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn a_local_store_with_a_replica_has_every_snapshot_in_the_bucket_when_create_returns() -> Result<()>
+{
+    let fx = Fx::new()?;
+    let replica = unique("replica");
+    std::fs::write(
+        fx.dir.path().join("rep.toml"),
+        format!("[store]\ndir = \"backups\"\nreplica = \"{replica}\"\n"),
+    )?;
+    let run = |args: &[&str]| -> Result<Value> {
+        let mut c = fx.command();
+        c.args(["--json", "--config", "rep.toml", "--db"])
+            .arg(&fx.db)
+            .args(args);
+        let out = c.output()?;
+        ensure!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(serde_json::from_slice(&out.stdout)?)
+    };
+    let took = run(&["create", "--op", "delete"])?;
+    let blob = took["taken"][0]["blob_key"]
+        .as_str()
+        .context("blob")?
+        .to_string();
+    ensure!(
+        fx.dir.path().join("backups").join(&blob).exists(),
+        "published locally"
+    );
+    // `create` waited for the copy: the bucket has the image, its sidecar and the index.
+    let bucket = snapshot::store::S3Store::open(
+        snapshot::store::S3Options::from_url(&replica)?.endpoint(endpoint()),
+    )?;
+    let keys: Vec<String> = snapshot::Store::list(&bucket)?
+        .into_iter()
+        .map(|m| m.key)
+        .collect();
+    ensure!(keys.contains(&blob), "{keys:?}");
+    ensure!(
+        keys.iter().any(|k| k == "snapshot_metadata.json"),
+        "{keys:?}"
+    );
+    let status = run(&["status"])?;
+    ensure!(
+        status["store"]["replica"]["location"] == replica.as_str(),
+        "{status}"
+    );
+    ensure!(
+        status["store"]["replica"]["pending"] == serde_json::json!([]),
+        "{status}"
+    );
+    Ok(())
+}

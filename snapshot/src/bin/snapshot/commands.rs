@@ -118,7 +118,9 @@ pub(crate) fn create(ctx: &Ctx, a: CreateArgs) -> CliResult {
         }
         // A replica's copies run in the background; this process is about to exit, so they
         // are waited for here (a failure is reported, the snapshot stays taken).
-        if let Err(e) = snapshot::StoreExt::settle(m.store().as_ref()) {
+        if ctx.config.store_replica.is_some()
+            && let Err(e) = snapshot::StoreExt::settle(m.store().as_ref())
+        {
             eprintln!(
                 "warning: {e}; `status` shows what the replica lacks, the next run catches up"
             );
