@@ -55,6 +55,12 @@ pub struct S3Options {
     pub max_retries: usize,
     /// Time after which a request is not retried any more.
     pub retry_timeout: Duration,
+    /// Sign each request's body (SHA-256 of every part) besides its headers. Off by default,
+    /// as the AWS CLI v2 does: TLS protects bodies in transit, and every snapshot's blake3
+    /// checksum is checked end to end on verify and restore; hashing costs a core's time per
+    /// byte uploaded (measured: upload of 1 GiB to SeaweedFS on loopback 7.1 s signed, 6.1 s
+    /// not).
+    pub sign_payload: bool,
 }
 
 impl S3Options {
@@ -68,6 +74,7 @@ impl S3Options {
             region: None,
             max_retries: 10,
             retry_timeout: Duration::from_secs(180),
+            sign_payload: false,
         }
     }
 
@@ -207,6 +214,7 @@ impl S3Store {
             .unwrap_or_default();
         let client = b
             .with_virtual_hosted_style_request(false)
+            .with_unsigned_payload(!options.sign_payload)
             .with_client_options(
                 ClientOptions::new()
                     .with_allow_http(endpoint.starts_with("http://"))
