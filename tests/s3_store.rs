@@ -700,3 +700,47 @@ fn a_replica_that_is_down_never_stops_a_snapshot_and_is_caught_up_later() -> Res
     ensure!(store.replication()?.is_some_and(|s| s.pending.is_empty()));
     Ok(())
 }
+
+#[test]
+fn a_sealed_capture_that_fails_midway_leaves_no_file_and_one_that_ends_round_trips() -> Result<()> {
+    use std::io::Write;
+    let dir = tempfile::tempdir()?;
+    let store = EncryptedStore::open(LocalStore::open(dir.path().join("b"))?, key())?;
+    let st = store
+        .streaming()
+        .context("an encrypted directory takes streams")?;
+    let dest = dir.path().join("b").join("staged-image");
+    let data: Vec<u8> = (0..(3u32 << 20) + 5).map(|i| (i % 253) as u8).collect();
+    let r = st.capture_to_file(&dest, &mut |w| {
+        w.write_all(&data).map_err(|e| Error::Io {
+            op: "write",
+            path: PathBuf::from("test"),
+            source: e,
+        })?;
+        Err(Error::InvalidInput {
+            field: "source",
+            reason: "stopped midway".into(),
+        })
+    });
+    ensure!(matches!(r, Err(Error::InvalidInput { .. })), "{r:?}");
+    ensure!(!dest.exists(), "a failed capture left its file");
+    let img = st.capture_to_file(&dest, &mut |w| {
+        w.write_all(&data).map_err(|e| Error::Io {
+            op: "write",
+            path: PathBuf::from("test"),
+            source: e,
+        })
+    })?;
+    ensure!(img.size == data.len() as u64);
+    ensure!(img.checksum == format!("blake3:{}", blake3::hash(&data).to_hex()));
+    store.put(
+        "img.bin",
+        snapshot::store::Payload::File(&dest),
+        snapshot::PutMode::Create,
+    )?;
+    ensure!(
+        store.get_bytes("img.bin")? == data,
+        "the sealed capture reads back"
+    );
+    Ok(())
+}

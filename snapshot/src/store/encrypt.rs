@@ -19,7 +19,7 @@ mod key;
 use std::collections::HashSet;
 use std::io::{BufReader, Cursor, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 pub use key::{EncryptionKey, KEY_ENV, KEY_FILE_ENV, PASSPHRASE_ENV};
@@ -155,6 +155,8 @@ impl EncryptedStore {
 }
 
 impl StreamingStorage for EncryptedStore {
+    /// Seals the source's bytes as they are read, on two threads: the source reads into 1 MiB
+    /// buffers on the caller's; hashing, sealing and writing run on a second one.
     fn capture_to_file(
         &self,
         dest: &Path,
@@ -162,50 +164,100 @@ impl StreamingStorage for EncryptedStore {
     ) -> Result<StreamedImage> {
         let guard = fs_util::StagingGuard::new(dest.to_path_buf());
         let file = fs_util::create_new_private(dest)?;
-        let sealer =
-            cipher::SealWriter::new(&self.key, std::io::BufWriter::with_capacity(1 << 20, &file))
-                .map_err(|e| Error::io("encrypt into", dest, e))?;
-        let mut tee = Tee {
-            inner: sealer,
-            hasher: blake3::Hasher::new(),
-            size: 0,
+        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(4);
+        let (back_tx, back_rx) = mpsc::channel::<Vec<u8>>();
+        let (read, sealed) = std::thread::scope(|s| {
+            let sealer = s.spawn(|| -> Result<(u64, blake3::Hash)> {
+                let fail = |e: std::io::Error| Error::io("encrypt into", dest, e);
+                let mut w = cipher::SealWriter::new(
+                    &self.key,
+                    std::io::BufWriter::with_capacity(1 << 20, &file),
+                )
+                .map_err(fail)?;
+                let mut hasher = blake3::Hasher::new();
+                let mut size = 0u64;
+                for buf in rx {
+                    hasher.update(&buf);
+                    w.write_all(&buf).map_err(fail)?;
+                    size += buf.len() as u64;
+                    let _ = back_tx.send(buf);
+                }
+                w.finish()
+                    .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
+                    .map_err(fail)?;
+                Ok((size, hasher.finalize()))
+            });
+            let mut chan = Channel {
+                tx: Some(tx),
+                back: back_rx,
+                buf: Vec::with_capacity(CHANNEL_BUF),
+            };
+            let read = write(&mut chan)
+                .and_then(|()| chan.send().map_err(|e| Error::io("encrypt into", dest, e)));
+            drop(chan);
+            let sealed = sealer
+                .join()
+                .unwrap_or_else(|p| std::panic::resume_unwind(p));
+            (read, sealed)
+        });
+        // The sealer's error says more than the reader's broken channel.
+        let (size, hash) = match (read, sealed) {
+            (_, Err(e)) | (Err(e), _) => return Err(e),
+            (Ok(()), Ok(done)) => done,
         };
-        write(&mut tee)?;
-        let Tee {
-            inner,
-            hasher,
-            size,
-        } = tee;
-        inner
-            .finish()
-            .and_then(|w| w.into_inner().map_err(|e| e.into_error()))
-            .map_err(|e| Error::io("encrypt into", dest, e))?;
         file.sync_all().map_err(|e| Error::io("fsync", dest, e))?;
         self.presealed().insert(guard.disarm());
         Ok(StreamedImage {
             size,
-            checksum: format!("blake3:{}", hasher.finalize().to_hex()),
+            checksum: format!("blake3:{}", hash.to_hex()),
         })
     }
 }
 
-/// Hashes and counts the plain bytes on their way to the sealer.
-struct Tee<W: Write> {
-    inner: W,
-    hasher: blake3::Hasher,
-    size: u64,
+/// Bytes per buffer handed to the sealing thread.
+const CHANNEL_BUF: usize = 1 << 20;
+
+/// The source's side of the pipeline: fills buffers and sends them to the sealing thread
+/// (buffers come back to be reused).
+struct Channel {
+    tx: Option<mpsc::SyncSender<Vec<u8>>>,
+    back: mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
 }
 
-impl<W: Write> Write for Tee<W> {
+impl Channel {
+    fn send(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let next = match self.back.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b
+            }
+            Err(_) => Vec::with_capacity(CHANNEL_BUF),
+        };
+        let full = std::mem::replace(&mut self.buf, next);
+        self.tx
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("closed"))?
+            .send(full)
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the sealer stopped"))
+    }
+}
+
+impl Write for Channel {
     fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        let n = self.inner.write(data)?;
-        self.hasher.update(&data[..n]);
-        self.size += n as u64;
+        let n = (CHANNEL_BUF - self.buf.len()).min(data.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHANNEL_BUF {
+            self.send()?;
+        }
         Ok(n)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        self.inner.flush()
+        Ok(())
     }
 }
 
