@@ -703,7 +703,6 @@ fn a_replica_that_is_down_never_stops_a_snapshot_and_is_caught_up_later() -> Res
 
 #[test]
 fn a_sealed_capture_that_fails_midway_leaves_no_file_and_one_that_ends_round_trips() -> Result<()> {
-    use std::io::Write;
     let dir = tempfile::tempdir()?;
     let store = EncryptedStore::open(LocalStore::open(dir.path().join("b"))?, key())?;
     let st = store
