@@ -315,19 +315,21 @@ impl Store for EncryptedStore {
         let location = self.inner.object_location(key);
         let guard = fs_util::StagingGuard::new(dest.to_path_buf());
         // Read in place from a local store; otherwise download the sealed object beside
-        // `dest` first.
-        let (source, download) = match self.inner.local() {
-            Some(l) => (l.object_path(key)?, None),
+        // `dest` first (its metadata comes with it: no second request).
+        let (source, download, meta) = match self.inner.local() {
+            Some(l) => {
+                let meta = self.inner.head(key)?.ok_or_else(|| Error::BlobMissing {
+                    key: key.to_string(),
+                })?;
+                (l.object_path(key)?, None, meta)
+            }
             None => {
                 let dir = dest.parent().unwrap_or(Path::new("."));
                 let tmp = fs_util::StagingGuard::new(fs_util::staging_path(dir, "sealed"));
-                self.inner.get_to_file(key, tmp.path())?;
-                (tmp.path().to_path_buf(), Some(tmp))
+                let meta = self.inner.get_to_file(key, tmp.path())?;
+                (tmp.path().to_path_buf(), Some(tmp), meta)
             }
         };
-        let meta = self.inner.head(key)?.ok_or_else(|| Error::BlobMissing {
-            key: key.to_string(),
-        })?;
         let input = std::fs::File::open(&source).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::BlobMissing {
                 key: key.to_string(),

@@ -301,16 +301,6 @@ impl S3Store {
         format!("{}/{key}", self.location)
     }
 
-    /// `head` of a key.
-    fn head_path(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        let path = self.path(key)?;
-        match self.rt.run(self.client.head(&path)) {
-            Ok(m) => Ok(Some(self.meta(key, &m))),
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err(key, e)),
-        }
-    }
-
     fn meta(&self, key: &str, m: &object_store::ObjectMeta) -> ObjectMeta {
         let meta = ObjectMeta::new(key, m.size, Some(m.last_modified));
         match &m.e_tag {
@@ -383,7 +373,12 @@ impl Store for S3Store {
     }
 
     fn head(&self, key: &str) -> Result<Option<ObjectMeta>> {
-        self.head_path(key)
+        let path = self.path(key)?;
+        match self.rt.run(self.client.head(&path)) {
+            Ok(m) => Ok(Some(self.meta(key, &m))),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(key, e)),
+        }
     }
 
     fn list(&self) -> Result<Vec<ObjectMeta>> {

@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use super::{S3Store, UPLOADS};
 use crate::error::{Error, Result};
 use crate::fs_util;
-use crate::store::{ObjectMeta, PutMode};
+use crate::store::{ObjectMeta, PutMode, Store};
 
 pub(super) use super::profile::profile_credentials;
 
@@ -52,7 +52,7 @@ pub(super) fn put_file(
         let data = std::fs::read(file).map_err(|e| Error::io("read", file, e))?;
         return s.put_bytes_mode(key, data, mode);
     }
-    if mode == PutMode::Create && s.head_path(key)?.is_some() {
+    if mode == PutMode::Create && s.head(key)?.is_some() {
         return Err(Error::AlreadyExists {
             key: key.to_string(),
         });
@@ -133,7 +133,7 @@ fn upload_parts(s: &S3Store, key: &str, file: &Path, id: &str) -> Result<Vec<Par
 pub(super) fn get_to_file(s: &S3Store, key: &str, dest: &Path) -> Result<ObjectMeta> {
     let guard = fs_util::StagingGuard::new(dest.to_path_buf());
     let file = fs_util::create_new_private(dest)?;
-    let meta = s.head_path(key)?.ok_or_else(|| Error::BlobMissing {
+    let meta = s.head(key)?.ok_or_else(|| Error::BlobMissing {
         key: key.to_string(),
     })?;
     let path = s.path(key)?;
